@@ -1,0 +1,88 @@
+// Errors: every failure is a std::error_code plus a message naming the operation and address.
+#pragma once
+
+#include <pipeworks/export.hpp>
+
+#include <string>
+#include <system_error>
+#include <utility>
+#include <variant>
+
+namespace pipeworks {
+
+// Failures that are pipeworks' own (libuv's and the OS's travel in uv_category()).
+enum class errc {
+    invalid_config = 1,   // a NetConf field or an argument has a bad value
+    not_supported_yet,    // the feature behind a field arrives in a later release
+    invalid_address,      // an address string could not be parsed
+    wrong_pipe_kind,      // the operation does not apply to this kind of pipe
+    not_connected,        // no peer: a TCP pipe still connecting, or UDP without destination
+    pipe_ended,           // the pipe has ended; nothing more can be sent or received
+    write_queue_full,     // queued write bytes would pass NetConf::max_write_queue
+    connect_timeout,      // NetConf::con_timeout passed before the connection was made
+    dns_timeout,          // NetConf::dns_timeout passed before the name was resolved
+    message_too_large,    // a datagram larger than UDP can carry
+    queue_full,           // a bounded queue refused an element
+};
+
+// The category of errc values ("pipeworks").
+PIPEWORKS_API const std::error_category& pipeworks_category() noexcept;
+// The category of libuv's negative error numbers ("uv"); messages come from uv_strerror.
+PIPEWORKS_API const std::error_category& uv_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), pipeworks_category()};
+}
+// A libuv status (negative errno-like number) as an error_code; 0 gives an empty code.
+inline std::error_code uv_error_code(int status) noexcept {
+    return status == 0 ? std::error_code{} : std::error_code{status, uv_category()};
+}
+
+// An error value: a code for programs, a message for people. Empty (falsy) means success.
+struct Error {
+    std::error_code code;
+    std::string message;
+
+    Error() = default;
+    Error(std::error_code c, std::string m) : code(c), message(std::move(m)) {}
+    Error(errc e, std::string m) : code(make_error_code(e)), message(std::move(m)) {}
+
+    explicit operator bool() const noexcept { return static_cast<bool>(code); }
+    bool operator==(errc e) const noexcept { return code == make_error_code(e); }
+};
+
+// A value or an Error. Accessing the value of a failed Result throws std::system_error.
+template <class T>
+class Result {
+public:
+    Result(T value) : v_(std::move(value)) {}
+    Result(Error error) : v_(std::move(error)) {}
+
+    bool ok() const noexcept { return v_.index() == 0; }
+    explicit operator bool() const noexcept { return ok(); }
+
+    T& value() & { check(); return std::get<0>(v_); }
+    const T& value() const& { check(); return std::get<0>(v_); }
+    T&& value() && { check(); return std::get<0>(std::move(v_)); }
+    T* operator->() { return &value(); }
+    const T* operator->() const { return &value(); }
+    T& operator*() & { return value(); }
+    const T& operator*() const& { return value(); }
+
+    // The error; an empty Error when ok().
+    Error error() const { return ok() ? Error{} : std::get<1>(v_); }
+
+private:
+    void check() const {
+        if (!ok()) {
+            const Error& e = std::get<1>(v_);
+            throw std::system_error(e.code, e.message);
+        }
+    }
+    std::variant<T, Error> v_;
+};
+
+}  // namespace pipeworks
+
+template <>
+struct std::is_error_code_enum<pipeworks::errc> : std::true_type {};

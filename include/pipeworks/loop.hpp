@@ -1,0 +1,80 @@
+// Loop: one libuv event loop and everything pipeworks runs on it.
+// Bound to the thread that runs it; only post() may be called from other threads.
+#pragma once
+
+#include <pipeworks/export.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+
+struct uv_loop_s;
+
+namespace pipeworks {
+
+namespace detail {
+struct LoopCore;
+struct TimerState;
+}  // namespace detail
+
+// A cancellable one-shot timer returned by Loop::call_later. Cheap to copy; all copies refer
+// to the same timer. Dropping the handle does not cancel the timer. Loop-thread only.
+class PIPEWORKS_API Timer {
+public:
+    Timer() = default;
+    // Stops the timer if it has not fired; harmless when it has or on an empty handle.
+    void cancel();
+    // True while the timer is scheduled and has neither fired nor been cancelled.
+    bool active() const;
+
+private:
+    friend class Loop;
+    explicit Timer(std::shared_ptr<detail::TimerState> s) : state_(std::move(s)) {}
+    std::shared_ptr<detail::TimerState> state_;
+};
+
+class PIPEWORKS_API Loop {
+public:
+    // Creates and owns a new uv_loop_t.
+    Loop();
+    // Borrows an existing uv_loop_t; the caller runs it and closes it after this Loop is gone.
+    explicit Loop(uv_loop_s* borrowed);
+    // Closes every pipe and timer still open on this loop, without running their callbacks,
+    // and waits (on this thread) for libuv to release them. Must be called on the loop thread
+    // while the loop is not running.
+    ~Loop();
+
+    Loop(const Loop&) = delete;
+    Loop& operator=(const Loop&) = delete;
+
+    // Runs until stop() is called or nothing is left to do. Returns false after stop().
+    bool run();
+    // Runs one iteration, waiting for at least one event. Returns true if more work remains.
+    bool run_once();
+    // Runs one iteration without waiting. Returns true if more work remains.
+    bool run_nowait();
+    // Runs until pred() is true (checked after each iteration) or the timeout passes.
+    // Returns pred()'s final value.
+    bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+    // Makes run() return after the current iteration. Loop thread only (use post() elsewhere).
+    void stop();
+
+    // Thread-safe: queues fn to run on the loop thread in a later iteration. Functions run in
+    // the order posted. Ones still queued when the Loop is destroyed are discarded.
+    void post(std::function<void()> fn);
+
+    // Calls fn once after delay (0 = next iteration). Loop thread only.
+    Timer call_later(std::chrono::milliseconds delay, std::function<void()> fn);
+
+    // Milliseconds of the loop's cached clock (uv_now).
+    std::uint64_t now_ms() const;
+
+    uv_loop_s* native() const noexcept;
+
+    detail::LoopCore& core() noexcept { return *core_; }
+
+private:
+    std::unique_ptr<detail::LoopCore> core_;
+};
+
+}  // namespace pipeworks

@@ -1,0 +1,239 @@
+// Pipe: one face for every network endpoint: a TCP client, a TCP server, a connection a server
+// accepted, a UDP socket with or without a default destination, over IPv4 and IPv6.
+//
+// Threading: a Pipe is bound to its Loop's thread. Every member (and every callback) runs on
+// that thread; to act from another thread, Loop::post() a function that does it.
+//
+// Lifetime: pipes are shared-owned (PipePtr). While a pipe is open the library holds a reference,
+// so dropping yours does not close it; close() does. close() is idempotent and safe inside any
+// callback. The pipe ends exactly once: when its handle has really closed, the end callbacks run
+// with the reason, and no callback of the pipe runs after that.
+#pragma once
+
+#include <pipeworks/address.hpp>
+#include <pipeworks/error.hpp>
+#include <pipeworks/export.hpp>
+#include <pipeworks/net_conf.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pipeworks {
+
+class Loop;
+class Pipe;
+using PipePtr = std::shared_ptr<Pipe>;
+
+enum class PipeKind : std::uint8_t {
+    tcp_client,    // a TCP connection this side opened
+    tcp_server,    // a listening TCP socket; hands out tcp_accepted pipes
+    tcp_accepted,  // a TCP connection a server accepted
+    udp,           // a UDP socket, with or without a default destination
+};
+
+enum class EndReason : std::uint8_t {
+    local_close,  // close() was called (or the server owning this pipe closed)
+    peer_close,   // the peer closed its side in order (FIN)
+    peer_reset,   // the peer reset the connection (RST, or EPIPE on write)
+    error,        // any other failure: see EndInfo::error
+    timeout,      // a deadline passed (connect, name resolution)
+};
+
+PIPEWORKS_API const char* to_string(PipeKind k) noexcept;
+PIPEWORKS_API const char* to_string(EndReason r) noexcept;
+
+// Why a pipe ended. `error` is empty for local_close and peer_close.
+struct EndInfo {
+    EndReason reason = EndReason::local_close;
+    Error error;
+};
+
+// A message as delivered to a callback. `data` is valid only during the call; copy what you keep.
+// On TCP a message is a chunk as read (no framing); on UDP it is one datagram.
+struct Message {
+    std::string_view data;
+    Address from;  // the sender: the peer for TCP, the datagram's source for UDP
+};
+
+// A message that owns its bytes (from a subscription queue).
+struct Received {
+    std::string data;
+    Address from;
+};
+
+// What recv() hands over: a message, or why there is none.
+struct RecvResult {
+    enum class Status : std::uint8_t { message, timeout, ended };
+    Status status = Status::timeout;
+    Received message;  // valid when status == message
+    EndInfo end;       // valid when status == ended
+    explicit operator bool() const noexcept { return status == Status::message; }
+};
+
+// What accept() hands over: an accepted pipe, or why there is none.
+struct AcceptResult {
+    RecvResult::Status status = RecvResult::Status::timeout;
+    PipePtr pipe;  // valid when status == message
+    EndInfo end;   // valid when status == ended (the server ended)
+    explicit operator bool() const noexcept { return pipe != nullptr; }
+};
+
+// Which messages a subscription takes: plain byte matching (not a regular expression).
+// Unanchored: `bytes` occurs anywhere in the message. Anchored: the message starts with `bytes`.
+// Empty `bytes` matches every message.
+struct Pattern {
+    std::string bytes;
+    bool anchored = false;
+
+    static Pattern any() { return {}; }
+    static Pattern contains(std::string_view b) { return {std::string(b), false}; }
+    static Pattern prefix(std::string_view b) { return {std::string(b), true}; }
+    PIPEWORKS_API bool matches(std::string_view message) const noexcept;
+};
+
+// Counters of one pipe. Rates are bytes per second over the last `window`.
+struct PipeStats {
+    std::uint64_t bytes_in = 0, bytes_out = 0;
+    std::uint64_t msgs_in = 0, msgs_out = 0;
+    std::uint64_t dropped = 0;  // messages dropped: full queues, duplicate datagrams
+    double rate_in = 0, rate_out = 0;
+    std::chrono::milliseconds window{0};
+};
+
+using CallbackId = std::uint64_t;
+using SubId = std::uint64_t;
+
+// The implicit subscription of a pipe with no message callback: it takes every message.
+inline constexpr SubId all_messages = 0;
+
+class PIPEWORKS_API Pipe : public std::enable_shared_from_this<Pipe> {
+public:
+    using MessageFn = std::function<void(Pipe&, const Message&)>;
+    using UpFn = std::function<void(Pipe&)>;
+    using EndFn = std::function<void(Pipe&, const EndInfo&)>;
+    using DrainFn = std::function<void(Pipe&)>;
+    using AcceptFn = std::function<void(Pipe& server, const PipePtr& accepted)>;
+    using RecvFn = std::function<void(Pipe&, RecvResult&)>;
+    using AcceptResultFn = std::function<void(Pipe& server, AcceptResult&)>;
+    using ClosedFn = std::function<void(Pipe&)>;
+
+    // ---- Opening. Configuration and synchronous failures (bind, listen) come back as an
+    // Error; connection failures come later, as the pipe's end (reason error or timeout).
+
+    // A TCP client to `to`, optionally bound to `local` first (the route). Up fires when
+    // connected; if NetConf::con_timeout passes first the pipe ends with reason timeout.
+    static Result<PipePtr> connect(Loop& loop, const Address& to, const NetConf& conf = {},
+                                   const Address& local = {});
+    // A TCP client to "host:port" ("[v6]:port"); the name is resolved off the loop thread,
+    // bounded by NetConf::dns_timeout. Numeric hosts are not resolved.
+    static Result<PipePtr> connect(Loop& loop, std::string_view host_port, const NetConf& conf = {},
+                                   const Address& local = {});
+    // A TCP server listening on `local` (port 0: the OS picks; see local_address()).
+    static Result<PipePtr> listen(Loop& loop, const Address& local, const NetConf& conf = {});
+    // A UDP pipe bound to `local` (empty: any address of dest's family, port from the OS),
+    // sending to `dest` by default (empty: no default; use send_to()).
+    static Result<PipePtr> udp(Loop& loop, const Address& local, const Address& dest = {},
+                               const NetConf& conf = {});
+    // Takes over an existing socket: a listening TCP socket becomes a server, a connected
+    // one a client, a datagram socket a UDP pipe (its peer, if connected, the destination).
+    // With conf.do_close false the caller keeps the fd open and owns it after the pipe ends.
+    static Result<PipePtr> adopt(Loop& loop, int fd, const NetConf& conf = {});
+
+    // The same, on conf.loop (an error if it is null).
+    static Result<PipePtr> connect(const Address& to, const NetConf& conf);
+    static Result<PipePtr> listen(const Address& local, const NetConf& conf);
+    static Result<PipePtr> udp(const Address& local, const Address& dest, const NetConf& conf);
+
+    // ---- Callbacks. Each add returns a token for remove(). On a server, message, up, end and
+    // drain callbacks are also copied to every pipe it accepts afterwards (copies: removing one
+    // from a client leaves the others alone); the server's own end fires its end callbacks.
+
+    CallbackId on_message(MessageFn fn);
+    CallbackId on_up(UpFn fn);        // connected (clients), accepted (accepted pipes), open (UDP)
+    CallbackId on_end(EndFn fn);      // exactly once; the last callback of the pipe
+    CallbackId on_drain(DrainFn fn);  // queued write bytes fell to low_watermark after high
+    CallbackId on_accept(AcceptFn fn);  // servers: each accepted pipe, in accept order
+    // Removes the callback with this token. Returns false if there is none.
+    bool remove(CallbackId id);
+
+    // ---- Sending. An Error is returned at once when the bytes cannot be queued; failures of
+    // the transfer itself end the pipe.
+
+    // TCP: queues bytes for the peer (also while still connecting). UDP: one datagram to the
+    // default destination.
+    Error send(std::string_view bytes);
+    Error send(std::span<const std::byte> bytes);
+    // UDP: one datagram to `to`.
+    Error send_to(std::string_view bytes, const Address& to);
+
+    // Bytes accepted by send() that the OS has not yet taken.
+    std::size_t write_queue_bytes() const noexcept;
+    // True while write_queue_bytes() is below conf().high_watermark.
+    bool writable() const noexcept;
+
+    // ---- Queues (P2PD's subscriptions). Dispatch order per message: callbacks, then every
+    // matching subscription (fan-out). A subscription with a handler gets the message in its
+    // handler instead of a queue. Queues bounded by max_qsize / max_queue_bytes drop the oldest.
+    // `from` filters the source: empty = any; an address with port 0 = any port of that IP.
+    SubId subscribe(Pattern pattern, const Address& from = {}, MessageFn handler = {});
+    bool unsubscribe(SubId sub);
+    // Next message of `sub`, waiting up to `timeout` (default conf().recv_timeout). The handler
+    // runs exactly once: with a message, with status timeout, or with status ended when the
+    // pipe ends (or the subscription is removed) while waiting.
+    void recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, RecvFn fn);
+    void recv(RecvFn fn) { recv(all_messages, std::nullopt, std::move(fn)); }
+    // The next queued message of `sub`, if any, without waiting.
+    std::optional<Received> try_recv(SubId sub = all_messages);
+    // Messages waiting in `sub`'s queue.
+    std::size_t queued(SubId sub = all_messages) const noexcept;
+
+    // ---- Servers. Accepted pipes go to on_accept callbacks, then to a waiting accept(); with
+    // no accept callback they wait in a queue (max_accept_queue; beyond it they are closed).
+    void accept(std::optional<std::chrono::milliseconds> timeout, AcceptResultFn fn);
+    std::optional<PipePtr> try_accept();
+    // The accepted pipes of this server that are still open, in accept order.
+    std::vector<PipePtr> clients() const;
+
+    // ---- Control.
+    // Ends the pipe (reason local_close unless it already has one); `done` runs after the end
+    // callbacks, once the handle is closed. A server also closes its accepted pipes.
+    void close(ClosedFn done = {});
+    // Stops / restarts reading. Paused pipes still send.
+    void pause();
+    void resume();
+    bool paused() const noexcept;
+
+    // ---- State.
+    PipeKind kind() const noexcept;
+    Transport transport() const noexcept;
+    bool is_up() const noexcept;    // connected (TCP) or open (UDP, servers) and not ending
+    bool ending() const noexcept;   // close() called or a failure seen; end not yet delivered
+    bool ended() const noexcept;    // the end callbacks have run
+    // Why the pipe ended (or is ending); nullopt while it is open.
+    std::optional<EndInfo> end_info() const;
+    Address local_address() const;
+    // TCP: the peer. UDP: the default destination (empty when none).
+    Address peer_address() const;
+    const NetConf& conf() const noexcept;
+    Loop& loop() const noexcept;
+    // The OS socket (-1 once closed, or while a name is being resolved).
+    int native_handle() const noexcept;
+    PipeStats stats() const;
+
+    Pipe(const Pipe&) = delete;
+    Pipe& operator=(const Pipe&) = delete;
+
+protected:
+    Pipe() = default;
+    ~Pipe() = default;
+};
+
+}  // namespace pipeworks

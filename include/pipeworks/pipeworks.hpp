@@ -1,0 +1,8 @@
+// The whole public API of pipeworks.
+#pragma once
+
+#include <pipeworks/address.hpp>
+#include <pipeworks/error.hpp>
+#include <pipeworks/loop.hpp>
+#include <pipeworks/net_conf.hpp>
+#include <pipeworks/pipe.hpp>
