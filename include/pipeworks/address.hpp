@@ -71,7 +71,8 @@ private:
 
 // Resolves "host:port" ("[v6]:port" too) with the system resolver, blocking the calling
 // thread. Pipe::connect(Loop&, std::string_view) resolves without blocking the loop.
-PIPEWORKS_API Result<Address> resolve_blocking(std::string_view host_port, Family prefer = Family::none);
+PIPEWORKS_API Result<Address> resolve_blocking(std::string_view host_port,
+                                               Family prefer = Family::none);
 
 // Splits "host:port" / "[v6]:port" into host and port (no resolution).
 PIPEWORKS_API Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text);

@@ -12,17 +12,17 @@ namespace pipeworks {
 
 // Failures that are pipeworks' own (libuv's and the OS's travel in uv_category()).
 enum class errc {
-    invalid_config = 1,   // a NetConf field or an argument has a bad value
-    not_supported_yet,    // the feature behind a field arrives in a later release
-    invalid_address,      // an address string could not be parsed
-    wrong_pipe_kind,      // the operation does not apply to this kind of pipe
-    not_connected,        // no peer: a TCP pipe still connecting, or UDP without destination
-    pipe_ended,           // the pipe has ended; nothing more can be sent or received
-    write_queue_full,     // queued write bytes would pass NetConf::max_write_queue
-    connect_timeout,      // NetConf::con_timeout passed before the connection was made
-    dns_timeout,          // NetConf::dns_timeout passed before the name was resolved
-    message_too_large,    // a datagram larger than UDP can carry
-    queue_full,           // a bounded queue refused an element
+    invalid_config = 1,  // a NetConf field or an argument has a bad value
+    not_supported_yet,   // the feature behind a field arrives in a later release
+    invalid_address,     // an address string could not be parsed
+    wrong_pipe_kind,     // the operation does not apply to this kind of pipe
+    not_connected,       // no peer: a TCP pipe still connecting, or UDP without destination
+    pipe_ended,          // the pipe has ended; nothing more can be sent or received
+    write_queue_full,    // queued write bytes would pass NetConf::max_write_queue
+    connect_timeout,     // NetConf::con_timeout passed before the connection was made
+    dns_timeout,         // NetConf::dns_timeout passed before the name was resolved
+    message_too_large,   // a datagram larger than UDP can carry
+    queue_full,          // a bounded queue refused an element
 };
 
 // The category of errc values ("pipeworks").
@@ -61,9 +61,18 @@ public:
     bool ok() const noexcept { return v_.index() == 0; }
     explicit operator bool() const noexcept { return ok(); }
 
-    T& value() & { check(); return std::get<0>(v_); }
-    const T& value() const& { check(); return std::get<0>(v_); }
-    T&& value() && { check(); return std::get<0>(std::move(v_)); }
+    T& value() & {
+        check();
+        return std::get<0>(v_);
+    }
+    const T& value() const& {
+        check();
+        return std::get<0>(v_);
+    }
+    T&& value() && {
+        check();
+        return std::get<0>(std::move(v_));
+    }
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
     T& operator*() & { return value(); }

@@ -20,30 +20,31 @@ struct NetConf {
     using ms = std::chrono::milliseconds;
 
     // --- P2PD's NET_CONF keys, same defaults and meaning ---
-    ms dns_timeout{2000};          // bound on resolving a "host:port" given to connect()
-    bool use_ssl = false;          // TLS: not supported yet (a later release); true is refused
-    ms ssl_handshake{4000};        // TLS handshake bound: not supported yet; only the default is accepted
-    int sock_proto = 0;            // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP
-    ms recv_timeout{2000};         // default timeout of recv() and accept()
-    ms con_timeout{2000};          // bound on a TCP connect
-    std::size_t max_qsize = 0;     // messages per subscription queue; 0 = unbounded (drop-oldest)
-    bool enable_msg_ids = false;   // UDP: drop a datagram equal to a recent one from the same source
-    std::size_t max_msg_ids = 1000;   // how many recent datagram identities are remembered
-    bool reuse_addr = false;       // SO_REUSEADDR before bind
-    bool broadcast = false;        // SO_BROADCAST on UDP pipes
-    std::size_t reader_limit = 64 * 1024;   // most bytes taken by one read
-    bool sock_only = false;        // open the socket but never read it: the owner uses native_handle()
-    bool do_close = true;          // false: closing the pipe leaves the OS socket open for its owner
-    std::optional<std::chrono::seconds> linger;   // SO_LINGER on close; 0 s sends a reset
-    int send_retry = 2;            // UDP: retries of a datagram refused by a full socket buffer
-    Loop* loop = nullptr;          // the loop used by open calls that are given none
+    ms dns_timeout{2000};    // bound on resolving a "host:port" given to connect()
+    bool use_ssl = false;    // TLS: not supported yet (a later release); true is refused
+    ms ssl_handshake{4000};  // TLS handshake bound: not supported yet; only the default is accepted
+    int sock_proto = 0;      // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP
+    ms recv_timeout{2000};   // default timeout of recv() and accept()
+    ms con_timeout{2000};    // bound on a TCP connect
+    std::size_t max_qsize = 0;    // messages per subscription queue; 0 = unbounded (drop-oldest)
+    bool enable_msg_ids = false;  // UDP: drop a datagram equal to a recent one from the same source
+    std::size_t max_msg_ids = 1000;        // how many recent datagram identities are remembered
+    bool reuse_addr = false;               // SO_REUSEADDR before bind
+    bool broadcast = false;                // SO_BROADCAST on UDP pipes
+    std::size_t reader_limit = 64 * 1024;  // most bytes taken by one read
+    bool sock_only = false;  // open the socket but never read it: the owner uses native_handle()
+    bool do_close = true;    // false: closing the pipe leaves the OS socket open for its owner
+    std::optional<std::chrono::seconds> linger;  // SO_LINGER on close; 0 s sends a reset
+    int send_retry = 2;    // UDP: retries of a datagram refused by a full socket buffer
+    Loop* loop = nullptr;  // the loop used by open calls that are given none
 
     // --- beyond P2PD ---
-    bool nodelay = true;                             // TCP_NODELAY
-    std::optional<std::chrono::seconds> keepalive;   // TCP keepalive with this idle delay
-    std::size_t high_watermark = 1024 * 1024;        // queued write bytes at which a pipe is "full"
-    std::size_t low_watermark = 256 * 1024;          // queued write bytes at which drain fires
-    std::size_t max_write_queue = 64 * 1024 * 1024;  // hard cap: passing it fails the pipe; 0 = none
+    bool nodelay = true;                            // TCP_NODELAY
+    std::optional<std::chrono::seconds> keepalive;  // TCP keepalive with this idle delay
+    std::size_t high_watermark = 1024 * 1024;       // queued write bytes at which a pipe is "full"
+    std::size_t low_watermark = 256 * 1024;         // queued write bytes at which drain fires
+    std::size_t max_write_queue =
+        64 * 1024 * 1024;  // hard cap: passing it fails the pipe; 0 = none
     std::size_t max_queue_bytes = 16 * 1024 * 1024;  // bytes per subscription queue; 0 = unbounded
     std::size_t max_accept_queue = 1024;             // accepted pipes waiting for accept()
     int backlog = 511;                               // listen() backlog

@@ -214,9 +214,9 @@ public:
     // ---- State.
     PipeKind kind() const noexcept;
     Transport transport() const noexcept;
-    bool is_up() const noexcept;    // connected (TCP) or open (UDP, servers) and not ending
-    bool ending() const noexcept;   // close() called or a failure seen; end not yet delivered
-    bool ended() const noexcept;    // the end callbacks have run
+    bool is_up() const noexcept;   // connected (TCP) or open (UDP, servers) and not ending
+    bool ending() const noexcept;  // close() called or a failure seen; end not yet delivered
+    bool ended() const noexcept;   // the end callbacks have run
     // Why the pipe ended (or is ending); nullopt while it is open.
     std::optional<EndInfo> end_info() const;
     Address local_address() const;

@@ -1,0 +1,63 @@
+#include <pipeworks/error.hpp>
+
+#include <uv.h>
+
+namespace pipeworks {
+namespace {
+
+class PipeworksCategory final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "pipeworks"; }
+    std::string message(int ev) const override {
+        switch (static_cast<errc>(ev)) {
+            case errc::invalid_config:
+                return "invalid configuration";
+            case errc::not_supported_yet:
+                return "not supported yet";
+            case errc::invalid_address:
+                return "invalid address";
+            case errc::wrong_pipe_kind:
+                return "operation not valid for this kind of pipe";
+            case errc::not_connected:
+                return "not connected";
+            case errc::pipe_ended:
+                return "pipe has ended";
+            case errc::write_queue_full:
+                return "write queue full";
+            case errc::connect_timeout:
+                return "connect timed out";
+            case errc::dns_timeout:
+                return "name resolution timed out";
+            case errc::message_too_large:
+                return "message too large";
+            case errc::queue_full:
+                return "queue full";
+        }
+        return "unknown pipeworks error";
+    }
+};
+
+class UvCategory final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "uv"; }
+    std::string message(int ev) const override { return uv_strerror(ev); }
+    std::error_condition default_error_condition(int ev) const noexcept override {
+        // libuv codes are negated errno values on Unix, so they map onto the generic category.
+        if (ev < 0 && ev > -3000) return {-ev, std::generic_category()};
+        return {ev, *this};
+    }
+};
+
+}  // namespace
+
+const std::error_category& pipeworks_category() noexcept {
+    static const PipeworksCategory c;
+    return c;
+}
+
+const std::error_category& uv_category() noexcept {
+    static const UvCategory c;
+    return c;
+}
+
+}  // namespace pipeworks

@@ -1,0 +1,82 @@
+// A list of callbacks that tolerates additions and removals from inside its own callbacks.
+#pragma once
+
+#include <pipeworks/pipe.hpp>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace pipeworks::detail {
+
+template <class Fn>
+class CallbackList {
+public:
+    CallbackList() = default;
+    CallbackList(CallbackList&&) = default;
+    CallbackList& operator=(CallbackList&&) = default;
+
+    // A copy holds copies of the live callbacks (same tokens).
+    CallbackList copy() const {
+        CallbackList out;
+        for (const auto& e : items_)
+            if (e->id != 0) out.items_.push_back(std::make_unique<Entry>(*e));
+        return out;
+    }
+
+    void add(CallbackId id, Fn fn) {
+        items_.push_back(std::make_unique<Entry>(Entry{id, std::move(fn)}));
+    }
+
+    bool remove(CallbackId id) {
+        for (auto& e : items_) {
+            if (e->id == id) {
+                e->id = 0;  // the function may be running: destroy it only when not dispatching
+                dirty_ = true;
+                if (depth_ == 0) compact();
+                return true;
+            }
+        }
+        return false;
+    }
+
+    bool empty() const noexcept {
+        for (const auto& e : items_)
+            if (e->id != 0) return false;
+        return true;
+    }
+
+    void clear() {
+        for (auto& e : items_) e->id = 0;
+        dirty_ = true;
+        if (depth_ == 0) compact();
+    }
+
+    // Calls every callback present when the call starts, unless stop() turns true.
+    template <class Stop, class... Args>
+    void call(Stop&& stop, Args&&... args) {
+        ++depth_;
+        // Entries live on the heap, so growing items_ during a callback does not move them.
+        for (std::size_t i = 0, n = items_.size(); i < n; ++i) {
+            if (stop()) break;
+            Entry* e = items_[i].get();
+            if (e->id != 0) e->fn(args...);
+        }
+        if (--depth_ == 0 && dirty_) compact();
+    }
+
+private:
+    struct Entry {
+        CallbackId id;
+        Fn fn;
+    };
+    void compact() {
+        std::erase_if(items_, [](const auto& e) { return e->id == 0; });
+        dirty_ = false;
+    }
+    std::vector<std::unique_ptr<Entry>> items_;
+    unsigned depth_ = 0;
+    bool dirty_ = false;
+};
+
+}  // namespace pipeworks::detail

@@ -1,0 +1,448 @@
+// Pipe's public members: opening, and forwarding to PipeImpl.
+#include "transport/pipe_impl.hpp"
+
+#include <algorithm>
+
+namespace pipeworks {
+
+using detail::PipeImpl;
+
+namespace {
+
+PipeImpl& I(Pipe* p) {
+    return PipeImpl::of(*p);
+}
+const PipeImpl& I(const Pipe* p) {
+    return PipeImpl::of(*p);
+}
+
+std::shared_ptr<PipeImpl> make(Loop& loop, PipeKind kind, const NetConf& conf) {
+    auto p = std::make_shared<PipeImpl>(loop, kind, conf);
+    p->self_ = p;
+    loop.core().add(p.get());
+    return p;
+}
+
+void init_tcp(PipeImpl& p) {
+    uv_tcp_init(p.core_->loop, &p.h_.tcp);
+    p.h_.handle.data = &p;
+    p.handle_inited_ = true;
+}
+
+// The pipe failed to open: close its handle quietly and hand back the error.
+Error abandon(const std::shared_ptr<PipeImpl>& p, Error e) {
+    p->shutdown_silently();
+    return e;
+}
+
+Error check_loop(const NetConf& conf, Loop& loop) {
+    if (conf.loop != nullptr && conf.loop != &loop)
+        return Error(errc::invalid_config,
+                     "NetConf.loop: differs from the loop the pipe is being opened on");
+    if (!loop.core().in_loop_thread())
+        return Error(errc::invalid_config,
+                     "pipes must be opened on their loop's thread (use Loop::post)");
+    return {};
+}
+
+Error no_loop(const char* op) {
+    return Error(errc::invalid_config, std::string(op) + ": NetConf.loop is null; pass a Loop");
+}
+
+}  // namespace
+
+Result<PipePtr> Pipe::connect(Loop& loop, const Address& to, const NetConf& conf,
+                              const Address& local) {
+    if (auto e = conf.validate(Transport::tcp)) return e;
+    if (auto e = check_loop(conf, loop)) return e;
+    if (to.empty() || to.port() == 0 || to.is_any())
+        return Error(errc::invalid_address,
+                     "connect: destination \"" + to.to_string() + "\" needs an IP and a port");
+    if (!local.empty() && local.family() != to.family())
+        return Error(errc::invalid_address, "connect to " + to.to_string() + ": local address " +
+                                                local.to_string() + " is of another family");
+    auto p = make(loop, PipeKind::tcp_client, conf);
+    init_tcp(*p);
+    if (auto e = p->open_tcp_socket(local, to.family(), false)) return abandon(p, e);
+    if (auto e = p->start_connect(to)) return abandon(p, e);
+    return PipePtr(p);
+}
+
+Result<PipePtr> Pipe::connect(Loop& loop, std::string_view host_port, const NetConf& conf,
+                              const Address& local) {
+    auto hp = split_host_port(host_port);
+    if (!hp) return hp.error();
+    if (auto numeric = Address::ip(hp->first, hp->second))
+        return connect(loop, *numeric, conf, local);
+    if (auto e = conf.validate(Transport::tcp)) return e;
+    if (auto e = check_loop(conf, loop)) return e;
+    if (hp->second == 0)
+        return Error(errc::invalid_address,
+                     "connect: \"" + std::string(host_port) + "\" has port 0");
+    if (!local.empty())
+        return Error(errc::not_supported_yet,
+                     "connect: a local address with a name to resolve is not supported yet");
+    auto p = make(loop, PipeKind::tcp_client, conf);
+    init_tcp(*p);
+    p->start_resolve(hp->first, hp->second);
+    return PipePtr(p);
+}
+
+Result<PipePtr> Pipe::listen(Loop& loop, const Address& local, const NetConf& conf) {
+    if (auto e = conf.validate(Transport::tcp)) return e;
+    if (auto e = check_loop(conf, loop)) return e;
+    if (local.empty())
+        return Error(errc::invalid_address, "listen: an address to listen on is required");
+    auto p = make(loop, PipeKind::tcp_server, conf);
+    init_tcp(*p);
+    if (auto e = p->open_tcp_socket(local, local.family(), true)) return abandon(p, e);
+    if (auto e = p->start_listen()) return abandon(p, e);
+    return PipePtr(p);
+}
+
+Result<PipePtr> Pipe::udp(Loop& loop, const Address& local, const Address& dest,
+                          const NetConf& conf) {
+    if (auto e = conf.validate(Transport::udp)) return e;
+    if (auto e = check_loop(conf, loop)) return e;
+    if (local.empty() && dest.empty())
+        return Error(errc::invalid_address, "udp: give a local address, a destination, or both");
+    if (!dest.empty() && (dest.port() == 0))
+        return Error(errc::invalid_address,
+                     "udp: destination \"" + dest.to_string() + "\" needs a port");
+    auto p = make(loop, PipeKind::udp, conf);
+    uv_udp_init_ex(p->core_->loop, &p->h_.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
+    p->h_.handle.data = p.get();
+    p->handle_inited_ = true;
+    if (auto e = p->open_udp(local, dest)) return abandon(p, e);
+    return PipePtr(p);
+}
+
+Result<PipePtr> Pipe::adopt(Loop& loop, int fd, const NetConf& conf) {
+    if (fd < 0)
+        return Error(errc::invalid_config, "adopt: fd " + std::to_string(fd) + " is not valid");
+    auto p = make(loop, PipeKind::tcp_client, conf);
+    if (auto e = check_loop(conf, loop)) return abandon(p, e);
+    if (auto e = p->adopt_fd(fd)) {
+        if (!p->handle_inited_) {
+            // No handle was made: nothing for libuv to close.
+            loop.core().remove(p.get());
+            p->self_.reset();
+            return e;
+        }
+        return abandon(p, e);
+    }
+    if (auto e = conf.validate(p->transport())) return abandon(p, e);
+    return PipePtr(p);
+}
+
+Result<PipePtr> Pipe::connect(const Address& to, const NetConf& conf) {
+    if (!conf.loop) return no_loop("connect");
+    return connect(*conf.loop, to, conf);
+}
+
+Result<PipePtr> Pipe::listen(const Address& local, const NetConf& conf) {
+    if (!conf.loop) return no_loop("listen");
+    return listen(*conf.loop, local, conf);
+}
+
+Result<PipePtr> Pipe::udp(const Address& local, const Address& dest, const NetConf& conf) {
+    if (!conf.loop) return no_loop("udp");
+    return udp(*conf.loop, local, dest, conf);
+}
+
+// ---- callbacks
+
+CallbackId Pipe::on_message(MessageFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).message_cbs_.add(id, std::move(fn));
+    return id;
+}
+CallbackId Pipe::on_up(UpFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).up_cbs_.add(id, std::move(fn));
+    return id;
+}
+CallbackId Pipe::on_end(EndFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).end_cbs_.add(id, std::move(fn));
+    return id;
+}
+CallbackId Pipe::on_drain(DrainFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).drain_cbs_.add(id, std::move(fn));
+    return id;
+}
+CallbackId Pipe::on_accept(AcceptFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).accept_cbs_.add(id, std::move(fn));
+    return id;
+}
+bool Pipe::remove(CallbackId id) {
+    auto& p = I(this);
+    return p.message_cbs_.remove(id) || p.up_cbs_.remove(id) || p.end_cbs_.remove(id) ||
+           p.drain_cbs_.remove(id) || p.accept_cbs_.remove(id);
+}
+
+// ---- sending
+
+Error Pipe::send(std::string_view bytes) {
+    return I(this).send_bytes(bytes);
+}
+
+Error Pipe::send(std::span<const std::byte> bytes) {
+    return I(this).send_bytes(
+        std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+Error Pipe::send_to(std::string_view bytes, const Address& to) {
+    return I(this).send_datagram(bytes, to);
+}
+
+std::size_t Pipe::write_queue_bytes() const noexcept {
+    auto& p = I(this);
+    return p.pending_.size() + (p.inflight_.size() - p.inflight_off_) + p.udp_queued_;
+}
+
+bool Pipe::writable() const noexcept {
+    return write_queue_bytes() < I(this).conf_.high_watermark;
+}
+
+// ---- queues
+
+SubId Pipe::subscribe(Pattern pattern, const Address& from, MessageFn handler) {
+    auto& p = I(this);
+    auto s = std::make_unique<detail::Subscription>();
+    s->id = p.next_sub_++;
+    s->pattern = std::move(pattern);
+    s->from = from;
+    s->handler = std::move(handler);
+    p.subs_.push_back(std::move(s));
+    return p.subs_.back()->id;
+}
+
+bool Pipe::unsubscribe(SubId sub) {
+    auto& p = I(this);
+    if (sub == all_messages) p.implicit_sub_ = false;
+    auto it = std::find_if(p.subs_.begin(), p.subs_.end(), [&](auto& s) { return s->id == sub; });
+    if (it == p.subs_.end()) return sub == all_messages;
+    auto owned = std::move(*it);
+    p.subs_.erase(it);
+    for (auto& w : owned->waiters) {
+        w.timer.cancel();
+        RecvResult r;
+        r.status = RecvResult::Status::ended;
+        r.end = EndInfo{EndReason::local_close,
+                        Error(errc::pipe_ended, "recv: the subscription was removed")};
+        w.fn(*this, r);
+    }
+    return true;
+}
+
+void Pipe::recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, RecvFn fn) {
+    auto& p = I(this);
+    detail::Subscription* s = sub == all_messages ? p.implicit_sub() : p.find_sub(sub);
+    RecvResult r;
+    if (s && !s->queue.empty()) {
+        r.status = RecvResult::Status::message;
+        r.message = std::move(s->queue.front());
+        s->queue.pop_front();
+        s->bytes -= r.message.data.size();
+        fn(*this, r);
+        return;
+    }
+    if (!s || p.ending_ || p.ended_) {
+        r.status = RecvResult::Status::ended;
+        r.end = p.ending_ || p.ended_
+                    ? p.end_info_
+                    : EndInfo{EndReason::local_close,
+                              Error(errc::invalid_config,
+                                    "recv: no subscription " + std::to_string(sub))};
+        fn(*this, r);
+        return;
+    }
+    auto id = p.next_waiter_++;
+    auto wait = timeout.value_or(p.conf_.recv_timeout);
+    std::weak_ptr<PipeImpl> weak = p.self_;
+    Timer t = p.loop_->call_later(wait, [weak, sub, id] {
+        auto pp = weak.lock();
+        if (!pp) return;
+        auto* s = pp->find_sub(sub);
+        if (!s) return;
+        auto it =
+            std::find_if(s->waiters.begin(), s->waiters.end(), [&](auto& w) { return w.id == id; });
+        if (it == s->waiters.end()) return;
+        auto w = std::move(*it);
+        s->waiters.erase(it);
+        RecvResult r;
+        r.status = RecvResult::Status::timeout;
+        w.fn(*pp, r);
+    });
+    s->waiters.push_back(detail::RecvWaiter{id, std::move(fn), t});
+}
+
+std::optional<Received> Pipe::try_recv(SubId sub) {
+    auto& p = I(this);
+    detail::Subscription* s = sub == all_messages ? p.implicit_sub() : p.find_sub(sub);
+    if (!s || s->queue.empty()) return std::nullopt;
+    Received m = std::move(s->queue.front());
+    s->queue.pop_front();
+    s->bytes -= m.data.size();
+    return m;
+}
+
+std::size_t Pipe::queued(SubId sub) const noexcept {
+    auto& p = const_cast<PipeImpl&>(I(this));
+    auto* s = p.find_sub(sub);
+    return s ? s->queue.size() : 0;
+}
+
+// ---- servers
+
+void Pipe::accept(std::optional<std::chrono::milliseconds> timeout, AcceptResultFn fn) {
+    auto& p = I(this);
+    AcceptResult r;
+    if (p.kind_ != PipeKind::tcp_server) {
+        r.status = RecvResult::Status::ended;
+        r.end = EndInfo{EndReason::error, Error(errc::wrong_pipe_kind,
+                                                "accept on " + p.describe() + ": not a server")};
+        fn(*this, r);
+        return;
+    }
+    if (auto next = try_accept()) {
+        r.status = RecvResult::Status::message;
+        r.pipe = *next;
+        fn(*this, r);
+        return;
+    }
+    if (p.ending_ || p.ended_) {
+        r.status = RecvResult::Status::ended;
+        r.end = p.end_info_;
+        fn(*this, r);
+        return;
+    }
+    auto id = p.next_waiter_++;
+    std::weak_ptr<PipeImpl> weak = p.self_;
+    Timer t = p.loop_->call_later(timeout.value_or(p.conf_.recv_timeout), [weak, id] {
+        auto pp = weak.lock();
+        if (!pp) return;
+        auto& ws = pp->accept_waiters_;
+        auto it = std::find_if(ws.begin(), ws.end(), [&](auto& w) { return w.id == id; });
+        if (it == ws.end()) return;
+        auto w = std::move(*it);
+        ws.erase(it);
+        AcceptResult r;
+        r.status = RecvResult::Status::timeout;
+        w.fn(*pp, r);
+    });
+    p.accept_waiters_.push_back(detail::AcceptWaiter{id, std::move(fn), t});
+}
+
+std::optional<PipePtr> Pipe::try_accept() {
+    auto& p = I(this);
+    while (p.accept_queue_ && !p.accept_queue_->empty()) {
+        auto c = std::move(p.accept_queue_->front());
+        p.accept_queue_->pop_front();
+        return PipePtr(c);
+    }
+    return std::nullopt;
+}
+
+std::vector<PipePtr> Pipe::clients() const {
+    std::vector<PipePtr> out;
+    for (auto* c = I(this).first_client_; c; c = c->client_next_)
+        if (c->self_) out.push_back(c->self_);
+    return out;
+}
+
+// ---- control
+
+void Pipe::close(ClosedFn done) {
+    auto& p = I(this);
+    if (p.ended_) {
+        if (done) done(*this);
+        return;
+    }
+    if (done) p.closed_fns_.push_back(std::move(done));
+    if (p.ending_) return;
+    p.ending_ = true;
+    p.end_info_ = EndInfo{EndReason::local_close, {}};
+    p.begin_close(true);
+}
+
+void Pipe::pause() {
+    auto& p = I(this);
+    p.paused_ = true;
+    p.stop_reading();
+}
+
+void Pipe::resume() {
+    auto& p = I(this);
+    if (!p.paused_) return;
+    p.paused_ = false;
+    p.start_reading();
+}
+
+bool Pipe::paused() const noexcept {
+    return I(this).paused_;
+}
+
+// ---- state
+
+PipeKind Pipe::kind() const noexcept {
+    return I(this).kind_;
+}
+Transport Pipe::transport() const noexcept {
+    return I(this).kind_ == PipeKind::udp ? Transport::udp : Transport::tcp;
+}
+bool Pipe::is_up() const noexcept {
+    return I(this).connected_ && !I(this).ending_;
+}
+bool Pipe::ending() const noexcept {
+    return I(this).ending_ && !I(this).ended_;
+}
+bool Pipe::ended() const noexcept {
+    return I(this).ended_;
+}
+std::optional<EndInfo> Pipe::end_info() const {
+    if (!I(this).ending_) return std::nullopt;
+    return I(this).end_info_;
+}
+Address Pipe::local_address() const {
+    return I(this).local_;
+}
+Address Pipe::peer_address() const {
+    return I(this).peer_;
+}
+const NetConf& Pipe::conf() const noexcept {
+    return I(this).conf_;
+}
+Loop& Pipe::loop() const noexcept {
+    return *I(this).loop_;
+}
+
+int Pipe::native_handle() const noexcept {
+    auto& p = I(this);
+    if (p.kept_fd_ >= 0) return p.kept_fd_;
+    if (!p.handle_inited_ || p.handle_closing_) return -1;
+    uv_os_fd_t fd;
+    if (uv_fileno(&p.h_.handle, &fd) != 0) return -1;
+    return fd;
+}
+
+PipeStats Pipe::stats() const {
+    auto& p = I(this);
+    auto now = uv_now(p.core_->loop);
+    PipeStats s;
+    s.bytes_in = p.bytes_in_;
+    s.bytes_out = p.bytes_out_;
+    s.msgs_in = p.msgs_in_;
+    s.msgs_out = p.msgs_out_;
+    s.dropped = p.dropped_;
+    s.rate_in = p.rate_in_.rate(now, p.opened_ms_);
+    s.rate_out = p.rate_out_.rate(now, p.opened_ms_);
+    s.window = std::chrono::milliseconds(
+        std::min<std::uint64_t>(detail::RateWindow::kBuckets * 1000ull, now - p.opened_ms_));
+    return s;
+}
+
+}  // namespace pipeworks

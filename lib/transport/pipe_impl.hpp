@@ -1,0 +1,177 @@
+// The one implementation behind every Pipe.
+#pragma once
+
+#include <pipeworks/loop.hpp>
+#include <pipeworks/pipe.hpp>
+
+#include "platform/loop_core.hpp"
+#include "transport/callback_list.hpp"
+
+#include <uv.h>
+
+#include <array>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace pipeworks::detail {
+
+// Bytes per second over the last few seconds, in one-second buckets.
+class RateWindow {
+public:
+    static constexpr unsigned kBuckets = 5;
+    void add(std::uint64_t now_ms, std::uint64_t n) noexcept;
+    double rate(std::uint64_t now_ms, std::uint64_t since_ms) const noexcept;
+
+private:
+    std::array<std::uint32_t, kBuckets> sec_{};
+    std::array<std::uint64_t, kBuckets> bytes_{};
+};
+
+struct RecvWaiter {
+    std::uint64_t id;
+    Pipe::RecvFn fn;
+    Timer timer;
+};
+
+struct Subscription {
+    SubId id;
+    Pattern pattern;
+    Address from;
+    Pipe::MessageFn handler;
+    std::deque<Received> queue;
+    std::size_t bytes = 0;
+    std::vector<RecvWaiter> waiters;
+};
+
+struct AcceptWaiter {
+    std::uint64_t id;
+    Pipe::AcceptResultFn fn;
+    Timer timer;
+};
+
+class PipeImpl final : public Pipe, public Resource, public Flushable {
+public:
+    PipeImpl(Loop& loop, PipeKind kind, const NetConf& conf);
+    ~PipeImpl();
+
+    static PipeImpl& of(Pipe& p) { return static_cast<PipeImpl&>(p); }
+    static const PipeImpl& of(const Pipe& p) { return static_cast<const PipeImpl&>(p); }
+
+    // ---- opening helpers
+    Error open_tcp_socket(const Address& local, Family family, bool listening);
+    Error start_connect(const Address& to);
+    void start_resolve(std::string host, std::uint16_t port);
+    Error start_listen();
+    Error open_udp(const Address& local, const Address& dest);
+    Error adopt_fd(int fd);
+    void schedule_up();
+    void finish_open_failure();
+
+    // ---- events
+    void on_connected(int status);
+    void on_read(ssize_t nread, const uv_buf_t* buf);
+    void on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* addr, unsigned flags);
+    void on_connection(int status);
+    void on_write_done(int status);
+    void deliver(std::string_view data, const Address& from);
+    void enqueue(Subscription& sub, std::string_view data, const Address& from);
+    void handle_accepted(const std::shared_ptr<PipeImpl>& client);
+
+    // ---- sending
+    Error send_bytes(std::string_view bytes);
+    Error send_datagram(std::string_view bytes, const Address& to);
+    void flush() override;
+    void after_written();
+    Error check_write_cap(std::size_t more);
+
+    // ---- ending
+    void fail(EndReason reason, Error error);
+    void begin_close(bool graceful);
+    void close_handle_now();
+    void on_handle_closed();
+    void shutdown_silently() override;
+    void start_reading();
+    void stop_reading();
+
+    std::string describe() const;
+    Error uv_fail(const char* op, int status, const Address& addr = {}) const;
+
+    Loop* loop_;
+    LoopCore* core_;
+    PipeKind kind_;
+    NetConf conf_;
+    std::shared_ptr<PipeImpl> self_;  // held while the handle is open
+
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_udp_t udp;
+    } h_;
+    bool handle_inited_ = false;
+    int kept_fd_ = -1;  // do_close == false: the fd that survives the pipe
+
+    Address local_, peer_;
+    bool connected_ = false;  // TCP connected / UDP and server open
+    bool reading_ = false;
+    bool paused_ = false;
+    bool ending_ = false;
+    bool handle_closing_ = false;
+    bool ended_ = false;
+    bool above_high_ = false;
+    bool close_after_flush_ = false;
+    EndInfo end_info_;
+    std::vector<Pipe::ClosedFn> closed_fns_;
+
+    CallbackId next_id_ = 1;
+    CallbackList<MessageFn> message_cbs_;
+    CallbackList<UpFn> up_cbs_;
+    CallbackList<EndFn> end_cbs_;
+    CallbackList<DrainFn> drain_cbs_;
+    CallbackList<AcceptFn> accept_cbs_;
+
+    // Subscriptions in creation order; the implicit one (all_messages) is made on first use,
+    // so an idle pipe carries no queue.
+    std::vector<std::unique_ptr<Subscription>> subs_;
+    bool implicit_sub_ = false;  // this pipe has the implicit subscription
+    Subscription* find_sub(SubId id);
+    Subscription* implicit_sub();
+    SubId next_sub_ = 1;
+    std::uint64_t next_waiter_ = 1;
+
+    // TCP writes: `pending_` gathers sends until the flush; `inflight_` is under uv_write.
+    std::string pending_;
+    std::string inflight_;
+    std::size_t inflight_off_ = 0;
+    bool write_in_flight_ = false;
+    uv_write_t write_req_{};
+    uv_connect_t connect_req_{};
+    std::size_t udp_queued_ = 0;  // bytes in uv_udp_send requests
+    Timer connect_timer_, close_timer_, up_timer_;
+
+    // Servers
+    std::unique_ptr<std::deque<std::shared_ptr<PipeImpl>>> accept_queue_;  // made on first use
+    std::vector<AcceptWaiter> accept_waiters_;
+    PipeImpl* server_ = nullptr;  // accepted pipes: the server, while both are open
+    PipeImpl* first_client_ = nullptr;
+    PipeImpl* last_client_ = nullptr;
+    PipeImpl* client_prev_ = nullptr;
+    PipeImpl* client_next_ = nullptr;
+
+    // Duplicate datagram suppression (enable_msg_ids)
+    struct SeenIds {
+        std::unordered_set<std::uint64_t> set;
+        std::deque<std::uint64_t> order;
+    };
+    std::unique_ptr<SeenIds> seen_;
+
+    // Stats
+    std::uint64_t bytes_in_ = 0, bytes_out_ = 0, msgs_in_ = 0, msgs_out_ = 0, dropped_ = 0;
+    std::uint64_t opened_ms_ = 0;
+    RateWindow rate_in_, rate_out_;
+};
+
+}  // namespace pipeworks::detail

@@ -1,0 +1,44 @@
+// Helpers shared by the suites: running a loop against a deadline, and small pipe utilities.
+#pragma once
+
+#include <pipeworks/pipeworks.hpp>
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace pw_test {
+
+using namespace std::chrono_literals;
+
+// The longest any single wait in a test may take: a hang fails here, not at the suite timeout.
+inline constexpr std::chrono::milliseconds kDeadline{5000};
+
+// Runs the loop until pred() holds; fails the test (with `what`) if the deadline passes first.
+inline bool run_until(pipeworks::Loop& loop, const std::function<bool()>& pred,
+                      const char* what = "condition",
+                      std::chrono::milliseconds deadline = kDeadline) {
+    bool ok = loop.run_until(pred, deadline);
+    if (!ok) FAIL_CHECK("timed out waiting for: " << what);
+    return ok;
+}
+
+// Runs the loop for a while (to show that something does NOT happen).
+inline void run_for(pipeworks::Loop& loop, std::chrono::milliseconds d) {
+    loop.run_until([] { return false; }, d);
+}
+
+inline pipeworks::Address lo(pipeworks::Family f, std::uint16_t port = 0) {
+    return pipeworks::Address::loopback(f, port);
+}
+
+// Unwraps a Result or fails the test with its error message.
+template <class T>
+T must(pipeworks::Result<T> r, const char* what = "operation") {
+    if (!r) FAIL(what << " failed: " << r.error().message);
+    return std::move(r).value();
+}
+
+}  // namespace pw_test
