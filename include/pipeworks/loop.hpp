@@ -15,6 +15,7 @@ namespace pipeworks {
 namespace detail {
 struct LoopCore;
 struct TimerState;
+struct SignalState;
 }  // namespace detail
 
 // A cancellable one-shot timer returned by Loop::call_later. Cheap to copy; all copies refer
@@ -31,6 +32,20 @@ private:
     friend class Loop;
     explicit Timer(std::shared_ptr<detail::TimerState> s) : state_(std::move(s)) {}
     std::shared_ptr<detail::TimerState> state_;
+};
+
+// A signal handler installed by Loop::on_signal; copies refer to the same handler.
+// Dropping the handle keeps the handler; cancel() removes it. Loop-thread only.
+class PIPEWORKS_API SignalWatch {
+public:
+    SignalWatch() = default;
+    void cancel();
+    bool active() const;
+
+private:
+    friend class Loop;
+    explicit SignalWatch(std::shared_ptr<detail::SignalState> s) : state_(std::move(s)) {}
+    std::shared_ptr<detail::SignalState> state_;
 };
 
 class PIPEWORKS_API Loop {
@@ -65,6 +80,10 @@ public:
 
     // Calls fn once after delay (0 = next iteration). Loop thread only.
     Timer call_later(std::chrono::milliseconds delay, std::function<void()> fn);
+
+    // Calls fn(signum) on the loop thread each time the process receives signum, until
+    // cancelled. The watch does not keep run() going by itself (a server's pipe does).
+    SignalWatch on_signal(int signum, std::function<void(int)> fn);
 
     // Milliseconds of the loop's cached clock (uv_now).
     std::uint64_t now_ms() const;

@@ -36,6 +36,27 @@ struct TimerState final : Resource {
     }
 };
 
+struct SignalState final : Resource {
+    uv_signal_t signal{};
+    LoopCore* core = nullptr;
+    std::function<void(int)> fn;
+    bool active = false;
+    std::shared_ptr<SignalState> self;
+
+    void close() {
+        if (!active) return;
+        active = false;
+        fn = nullptr;
+        core->remove(this);
+        close_handle(*core, reinterpret_cast<uv_handle_t*>(&signal), [](uv_handle_t* h) {
+            auto* s = static_cast<SignalState*>(h->data);
+            closed_handle(*s->core);
+            s->self.reset();
+        });
+    }
+    void shutdown_silently() override { close(); }
+};
+
 void close_handle(LoopCore& core, uv_handle_t* h, uv_close_cb cb) {
     ++core.closing_handles;
     uv_close(h, cb);
@@ -249,6 +270,34 @@ Timer Loop::call_later(std::chrono::milliseconds delay, std::function<void()> fn
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, delay.count())), 0);
     return Timer(state);
 }
+
+SignalWatch Loop::on_signal(int signum, std::function<void(int)> fn) {
+    auto state = std::make_shared<detail::SignalState>();
+    state->core = core_.get();
+    state->fn = std::move(fn);
+    state->self = state;
+    uv_signal_init(core_->loop, &state->signal);
+    state->signal.data = state.get();
+    state->active = true;
+    core_->add(state.get());
+    uv_signal_start(
+        &state->signal,
+        [](uv_signal_t* h, int sig) {
+            auto* s = static_cast<detail::SignalState*>(h->data);
+            auto keep = s->self;
+            auto fn = s->fn;  // the handler may cancel its own watch
+            if (fn) fn(sig);
+        },
+        signum);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&state->signal));
+    return SignalWatch(state);
+}
+
+void SignalWatch::cancel() {
+    if (state_) state_->close();
+}
+
+bool SignalWatch::active() const { return state_ && state_->active; }
 
 std::uint64_t Loop::now_ms() const {
     return uv_now(core_->loop);
