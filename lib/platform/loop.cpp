@@ -131,7 +131,6 @@ void ignore_sigpipe() {
 
 void init_core(detail::LoopCore& c) {
     ignore_sigpipe();
-    c.thread = std::this_thread::get_id();
     uv_async_init(c.loop, &c.async, [](uv_async_t* h) {
         auto* core = static_cast<detail::LoopCore*>(h->data);
         std::vector<std::function<void()>> batch;
@@ -201,7 +200,19 @@ Loop::~Loop() {
     }
 }
 
+namespace {
+// Marks the calling thread as the loop's thread for the duration of a run.
+struct RunningScope {
+    std::atomic<std::thread::id>& slot;
+    std::thread::id previous;
+    explicit RunningScope(std::atomic<std::thread::id>& s)
+        : slot(s), previous(s.exchange(std::this_thread::get_id())) {}
+    ~RunningScope() { slot.store(previous); }
+};
+}  // namespace
+
 bool Loop::run() {
+    RunningScope scope(core_->running);
     core_->stop_requested = false;
     uv_run(core_->loop, UV_RUN_DEFAULT);
     bool stopped = core_->stop_requested;
@@ -219,6 +230,7 @@ bool Loop::run_nowait() {
 
 bool Loop::run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
     auto& c = *core_;
+    RunningScope scope(c.running);
     bool timed_out = false;
     c.run_timer.data = &timed_out;
     uv_ref(reinterpret_cast<uv_handle_t*>(&c.run_timer));

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -40,7 +41,8 @@ struct LoopCore {
     bool owned = false;
     bool destroying = false;
     bool stop_requested = false;
-    std::thread::id thread = std::this_thread::get_id();
+    // The thread inside run*(), or none between runs (any one thread may then set up pipes).
+    std::atomic<std::thread::id> running{};
 
     uv_async_t async{};
     std::mutex posted_mu;
@@ -82,7 +84,10 @@ struct LoopCore {
     void cancel_flush(Flushable* f) noexcept;
     // The shared read buffer, at least `size` bytes.
     char* read_buffer(std::size_t size);
-    bool in_loop_thread() const noexcept { return std::this_thread::get_id() == thread; }
+    bool in_loop_thread() const noexcept {
+        auto r = running.load(std::memory_order_relaxed);
+        return r == std::thread::id{} || r == std::this_thread::get_id();
+    }
 };
 
 // uv_close with the loop's bookkeeping: Loop's destructor waits for these callbacks.

@@ -378,11 +378,12 @@ Error PipeImpl::open_tcp_socket(const Address& local, Family family, bool listen
 
 Error PipeImpl::start_connect(const Address& to) {
     peer_ = to;
+    connect_req_ = std::make_unique<uv_connect_t>();
+    connect_req_->data = this;
     int rc =
-        uv_tcp_connect(&connect_req_, &h_.tcp, to.sockaddr(), [](uv_connect_t* req, int status) {
+        uv_tcp_connect(connect_req_.get(), &h_.tcp, to.sockaddr(), [](uv_connect_t* req, int status) {
             static_cast<PipeImpl*>(req->data)->on_connected(status);
         });
-    connect_req_.data = this;
     if (rc != 0) return uv_fail("connect to", rc, to);
     local_ = sockname(&h_.handle, false);
     std::weak_ptr<PipeImpl> weak = self_;
@@ -865,8 +866,9 @@ void PipeImpl::flush() {
     inflight_off_ = n > 0 ? static_cast<std::size_t>(n) : 0;
     b = uv_buf_init(inflight_.data() + inflight_off_,
                     static_cast<unsigned>(inflight_.size() - inflight_off_));
-    write_req_.data = this;
-    int rc = uv_write(&write_req_, &h_.stream, &b, 1, [](uv_write_t* req, int status) {
+    if (!write_req_) write_req_ = std::make_unique<uv_write_t>();
+    write_req_->data = this;
+    int rc = uv_write(write_req_.get(), &h_.stream, &b, 1, [](uv_write_t* req, int status) {
         static_cast<PipeImpl*>(req->data)->on_write_done(status);
     });
     if (rc != 0) {

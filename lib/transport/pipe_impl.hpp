@@ -147,8 +147,9 @@ public:
     std::string inflight_;
     std::size_t inflight_off_ = 0;
     bool write_in_flight_ = false;
-    uv_write_t write_req_{};
-    uv_connect_t connect_req_{};
+    // Requests are made on first use, so an idle accepted pipe does not carry them.
+    std::unique_ptr<uv_write_t> write_req_;
+    std::unique_ptr<uv_connect_t> connect_req_;
     std::size_t udp_queued_ = 0;  // bytes in uv_udp_send requests
     Timer connect_timer_, close_timer_, up_timer_;
 
