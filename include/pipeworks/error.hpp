@@ -16,13 +16,14 @@ enum class errc {
     not_supported_yet,   // the feature behind a field arrives in a later release
     invalid_address,     // an address string could not be parsed
     wrong_pipe_kind,     // the operation does not apply to this kind of pipe
-    not_connected,       // no peer: a TCP pipe still connecting, or UDP without destination
+    not_connected,       // no peer: UDP without destination, or an unconnected adopted socket
     pipe_ended,          // the pipe has ended; nothing more can be sent or received
     write_queue_full,    // queued write bytes would pass NetConf::max_write_queue
     connect_timeout,     // NetConf::con_timeout passed before the connection was made
     dns_timeout,         // NetConf::dns_timeout passed before the name was resolved
     message_too_large,   // a datagram larger than UDP can carry
     queue_full,          // a bounded queue refused an element
+    framing_error,       // received bytes break the pipe's Framer (length, header, delimiter)
 };
 
 // The category of errc values ("pipeworks").

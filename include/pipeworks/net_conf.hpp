@@ -34,7 +34,9 @@ struct NetConf {
     std::size_t reader_limit = 64 * 1024;  // most bytes taken by one read
     bool sock_only = false;  // open the socket but never read it: the owner uses native_handle()
     bool do_close = true;    // false: closing the pipe leaves the OS socket open for its owner
-    std::optional<std::chrono::seconds> linger;  // SO_LINGER on close; 0 s sends a reset
+    // SO_LINGER on close: 0 s sends a reset; more lets the OS keep sending that long after
+    // the end (the lingering close runs off the loop thread).
+    std::optional<std::chrono::seconds> linger;
     int send_retry = 2;    // UDP: retries of a datagram refused by a full socket buffer
     Loop* loop = nullptr;  // the loop used by open calls that are given none
 

@@ -50,7 +50,8 @@ enum class EndReason : std::uint8_t {
 PIPEWORKS_API const char* to_string(PipeKind k) noexcept;
 PIPEWORKS_API const char* to_string(EndReason r) noexcept;
 
-// Why a pipe ended. `error` is empty for local_close and peer_close.
+// Why a pipe ended. `error` is empty when the pipe itself ended by local_close or peer_close
+// (a recv() refused for another reason carries local_close with an error saying why).
 struct EndInfo {
     EndReason reason = EndReason::local_close;
     Error error;
@@ -158,14 +159,15 @@ public:
 
     CallbackId on_message(MessageFn fn);
     CallbackId on_up(UpFn fn);        // connected (clients), accepted (accepted pipes), open (UDP)
-    CallbackId on_end(EndFn fn);      // exactly once; the last callback of the pipe
+    CallbackId on_end(EndFn fn);      // exactly once; after it only close()'s `done` runs
     CallbackId on_drain(DrainFn fn);  // queued write bytes fell to low_watermark after high
     CallbackId on_accept(AcceptFn fn);  // servers: each accepted pipe, in accept order
     // Removes the callback with this token. Returns false if there is none.
     bool remove(CallbackId id);
 
-    // ---- Sending. An Error is returned at once when the bytes cannot be queued; failures of
-    // the transfer itself end the pipe.
+    // ---- Sending. An Error is returned at once when the bytes cannot be queued. TCP: a
+    // failure of the transfer itself ends the pipe. UDP: a datagram that fails after being
+    // queued is counted in stats().dropped and the pipe stays up.
 
     // TCP: queues bytes for the peer (also while still connecting). UDP: one datagram to the
     // default destination.
@@ -206,7 +208,8 @@ public:
     // Ends the pipe (reason local_close unless it already has one); `done` runs after the end
     // callbacks, once the handle is closed. A server also closes its accepted pipes.
     void close(ClosedFn done = {});
-    // Stops / restarts reading. Paused pipes still send.
+    // Stops / restarts reading. Paused pipes still send. A paused server leaves new
+    // connections in the OS backlog until resumed.
     void pause();
     void resume();
     bool paused() const noexcept;

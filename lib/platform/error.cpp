@@ -32,6 +32,8 @@ public:
                 return "message too large";
             case errc::queue_full:
                 return "queue full";
+            case errc::framing_error:
+                return "framing error";
         }
         return "unknown pipeworks error";
     }

@@ -235,7 +235,13 @@ bool Loop::run_until(const std::function<bool()>& pred, std::chrono::millisecond
     c.run_timer.data = &timed_out;
     uv_ref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
     uv_timer_start(
-        &c.run_timer, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; },
+        &c.run_timer,
+        [](uv_timer_t* t) {
+            *static_cast<bool*>(t->data) = true;
+            // Timers run before the poll of the same iteration; without a stop, that poll
+            // could wait with no timeout left.
+            uv_stop(t->loop);
+        },
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())), 0);
     bool done = pred();
     while (!done && !timed_out) {

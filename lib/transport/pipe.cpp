@@ -129,7 +129,9 @@ void udp_send_done(uv_udp_send_t* req, int status);
 int submit_udp(UdpSendReq* r, uv_udp_t* u) {
     r->req.data = r;
     uv_buf_t b = uv_buf_init(r->data.data(), static_cast<unsigned>(r->data.size()));
-    return uv_udp_send(&r->req, u, &b, 1, r->to.sockaddr(), udp_send_done);
+    // An empty `to`: the socket is connected and sends to its peer (libuv refuses an address).
+    return uv_udp_send(&r->req, u, &b, 1, r->to.empty() ? nullptr : r->to.sockaddr(),
+                       udp_send_done);
 }
 
 void udp_send_done(uv_udp_send_t* req, int status) {
@@ -147,6 +149,9 @@ void udp_send_done(uv_udp_send_t* req, int status) {
     }
     delete r;
 }
+
+// Closes fd on libuv's thread pool (a lingering close may block).
+void close_on_thread_pool(LoopCore& core, int fd);
 
 // Largest payload of one datagram.
 std::size_t max_datagram(const Address& to) {
@@ -206,7 +211,11 @@ void PipeImpl::shutdown_silently() {
 }
 
 void PipeImpl::fail(EndReason reason, Error error) {
-    if (ending_) return;
+    if (ending_) {
+        // A graceful close waiting for its writes: they can no longer go out, so close now.
+        if (close_after_flush_ && !handle_closing_) close_handle_now();
+        return;
+    }
     ending_ = true;
     end_info_ = EndInfo{reason, std::move(error)};
     begin_close(false);
@@ -216,9 +225,12 @@ void PipeImpl::begin_close(bool graceful) {
     stop_reading();
     connect_timer_.cancel();
     up_timer_.cancel();
-    if (graceful && kind_ != PipeKind::tcp_server && kind_ != PipeKind::udp && connected_ &&
-        !(conf_.linger && conf_.linger->count() == 0) && write_queue_bytes() > 0) {
-        // Let what the application already sent reach the OS first, within close_timeout.
+    // A client still connecting keeps what was sent: it goes out once the connection is made.
+    bool connecting = kind_ == PipeKind::tcp_client && !connected_ && !peer_.empty();
+    if (graceful && kind_ != PipeKind::tcp_server && kind_ != PipeKind::udp &&
+        (connected_ || connecting) && !(conf_.linger && conf_.linger->count() == 0) &&
+        write_queue_bytes() > 0) {
+        // Let what the application already sent reach the OS first, within con_timeout.
         close_after_flush_ = true;
         flush();
         if (handle_closing_) return;
@@ -251,7 +263,7 @@ void PipeImpl::close_handle_now() {
         else if (!c->ending_) {
             c->ending_ = true;
             c->end_info_ = EndInfo{EndReason::local_close, {}};
-            c->begin_close(false);
+            c->begin_close(true);  // what the server's pipes already sent still goes out
         }
     }
     last_client_ = nullptr;
@@ -271,6 +283,10 @@ void PipeImpl::close_handle_now() {
             l.l_onoff = 1;
             l.l_linger = static_cast<int>(conf_.linger->count());
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+            // A lingering close() blocks for up to l_linger seconds. libuv's close must not
+            // block the loop, so a duplicate takes the last reference and is closed on the
+            // thread pool, where the wait is harmless.
+            if (l.l_linger > 0) close_on_thread_pool(*core_, ::dup(fd));
         }
     }
     close_handle(*core_, &h_.handle, [](uv_handle_t* h) {
@@ -343,9 +359,37 @@ namespace {
 
 Error set_opt(int fd, int level, int name, int value, const char* what) {
     if (setsockopt(fd, level, name, &value, sizeof value) != 0)
-        return Error(std::error_code(errno, std::generic_category()),
-                     std::string("setsockopt ") + what + ": " + std::strerror(errno));
+        return Error(uv_error_code(-errno), std::string("setsockopt ") + what + ": " +
+                                                uv_strerror(-errno));
     return {};
+}
+
+void close_on_thread_pool(LoopCore& core, int fd) {
+    if (fd < 0) return;
+    struct Work {
+        uv_work_t req;
+        int fd;
+    };
+    auto* w = new Work{{}, fd};
+    w->req.data = w;
+    int rc = uv_queue_work(
+        core.loop, &w->req, [](uv_work_t* r) { ::close(static_cast<Work*>(r->data)->fd); },
+        [](uv_work_t* r, int) { delete static_cast<Work*>(r->data); });
+    if (rc != 0) {
+        ::close(fd);
+        delete w;
+    }
+}
+
+// uv_udp_open sets SO_REUSEADDR on every socket it is given; this puts the socket's own value
+// back, so NetConf::reuse_addr (or an adopted socket's owner) decides whether a port is shared.
+int udp_open_keeping_reuse(uv_udp_t* u, int fd) {
+    int reuse = 0;
+    socklen_t len = sizeof reuse;
+    bool known = getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &len) == 0;
+    int rc = uv_udp_open(u, fd);
+    if (rc == 0 && known) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+    return rc;
 }
 
 }  // namespace
@@ -400,7 +444,19 @@ Error PipeImpl::start_connect(const Address& to) {
 }
 
 void PipeImpl::on_connected(int status) {
-    if (status == UV_ECANCELED || ending_) return;
+    if (status == UV_ECANCELED) return;
+    if (ending_) {
+        // close() while connecting, with bytes queued: deliver them, then close.
+        if (!close_after_flush_ || handle_closing_) return;
+        if (status != 0) {
+            close_handle_now();
+            return;
+        }
+        connected_ = true;
+        local_ = sockname(&h_.handle, false);
+        flush();
+        return;
+    }
     connect_timer_.cancel();
     if (status != 0) {
         fail(reason_for(status) == EndReason::timeout ? EndReason::timeout : EndReason::error,
@@ -481,6 +537,12 @@ Error PipeImpl::start_listen() {
 
 void PipeImpl::on_connection(int status) {
     if (ending_) return;
+    if (paused_) {
+        // Not accepting leaves the connection in the backlog; libuv stops watching the socket
+        // until uv_accept is called (by resume()).
+        accept_pending_ = status == 0;
+        return;
+    }
     if (status != 0) {
         // EMFILE and friends: the server stays up; the connection waits in the backlog.
         ++dropped_;
@@ -572,7 +634,7 @@ Error PipeImpl::open_udp(const Address& local_in, const Address& dest) {
         if (auto e = set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST")) return fail_fd(e);
     if (::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
         return fail_fd(uv_fail("bind", os_error(), local));
-    int rc = uv_udp_open(&h_.udp, fd);
+    int rc = udp_open_keeping_reuse(&h_.udp, fd);
     if (rc != 0) return fail_fd(uv_fail("uv_udp_open", rc));
     if (!conf_.do_close) kept_fd_ = ::dup(fd);
     local_ = sockname(&h_.handle, false);
@@ -588,9 +650,23 @@ Error PipeImpl::adopt_fd(int fd) {
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
         return uv_fail("adopt: getsockopt SO_TYPE", os_error());
+    int domain = 0;
+    len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain != AF_INET &&
+        domain != AF_INET6)
+        return Error(errc::wrong_pipe_kind,
+                     "adopt: fd " + std::to_string(fd) + " is not an IPv4 or IPv6 socket");
     int acceptconn = 0;
     len = sizeof acceptconn;
     getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acceptconn, &len);
+    if (type == SOCK_STREAM && !acceptconn) {
+        // Checked before libuv takes the fd, so the caller keeps it when it is refused.
+        sockaddr_storage ss{};
+        socklen_t ss_len = sizeof ss;
+        if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &ss_len) != 0)
+            return Error(errc::not_connected, "adopt: TCP socket " + std::to_string(fd) +
+                                                  " is neither listening nor connected");
+    }
     int use_fd = fd;
     if (!conf_.do_close) {
         // libuv closes the fd it holds; a duplicate lets the caller's fd outlive the pipe.
@@ -626,10 +702,11 @@ Error PipeImpl::adopt_fd(int fd) {
         uv_udp_init_ex(core_->loop, &h_.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
         handle_inited_ = true;
         h_.handle.data = this;
-        rc = uv_udp_open(&h_.udp, use_fd);
+        rc = udp_open_keeping_reuse(&h_.udp, use_fd);
         if (rc != 0) return uv_fail("adopt: uv_udp_open", rc);
         local_ = sockname(&h_.handle, false);
         peer_ = sockname(&h_.handle, true);
+        udp_connected_ = !peer_.empty();
         connected_ = true;
         start_reading();
         schedule_up();
@@ -732,8 +809,12 @@ void PipeImpl::on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* a
 
 Subscription* PipeImpl::find_sub(SubId id) {
     for (auto& s : subs_)
-        if (s->id == id) return s.get();
+        if (s->id == id && !s->removed) return s.get();
     return nullptr;
+}
+
+void PipeImpl::erase_removed_subs() {
+    std::erase_if(subs_, [](const auto& s) { return s->removed; });
 }
 
 Subscription* PipeImpl::implicit_sub() {
@@ -741,8 +822,8 @@ Subscription* PipeImpl::implicit_sub() {
     if (auto* s = find_sub(all_messages)) return s;
     auto s = std::make_unique<Subscription>();
     s->id = all_messages;
-    subs_.insert(subs_.begin(), std::move(s));
-    return subs_.front().get();
+    subs_.push_back(std::move(s));
+    return subs_.back().get();
 }
 
 void PipeImpl::deliver(std::string_view data, const Address& from) {
@@ -769,19 +850,24 @@ void PipeImpl::deliver(std::string_view data, const Address& from) {
     bool had_callbacks = !message_cbs_.empty();
     message_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this), msg);
     if (ending_) return;
-    for (std::size_t i = 0; i < subs_.size(); ++i) {
+    ++dispatch_depth_;
+    // Subscriptions made by a handler start with the next message; removed ones are skipped
+    // and erased once no dispatch is running.
+    for (std::size_t i = 0, n = subs_.size(); i < n; ++i) {
         Subscription* s = subs_[i].get();
-        if (s->id == all_messages) continue;
+        if (s->removed || s->id == all_messages) continue;
         if (!s->pattern.matches(data)) continue;
         if (!s->from.empty() && !s->from.matches(from)) continue;
         if (s->handler) {
             auto handler = s->handler;  // the handler may unsubscribe itself
             handler(*this, msg);
-            if (ending_) return;
+            if (ending_) break;
         } else {
             enqueue(*s, data, from);
         }
     }
+    if (--dispatch_depth_ == 0) erase_removed_subs();
+    if (ending_) return;
     if (!had_callbacks && message_cbs_.empty())
         if (Subscription* all = implicit_sub()) enqueue(*all, data, from);
 }
@@ -925,10 +1011,12 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
         ++msgs_out_;
         rate_out_.add(uv_now(core_->loop), bytes.size());
     };
+    // A connect()ed socket (adopted) sends to its peer without an address.
+    const bool to_peer = udp_connected_ && to == peer_;
     if (udp_queued_ == 0) {
         uv_buf_t b =
             uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
-        int n = uv_udp_try_send(&h_.udp, &b, 1, to.sockaddr());
+        int n = uv_udp_try_send(&h_.udp, &b, 1, to_peer ? nullptr : to.sockaddr());
         if (n >= 0) {
             count();
             return {};
@@ -937,7 +1025,8 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
     }
     if (auto e = check_write_cap(bytes.size())) return e;
     // The datagram waits for the socket: the request owns a copy of the bytes.
-    auto* r = new UdpSendReq{{}, self_, to, conf_.send_retry, std::string(bytes)};
+    auto* r =
+        new UdpSendReq{{}, self_, to_peer ? Address{} : to, conf_.send_retry, std::string(bytes)};
     if (int rc = submit_udp(r, &h_.udp); rc != 0) {
         delete r;
         return uv_fail("send_to", rc, to);

@@ -1,6 +1,8 @@
 // Pipe's public members: opening, and forwarding to PipeImpl.
 #include "transport/pipe_impl.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 
 namespace pipeworks {
@@ -120,8 +122,14 @@ Result<PipePtr> Pipe::udp(Loop& loop, const Address& local, const Address& dest,
 Result<PipePtr> Pipe::adopt(Loop& loop, int fd, const NetConf& conf) {
     if (fd < 0)
         return Error(errc::invalid_config, "adopt: fd " + std::to_string(fd) + " is not valid");
+    // Refusals come before libuv takes the fd, so a refused fd stays open for the caller
+    // (and no handle is closed before it was ever initialised).
+    if (auto e = check_loop(conf, loop)) return e;
+    int type = 0;
+    socklen_t type_len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) == 0)
+        if (auto e = conf.validate(type == SOCK_DGRAM ? Transport::udp : Transport::tcp)) return e;
     auto p = make(loop, PipeKind::tcp_client, conf);
-    if (auto e = check_loop(conf, loop)) return abandon(p, e);
     if (auto e = p->adopt_fd(fd)) {
         if (!p->handle_inited_) {
             // No handle was made: nothing for libuv to close.
@@ -223,11 +231,17 @@ SubId Pipe::subscribe(Pattern pattern, const Address& from, MessageFn handler) {
 bool Pipe::unsubscribe(SubId sub) {
     auto& p = I(this);
     if (sub == all_messages) p.implicit_sub_ = false;
-    auto it = std::find_if(p.subs_.begin(), p.subs_.end(), [&](auto& s) { return s->id == sub; });
+    auto it = std::find_if(p.subs_.begin(), p.subs_.end(),
+                           [&](auto& s) { return s->id == sub && !s->removed; });
     if (it == p.subs_.end()) return sub == all_messages;
-    auto owned = std::move(*it);
-    p.subs_.erase(it);
-    for (auto& w : owned->waiters) {
+    detail::Subscription* s = it->get();
+    s->removed = true;
+    s->queue.clear();
+    s->bytes = 0;
+    auto waiters = std::move(s->waiters);
+    s->waiters.clear();
+    if (p.dispatch_depth_ == 0) p.erase_removed_subs();
+    for (auto& w : waiters) {
         w.timer.cancel();
         RecvResult r;
         r.status = RecvResult::Status::ended;
@@ -379,6 +393,10 @@ void Pipe::resume() {
     auto& p = I(this);
     if (!p.paused_) return;
     p.paused_ = false;
+    if (p.accept_pending_) {
+        p.accept_pending_ = false;
+        p.on_connection(0);
+    }
     p.start_reading();
 }
 

@@ -44,6 +44,7 @@ struct Subscription {
     std::deque<Received> queue;
     std::size_t bytes = 0;
     std::vector<RecvWaiter> waiters;
+    bool removed = false;  // unsubscribed during a dispatch; erased after it
 };
 
 struct AcceptWaiter {
@@ -113,6 +114,8 @@ public:
     } h_;
     bool handle_inited_ = false;
     int kept_fd_ = -1;  // do_close == false: the fd that survives the pipe
+    // An adopted UDP socket that was connect()ed: its sends to peer_ carry no address.
+    bool udp_connected_ = false;
 
     Address local_, peer_;
     bool connected_ = false;  // TCP connected / UDP and server open
@@ -123,6 +126,7 @@ public:
     bool ended_ = false;
     bool above_high_ = false;
     bool close_after_flush_ = false;
+    bool accept_pending_ = false;  // a paused server left a connection in the backlog
     EndInfo end_info_;
     std::vector<Pipe::ClosedFn> closed_fns_;
 
@@ -139,6 +143,8 @@ public:
     bool implicit_sub_ = false;  // this pipe has the implicit subscription
     Subscription* find_sub(SubId id);
     Subscription* implicit_sub();
+    void erase_removed_subs();
+    unsigned dispatch_depth_ = 0;
     SubId next_sub_ = 1;
     std::uint64_t next_waiter_ = 1;
 

@@ -1,0 +1,753 @@
+// loadgen: echo load generator on plain libuv, for bench/run.sh.
+//
+//   loadgen --target HOST:PORT --conns N --inflight W --size S --duration SECONDS
+//           [--warmup SECONDS] [--udp] [--connect-timeout SECONDS] [--drain-timeout SECONDS]
+//           [--loss-timeout-ms MS]
+//
+// TCP: opens N connections and keeps W messages of S bytes in flight on each. Every message
+// carries its sequence number and a pattern derived from it; since a TCP echo has no framing,
+// the echoed byte stream is compared, byte for byte and in order, with the stream that was
+// sent. A message is complete when its last byte has come back; each completion sends the next
+// message, so ping-pong is --conns 1 --inflight 1.
+//
+// UDP: N sockets, W datagrams of S bytes (S >= 16) in flight on each. A datagram carries its
+// sequence number, window slot and socket index and is checked in full when it returns. There
+// are no retransmissions: a datagram not echoed within the loss timeout is counted as lost and
+// its slot is reused for a new one.
+//
+// Counting starts once every connection is up and the warmup has passed, and stops after the
+// duration. The generator then stops sending and waits (bounded) for what is still in flight,
+// which is verified too. Output: one line of key=value pairs, e.g.
+//   msgs_per_sec=123456 bytes_per_sec=7901184 conns=10 inflight=16 size=64 errors=0
+//   verified_bytes=... proto=tcp duration=5.000 msgs=... total_msgs=... p50_us=... p99_us=...
+//   max_us=...
+// msgs_per_sec and bytes_per_sec: messages (bytes) echoed in full during the measured window,
+// per second of that window (duration, measured); msgs: their count; total_msgs: messages
+// echoed over the whole run, warmup and drain included; verified_bytes: every echoed byte that
+// was checked, whole run; p50/p99/max_us: round-trip time of the messages completed in the
+// window, from the write that sent a message to the read that completed its echo. UDP adds
+// lost= (datagrams not back within the loss timeout, whole run) and late= (came back after
+// that). Exit status 0 only when errors=0 (losses are reported, not errors).
+#include <uv.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <csignal>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr size_t kReadBufSize = 256 * 1024;
+constexpr size_t kUdpHeader = 16;  // seq (8) + slot (4) + socket index (4)
+constexpr size_t kMaxUdpSize = 65507;
+
+struct Options {
+    std::string target;
+    int conns = 1;
+    int inflight = 1;
+    size_t size = 64;
+    double duration = 5.0;
+    double warmup = 1.0;
+    bool udp = false;
+    double connect_timeout = 5.0;
+    double drain_timeout = 2.0;
+    uint64_t loss_timeout_ms = 200;
+};
+
+// Log-linear latency histogram: exact below 64 ns, then 32 buckets per power of two (~3%).
+class Histogram {
+public:
+    void add(uint64_t ns) {
+        counts_[index(ns)]++;
+        total_++;
+        if (ns > max_) max_ = ns;
+    }
+    uint64_t total() const { return total_; }
+    uint64_t max() const { return max_; }
+    // The value below which a fraction p of the samples lie (bucket midpoint), in ns.
+    double percentile(double p) const {
+        if (total_ == 0) return 0.0;
+        uint64_t rank = static_cast<uint64_t>(p * static_cast<double>(total_));
+        if (rank >= total_) rank = total_ - 1;
+        uint64_t seen = 0;
+        for (size_t i = 0; i < counts_.size(); i++) {
+            seen += counts_[i];
+            if (seen > rank) return midpoint(i);
+        }
+        return static_cast<double>(max_);
+    }
+
+private:
+    static constexpr int kSubBits = 5;
+    static constexpr uint64_t kSub = uint64_t{1} << kSubBits;
+    static size_t index(uint64_t v) {
+        if (v < 2 * kSub) return static_cast<size_t>(v);
+        int msb = 63 - std::countl_zero(v);
+        int shift = msb - kSubBits;
+        return static_cast<size_t>(2 * kSub + static_cast<uint64_t>(msb - kSubBits - 1) * kSub +
+                                   ((v >> shift) - kSub));
+    }
+    static double midpoint(size_t i) {
+        if (i < 2 * kSub) return static_cast<double>(i);
+        uint64_t j = i - 2 * kSub;
+        int shift = static_cast<int>(j / kSub) + 1;
+        uint64_t low = (j % kSub + kSub) << shift;
+        return static_cast<double>(low) + static_cast<double>(uint64_t{1} << shift) / 2.0;
+    }
+    std::array<uint64_t, 2 * kSub + 64 * kSub> counts_{};
+    uint64_t total_ = 0;
+    uint64_t max_ = 0;
+};
+
+// Message `seq` of connection `conn`: the sequence number (little endian) in the first 8 bytes
+// (fewer if the message is shorter), then a pattern that depends on seq, conn and position.
+unsigned message_salt(uint64_t seq, uint32_t conn) {
+    return static_cast<unsigned>(seq * 7 + conn * 17);
+}
+
+unsigned char message_byte(size_t j, uint64_t seq, unsigned salt) {
+    if (j < 8) return static_cast<unsigned char>(seq >> (8 * j));
+    return static_cast<unsigned char>(j * 131 + salt);
+}
+
+void fill_message(unsigned char* dst, size_t size, uint64_t seq, uint32_t conn) {
+    const unsigned salt = message_salt(seq, conn);
+    for (size_t j = 0; j < size; j++) {
+        dst[j] = static_cast<unsigned char>(j * 131 + salt);
+    }
+    for (size_t j = 0; j < 8 && j < size; j++) dst[j] = message_byte(j, seq, salt);
+}
+
+// Checks data[0, len) against bytes [from, from + len) of message `seq`. Returns the offset
+// within the message of the first wrong byte, or SIZE_MAX when all match.
+size_t check_message(const unsigned char* data, size_t from, size_t len, uint64_t seq,
+                     uint32_t conn) {
+    const unsigned salt = message_salt(seq, conn);
+    size_t k = 0;
+    for (; k < len && from + k < 8; k++) {
+        if (data[k] != message_byte(from + k, seq, salt)) return from + k;
+    }
+    unsigned diff = 0;  // branch-free so that the loop vectorizes; locate the byte only on failure
+    for (size_t i = k; i < len; i++) {
+        diff |= static_cast<unsigned char>(data[i] ^
+                                           static_cast<unsigned char>((from + i) * 131 + salt));
+    }
+    if (diff == 0) return SIZE_MAX;
+    for (; k < len; k++) {
+        if (data[k] != message_byte(from + k, seq, salt)) return from + k;
+    }
+    return SIZE_MAX;
+}
+
+void put_u32(unsigned char* p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+uint32_t get_u32(const unsigned char* p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= static_cast<uint32_t>(p[i]) << (8 * i);
+    return v;
+}
+uint64_t get_u64(const unsigned char* p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+    return v;
+}
+
+// Datagram: fill_message, then slot and socket index in bytes 8..16.
+void fill_datagram(unsigned char* dst, size_t size, uint64_t seq, uint32_t slot, uint32_t conn) {
+    fill_message(dst, size, seq, conn);
+    put_u32(dst + 8, slot);
+    put_u32(dst + 12, conn);
+}
+
+enum class Phase { connecting, running, draining, done };
+
+struct TcpConn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uint32_t id = 0;
+    uint64_t next_send_seq = 0;     // messages sent
+    uint64_t recv_seq = 0;          // messages fully echoed
+    size_t recv_pos = 0;            // bytes of message recv_seq echoed so far
+    std::vector<uint64_t> sent_at;  // send time of message seq at [seq % inflight]
+};
+
+struct WriteReq {
+    uv_write_t req;
+    std::vector<unsigned char> data;
+    uv_buf_t buf;
+};
+
+struct UdpSlot {
+    uint64_t seq = 0;
+    uint64_t sent_at = 0;
+    bool active = false;
+};
+
+struct UdpConn {
+    uv_udp_t udp;
+    uint32_t id = 0;
+    uint64_t next_seq = 0;
+    std::vector<UdpSlot> slots;
+    size_t active = 0;
+};
+
+struct UdpSendReq {
+    uv_udp_send_t req;
+    std::vector<unsigned char> data;
+    uv_buf_t buf;
+};
+
+struct App {
+    Options opt;
+    uv_loop_t* loop = nullptr;
+    sockaddr_storage target{};
+    Phase phase = Phase::connecting;
+    bool measuring = false;
+
+    std::vector<std::unique_ptr<TcpConn>> tcp;
+    std::vector<std::unique_ptr<UdpConn>> udp;
+    int connected = 0;
+
+    uv_timer_t connect_timer{};
+    uv_timer_t warmup_timer{};
+    uv_timer_t end_timer{};
+    uv_timer_t drain_timer{};
+    uv_timer_t loss_timer{};
+    uv_signal_t sig_int{};
+    uv_signal_t sig_term{};
+
+    std::vector<unsigned char> send_buf;
+    std::vector<unsigned char> expect_buf;  // one UDP datagram as it should come back
+
+    // Totals since the start, and snapshots at the start and end of the measured window.
+    uint64_t completed = 0;
+    uint64_t completed_bytes = 0;
+    uint64_t verified_bytes = 0;
+    uint64_t errors = 0;
+    uint64_t lost = 0;
+    uint64_t late = 0;
+    uint64_t win_start_ns = 0, win_end_ns = 0;
+    uint64_t win_start_msgs = 0, win_end_msgs = 0;
+    uint64_t win_start_bytes = 0, win_end_bytes = 0;
+    Histogram latency;
+};
+
+App app;
+unsigned char read_buf[kReadBufSize];
+
+void finish();
+
+void fail(const char* fmt, ...) {
+    app.errors++;
+    if (app.errors <= 5) {
+        std::va_list ap;
+        va_start(ap, fmt);
+        std::fputs("loadgen: ", stderr);
+        std::vfprintf(stderr, fmt, ap);
+        std::fputc('\n', stderr);
+        va_end(ap);
+    }
+    finish();
+}
+
+void close_walk_cb(uv_handle_t* handle, void*) {
+    if (!uv_is_closing(handle)) uv_close(handle, nullptr);
+}
+
+void finish() {
+    if (app.phase == Phase::done) return;
+    if (app.measuring) {  // stopped early: the window ends now
+        app.measuring = false;
+        app.win_end_ns = uv_hrtime();
+        app.win_end_msgs = app.completed;
+        app.win_end_bytes = app.completed_bytes;
+    }
+    app.phase = Phase::done;
+    uv_walk(app.loop, close_walk_cb, nullptr);
+}
+
+bool all_drained() {
+    for (auto& c : app.tcp) {
+        if (c->recv_seq != c->next_send_seq) return false;
+    }
+    for (auto& c : app.udp) {
+        if (c->active != 0) return false;
+    }
+    return true;
+}
+
+void check_drained() {
+    if (app.phase == Phase::draining && all_drained()) finish();
+}
+
+void record_completion(uint64_t sent_at, uint64_t now, size_t bytes) {
+    app.completed++;
+    app.completed_bytes += bytes;
+    if (app.measuring) app.latency.add(now - sent_at);
+}
+
+// ------------------------------------------------------------------ TCP
+
+void on_tcp_write(uv_write_t* req, int status) {
+    delete static_cast<WriteReq*>(req->data);
+    if (status < 0 && status != UV_ECANCELED) fail("write: %s", uv_strerror(status));
+}
+
+void tcp_send(TcpConn& c, uint64_t count) {
+    const size_t s = app.opt.size;
+    const size_t len = static_cast<size_t>(count) * s;
+    app.send_buf.resize(len);
+    unsigned char* p = app.send_buf.data();
+    const uint64_t now = uv_hrtime();
+    for (uint64_t k = 0; k < count; k++) {
+        fill_message(p + k * s, s, c.next_send_seq, c.id);
+        c.sent_at[c.next_send_seq % c.sent_at.size()] = now;
+        c.next_send_seq++;
+    }
+    uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(p), static_cast<unsigned>(len));
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&c.tcp), &buf, 1);
+    if (n == UV_EAGAIN) {
+        n = 0;
+    } else if (n < 0) {
+        fail("write on connection %u: %s", c.id, uv_strerror(n));
+        return;
+    }
+    if (static_cast<size_t>(n) == len) return;
+    auto* wr = new WriteReq;
+    wr->data.assign(p + n, p + len);
+    wr->buf = uv_buf_init(reinterpret_cast<char*>(wr->data.data()),
+                          static_cast<unsigned>(wr->data.size()));
+    wr->req.data = wr;
+    int r = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&c.tcp), &wr->buf, 1, on_tcp_write);
+    if (r != 0) {
+        delete wr;
+        fail("write on connection %u: %s", c.id, uv_strerror(r));
+    }
+}
+
+void tcp_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+    buf->base = reinterpret_cast<char*>(read_buf);
+    buf->len = sizeof(read_buf);
+}
+
+void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+    auto& c = *static_cast<TcpConn*>(stream->data);
+    if (app.phase == Phase::done) return;
+    if (nread < 0) {
+        fail("connection %u: %s", c.id,
+             nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
+        return;
+    }
+    const size_t s = app.opt.size;
+    const auto* data = reinterpret_cast<const unsigned char*>(buf->base);
+    size_t left = static_cast<size_t>(nread);
+    const uint64_t now = uv_hrtime();
+    uint64_t done_now = 0;
+    while (left > 0) {
+        if (c.recv_seq == c.next_send_seq) {
+            fail("connection %u: %zu bytes echoed beyond what was sent", c.id, left);
+            return;
+        }
+        size_t take = std::min(left, s - c.recv_pos);
+        size_t bad = check_message(data, c.recv_pos, take, c.recv_seq, c.id);
+        if (bad != SIZE_MAX) {
+            fail("connection %u: mismatch in message %llu at byte %zu", c.id,
+                 static_cast<unsigned long long>(c.recv_seq), bad);
+            return;
+        }
+        app.verified_bytes += take;
+        data += take;
+        left -= take;
+        c.recv_pos += take;
+        if (c.recv_pos == s) {
+            record_completion(c.sent_at[c.recv_seq % c.sent_at.size()], now, s);
+            c.recv_pos = 0;
+            c.recv_seq++;
+            done_now++;
+        }
+    }
+    if (app.phase == Phase::running && done_now > 0) {
+        tcp_send(c, done_now);
+    } else {
+        check_drained();
+    }
+}
+
+// ------------------------------------------------------------------ UDP
+
+void on_udp_sent(uv_udp_send_t* req, int status) {
+    delete static_cast<UdpSendReq*>(req->data);
+    if (status < 0 && status != UV_ECANCELED) fail("udp send: %s", uv_strerror(status));
+}
+
+void udp_send_one(UdpConn& c, uint32_t slot_index, uint64_t now) {
+    const size_t s = app.opt.size;
+    app.send_buf.resize(s);
+    UdpSlot& slot = c.slots[slot_index];
+    slot.seq = c.next_seq++;
+    slot.sent_at = now;
+    slot.active = true;
+    c.active++;
+    fill_datagram(app.send_buf.data(), s, slot.seq, slot_index, c.id);
+    uv_buf_t buf =
+        uv_buf_init(reinterpret_cast<char*>(app.send_buf.data()), static_cast<unsigned>(s));
+    int r = uv_udp_try_send(&c.udp, &buf, 1, nullptr);
+    if (r >= 0) return;
+    if (r != UV_EAGAIN) {
+        fail("udp socket %u: send: %s", c.id, uv_strerror(r));
+        return;
+    }
+    auto* sr = new UdpSendReq;
+    sr->data = app.send_buf;
+    sr->buf = uv_buf_init(reinterpret_cast<char*>(sr->data.data()),
+                          static_cast<unsigned>(sr->data.size()));
+    sr->req.data = sr;
+    r = uv_udp_send(&sr->req, &c.udp, &sr->buf, 1, nullptr, on_udp_sent);
+    if (r != 0) {
+        delete sr;
+        fail("udp socket %u: send: %s", c.id, uv_strerror(r));
+    }
+}
+
+void on_udp_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf, const sockaddr* addr,
+                 unsigned flags) {
+    auto& c = *static_cast<UdpConn*>(handle->data);
+    if (app.phase == Phase::done) return;
+    if (nread < 0) {
+        fail("udp socket %u: recv: %s", c.id, uv_strerror(static_cast<int>(nread)));
+        return;
+    }
+    if (addr == nullptr) return;  // nothing more to read
+    const size_t s = app.opt.size;
+    const auto* data = reinterpret_cast<const unsigned char*>(buf->base);
+    if ((flags & UV_UDP_PARTIAL) != 0 || static_cast<size_t>(nread) != s) {
+        fail("udp socket %u: datagram of %zd bytes, expected %zu", c.id, nread, s);
+        return;
+    }
+    const uint64_t seq = get_u64(data);
+    const uint32_t slot_index = get_u32(data + 8);
+    const uint32_t conn = get_u32(data + 12);
+    if (conn != c.id || slot_index >= c.slots.size() || seq >= c.next_seq) {
+        fail("udp socket %u: datagram with a bad header", c.id);
+        return;
+    }
+    fill_datagram(app.expect_buf.data(), s, seq, slot_index, c.id);
+    if (std::memcmp(data, app.expect_buf.data(), s) != 0) {
+        fail("udp socket %u: mismatch in datagram %llu", c.id,
+             static_cast<unsigned long long>(seq));
+        return;
+    }
+    app.verified_bytes += s;
+    UdpSlot& slot = c.slots[slot_index];
+    if (!slot.active || slot.seq != seq) {  // came back after it was counted as lost
+        app.late++;
+        return;
+    }
+    const uint64_t now = uv_hrtime();
+    slot.active = false;
+    c.active--;
+    record_completion(slot.sent_at, now, s);
+    if (app.phase == Phase::running) {
+        udp_send_one(c, slot_index, now);
+    } else {
+        check_drained();
+    }
+}
+
+void udp_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+    buf->base = reinterpret_cast<char*>(read_buf);
+    buf->len = sizeof(read_buf);
+}
+
+void on_loss_timer(uv_timer_t*) {
+    const uint64_t now = uv_hrtime();
+    const uint64_t limit = app.opt.loss_timeout_ms * 1000000;
+    for (auto& cp : app.udp) {
+        UdpConn& c = *cp;
+        for (uint32_t i = 0; i < c.slots.size() && app.phase != Phase::done; i++) {
+            UdpSlot& slot = c.slots[i];
+            if (!slot.active || now - slot.sent_at < limit) continue;
+            slot.active = false;
+            c.active--;
+            app.lost++;
+            if (app.phase == Phase::running) udp_send_one(c, i, now);
+        }
+    }
+    check_drained();
+}
+
+// ------------------------------------------------------------------ phases
+
+void on_end(uv_timer_t*) {
+    app.measuring = false;
+    app.win_end_ns = uv_hrtime();
+    app.win_end_msgs = app.completed;
+    app.win_end_bytes = app.completed_bytes;
+    app.phase = Phase::draining;
+    check_drained();
+}
+
+void on_warmup_done(uv_timer_t*) {
+    app.measuring = true;
+    app.win_start_ns = uv_hrtime();
+    app.win_start_msgs = app.completed;
+    app.win_start_bytes = app.completed_bytes;
+}
+
+void on_drain_timeout(uv_timer_t*) {
+    uint64_t missing = 0;
+    for (auto& c : app.tcp) missing += c->next_send_seq - c->recv_seq;
+    if (missing > 0) {
+        fail("%llu messages still not echoed %.1f s after the end",
+             static_cast<unsigned long long>(missing), app.opt.drain_timeout);
+        return;
+    }
+    for (auto& c : app.udp) app.lost += c->active;  // cannot happen: the loss timer is shorter
+    finish();
+}
+
+void start_load() {
+    uv_timer_stop(&app.connect_timer);
+    app.phase = Phase::running;
+    const auto warmup_ms = static_cast<uint64_t>(app.opt.warmup * 1000.0);
+    const auto run_ms = static_cast<uint64_t>(app.opt.duration * 1000.0);
+    const auto drain_ms = static_cast<uint64_t>(app.opt.drain_timeout * 1000.0);
+    uv_update_time(app.loop);
+    if (warmup_ms == 0) {
+        on_warmup_done(nullptr);
+    } else {
+        uv_timer_start(&app.warmup_timer, on_warmup_done, warmup_ms, 0);
+    }
+    uv_timer_start(&app.end_timer, on_end, warmup_ms + run_ms, 0);
+    uv_timer_start(&app.drain_timer, on_drain_timeout, warmup_ms + run_ms + drain_ms, 0);
+
+    const auto w = static_cast<uint64_t>(app.opt.inflight);
+    for (auto& c : app.tcp) {
+        if (app.phase != Phase::running) break;
+        tcp_send(*c, w);
+    }
+    if (!app.udp.empty()) {
+        const uint64_t now = uv_hrtime();
+        uv_timer_start(&app.loss_timer, on_loss_timer, 50, 50);
+        for (auto& c : app.udp) {
+            for (uint32_t i = 0; i < w && app.phase == Phase::running; i++)
+                udp_send_one(*c, i, now);
+        }
+    }
+}
+
+void on_connected(uv_connect_t* req, int status) {
+    auto& c = *static_cast<TcpConn*>(req->data);
+    if (app.phase != Phase::connecting) return;
+    if (status < 0) {
+        fail("connect %u: %s", c.id, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c.tcp, 1);
+    int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), tcp_alloc, on_tcp_read);
+    if (r != 0) {
+        fail("read_start %u: %s", c.id, uv_strerror(r));
+        return;
+    }
+    if (++app.connected == app.opt.conns) start_load();
+}
+
+void on_connect_timeout(uv_timer_t*) {
+    fail("only %d of %d connections up after %.1f s", app.connected, app.opt.conns,
+         app.opt.connect_timeout);
+}
+
+void on_signal(uv_signal_t*, int signum) {
+    fail("interrupted by signal %d", signum);
+}
+
+bool open_all() {
+    const auto w = static_cast<size_t>(app.opt.inflight);
+    const auto* target = reinterpret_cast<const sockaddr*>(&app.target);
+    for (int i = 0; i < app.opt.conns; i++) {
+        if (app.opt.udp) {
+            auto c = std::make_unique<UdpConn>();
+            c->id = static_cast<uint32_t>(i);
+            c->slots.resize(w);
+            uv_udp_init(app.loop, &c->udp);
+            c->udp.data = c.get();
+            int r = uv_udp_connect(&c->udp, target);
+            if (r == 0) r = uv_udp_recv_start(&c->udp, udp_alloc, on_udp_recv);
+            app.udp.push_back(std::move(c));
+            if (r != 0) {
+                fail("udp socket %d: %s", i, uv_strerror(r));
+                return false;
+            }
+            app.connected++;
+        } else {
+            auto c = std::make_unique<TcpConn>();
+            c->id = static_cast<uint32_t>(i);
+            c->sent_at.resize(w);
+            uv_tcp_init(app.loop, &c->tcp);
+            c->tcp.data = c.get();
+            c->connect_req.data = c.get();
+            int r = uv_tcp_connect(&c->connect_req, &c->tcp, target, on_connected);
+            app.tcp.push_back(std::move(c));
+            if (r != 0) {
+                fail("connect %d: %s", i, uv_strerror(r));
+                return false;
+            }
+        }
+    }
+    if (app.opt.udp) start_load();
+    return true;
+}
+
+// ------------------------------------------------------------------ CLI
+
+bool parse_target(const std::string& spec, sockaddr_storage* out) {
+    std::string host, port;
+    if (!spec.empty() && spec[0] == '[') {
+        size_t end = spec.find(']');
+        if (end == std::string::npos || end + 1 >= spec.size() || spec[end + 1] != ':') {
+            return false;
+        }
+        host = spec.substr(1, end - 1);
+        port = spec.substr(end + 2);
+    } else {
+        size_t colon = spec.rfind(':');
+        if (colon == std::string::npos) return false;
+        host = spec.substr(0, colon);
+        port = spec.substr(colon + 1);
+    }
+    char* end = nullptr;
+    long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p <= 0 || p > 65535) return false;
+    *out = {};
+    if (uv_ip4_addr(host.c_str(), static_cast<int>(p), reinterpret_cast<sockaddr_in*>(out)) == 0) {
+        return true;
+    }
+    return uv_ip6_addr(host.c_str(), static_cast<int>(p), reinterpret_cast<sockaddr_in6*>(out)) ==
+           0;
+}
+
+int usage(const char* why) {
+    std::fprintf(stderr,
+                 "loadgen: %s\n"
+                 "usage: loadgen --target HOST:PORT --conns N --inflight W --size S "
+                 "--duration SECONDS\n"
+                 "               [--warmup SECONDS] [--udp] [--connect-timeout SECONDS]\n"
+                 "               [--drain-timeout SECONDS] [--loss-timeout-ms MS]\n",
+                 why);
+    return 2;
+}
+
+bool parse_number(const char* s, double lo, double hi, double* out) {
+    char* end = nullptr;
+    double v = std::strtod(s, &end);
+    if (end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
+    *out = v;
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options& o = app.opt;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--udp") {
+            o.udp = true;
+            continue;
+        }
+        if (i + 1 >= argc) return usage(("missing value for " + a).c_str());
+        const char* v = argv[++i];
+        double x = 0;
+        bool ok = true;
+        if (a == "--target") {
+            o.target = v;
+        } else if (a == "--conns") {
+            ok = parse_number(v, 1, 100000, &x);
+            o.conns = static_cast<int>(x);
+        } else if (a == "--inflight") {
+            ok = parse_number(v, 1, 1000000, &x);
+            o.inflight = static_cast<int>(x);
+        } else if (a == "--size") {
+            ok = parse_number(v, 1, 16 * 1024 * 1024, &x);
+            o.size = static_cast<size_t>(x);
+        } else if (a == "--duration") {
+            ok = parse_number(v, 0.001, 3600, &o.duration);
+        } else if (a == "--warmup") {
+            ok = parse_number(v, 0, 3600, &o.warmup);
+        } else if (a == "--connect-timeout") {
+            ok = parse_number(v, 0.001, 600, &o.connect_timeout);
+        } else if (a == "--drain-timeout") {
+            ok = parse_number(v, 0.001, 600, &o.drain_timeout);
+        } else if (a == "--loss-timeout-ms") {
+            ok = parse_number(v, 1, 600000, &x);
+            o.loss_timeout_ms = static_cast<uint64_t>(x);
+        } else {
+            return usage(("unknown option " + a).c_str());
+        }
+        if (!ok) return usage(("bad value for " + a + ": " + v).c_str());
+    }
+    if (o.target.empty()) return usage("--target is required");
+    if (!parse_target(o.target, &app.target)) return usage("bad --target (HOST:PORT, [V6]:PORT)");
+    if (o.udp && (o.size < kUdpHeader || o.size > kMaxUdpSize)) {
+        return usage("--udp needs 16 <= --size <= 65507");
+    }
+    if (static_cast<double>(o.inflight) * static_cast<double>(o.size) > 256.0 * 1024 * 1024) {
+        return usage("--inflight x --size must stay within 256 MiB");
+    }
+    if (o.udp) {  // a datagram is lost once the loss timeout passes: the drain must outlast it
+        o.drain_timeout =
+            std::max(o.drain_timeout, static_cast<double>(o.loss_timeout_ms) / 1000.0 + 0.5);
+    }
+
+    std::signal(SIGPIPE, SIG_IGN);
+    app.loop = uv_default_loop();
+    app.expect_buf.resize(o.size);
+    uv_timer_init(app.loop, &app.connect_timer);
+    uv_timer_init(app.loop, &app.warmup_timer);
+    uv_timer_init(app.loop, &app.end_timer);
+    uv_timer_init(app.loop, &app.drain_timer);
+    uv_timer_init(app.loop, &app.loss_timer);
+    uv_signal_init(app.loop, &app.sig_int);
+    uv_signal_start(&app.sig_int, on_signal, SIGINT);
+    uv_signal_init(app.loop, &app.sig_term);
+    uv_signal_start(&app.sig_term, on_signal, SIGTERM);
+    uv_timer_start(&app.connect_timer, on_connect_timeout,
+                   static_cast<uint64_t>(o.connect_timeout * 1000.0), 0);
+
+    open_all();
+    uv_run(app.loop, UV_RUN_DEFAULT);
+    uv_loop_close(app.loop);
+
+    const double secs = app.win_end_ns > app.win_start_ns
+                            ? static_cast<double>(app.win_end_ns - app.win_start_ns) / 1e9
+                            : 0.0;
+    const uint64_t msgs = app.win_end_msgs - app.win_start_msgs;
+    const uint64_t bytes = app.win_end_bytes - app.win_start_bytes;
+    const double mps = secs > 0 ? static_cast<double>(msgs) / secs : 0.0;
+    const double bps = secs > 0 ? static_cast<double>(bytes) / secs : 0.0;
+    std::printf(
+        "msgs_per_sec=%.0f bytes_per_sec=%.0f conns=%d inflight=%d size=%zu errors=%llu "
+        "verified_bytes=%llu proto=%s duration=%.3f msgs=%llu total_msgs=%llu p50_us=%.1f "
+        "p99_us=%.1f max_us=%.1f",
+        mps, bps, o.conns, o.inflight, o.size, static_cast<unsigned long long>(app.errors),
+        static_cast<unsigned long long>(app.verified_bytes), o.udp ? "udp" : "tcp", secs,
+        static_cast<unsigned long long>(msgs), static_cast<unsigned long long>(app.completed),
+        app.latency.percentile(0.50) / 1e3, app.latency.percentile(0.99) / 1e3,
+        static_cast<double>(app.latency.max()) / 1e3);
+    if (o.udp) {
+        std::printf(" lost=%llu late=%llu", static_cast<unsigned long long>(app.lost),
+                    static_cast<unsigned long long>(app.late));
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+    return app.errors == 0 ? 0 : 1;
+}

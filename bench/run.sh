@@ -1,0 +1,427 @@
+#!/usr/bin/env bash
+# bench/run.sh [BUILD_DIR] - side-by-side comparison of the baseline libuv echo server
+# (BUILD/bench/uv_echo_server) and the pipeworks echo server (BUILD/examples/echo_server).
+# BUILD_DIR defaults to build-bench (relative to the current directory or to the repository).
+# Results go to stdout only. See bench/README.md for what every number means.
+#
+# Environment (defaults in brackets):
+#   BENCH_DURATION   measured seconds per loadgen run [5]
+#   BENCH_WARMUP     warmup seconds before measuring [1]
+#   BENCH_ROUNDS     runs per server and workload; the table shows the median [3]
+#   BENCH_IDLE_CONNS idle connections for the memory measurement [10000]; 0 skips it
+#   BENCH_PIN        shared | split | none  [shared] (see below)
+#   BENCH_UDP        1 adds a UDP workload [0]
+#   BENCH_NICE       run servers and loadgen under "nice -n VALUE" (e.g. -10 as root, to
+#                    shield them from other work on a shared machine) [unset: no nice]
+#
+# CPU pinning. On the 2-vCPU VM this kit was tuned on, "split" (server on CPU 0, loadgen on
+# CPU 1) was the least stable choice: both processes spent most of their time asleep waiting
+# for cross-CPU wake-ups, the 64-byte pipelined workload ranged from 0.28 to 1.8 million
+# msgs/s from one run to the next, and a ping-pong round trip took 50-70 us (two cross-CPU
+# wake-ups) against ~20 us on one CPU. Unpinned runs varied as much (0.9 to 1.8 million).
+# With both processes pinned to the same CPU ("shared") the runs agreed within a few percent
+# (pipelined) and ~10% (ping-pong), so "shared" is the default. Then msgs/s reflects the CPU time per message of server and loadgen together; the
+# loadgen's share is the same for both servers, so the msgs/s ratio understates the difference
+# between the servers. The "server CPU per message" table gives the servers' own cost
+# (utime + stime from /proc/PID/stat over the whole loadgen run divided by the messages it
+# echoed), whatever the pinning.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+
+build=${1:-build-bench}
+if [[ ! -d $build && $build != /* && -d $root/$build ]]; then
+    build=$root/$build
+fi
+if [[ ! -d $build ]]; then
+    echo "run.sh: build directory '$build' not found;" \
+        "run: meson setup build-bench -Dbenchmarks=true && ninja -C build-bench" >&2
+    exit 2
+fi
+build=$(cd "$build" && pwd)
+
+DURATION=${BENCH_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+PIN=${BENCH_PIN:-shared}
+UDP=${BENCH_UDP:-0}
+NICE=${BENCH_NICE:-}
+
+baseline_bin=$build/bench/uv_echo_server
+pipeworks_bin=$build/examples/echo_server
+loadgen=$build/bench/loadgen
+idle_conns=$build/bench/idle_conns
+
+for f in "$baseline_bin" "$loadgen" "$idle_conns"; do
+    if [[ ! -x $f ]]; then
+        echo "run.sh: $f is missing; build with -Dbenchmarks=true (ninja -C $build)" >&2
+        exit 2
+    fi
+done
+
+servers=(baseline)
+server_bins=("$baseline_bin")
+have_pipeworks=0
+if [[ -x $pipeworks_bin ]]; then
+    servers+=(pipeworks)
+    server_bins+=("$pipeworks_bin")
+    have_pipeworks=1
+else
+    echo "NOTE: pipeworks echo server not found at $pipeworks_bin;" \
+        "measuring the baseline only (configure with -Dexamples=true and build it)."
+fi
+
+ncpu=$(nproc)
+case $PIN in
+    shared) server_pin=(taskset -c 0) client_pin=(taskset -c 0) ;;
+    split)
+        if ((ncpu < 2)); then
+            echo "run.sh: BENCH_PIN=split needs 2 CPUs, have $ncpu" >&2
+            exit 2
+        fi
+        server_pin=(taskset -c 0) client_pin=(taskset -c 1)
+        ;;
+    none) server_pin=() client_pin=() ;;
+    *)
+        echo "run.sh: BENCH_PIN must be shared, split or none" >&2
+        exit 2
+        ;;
+esac
+
+if [[ -n $NICE ]]; then
+    server_pin=(nice -n "$NICE" "${server_pin[@]}")
+    client_pin=(nice -n "$NICE" "${client_pin[@]}")
+fi
+
+clk_tck=$(getconf CLK_TCK)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pipeworks-bench.XXXXXX")
+SERVER_PID=""
+IDLE_PID=""
+failures=0
+
+cleanup() {
+    if [[ -n $IDLE_PID ]]; then kill -TERM "$IDLE_PID" 2>/dev/null || true; fi
+    if [[ -n $SERVER_PID ]]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+show_cmd() {
+    printf '$'
+    printf ' %q' "$@"
+    printf '\n'
+}
+
+# start_server BIN [ARGS...]: starts it on 127.0.0.1:0, sets SERVER_PID and SERVER_ADDR.
+start_server() {
+    local bin=$1
+    shift
+    local cmd=("${server_pin[@]}" "$bin" "$@" --bind 127.0.0.1:0)
+    show_cmd "${cmd[@]}"
+    : >"$tmp/server.out"
+    "${cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
+    SERVER_PID=$!
+    local line="" i
+    for ((i = 0; i < 200; i++)); do
+        if IFS= read -r line <"$tmp/server.out"; then break; fi # only a complete first line
+        line=""
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [[ ! $line =~ ^listening\ on\ (.+:[0-9]+)$ ]]; then
+        echo "ERROR: $bin printed no 'listening on HOST:PORT' line within 10 s" \
+            "(got: '${line}'; stderr: $(head -c 500 "$tmp/server.err"))"
+        stop_server
+        return 1
+    fi
+    SERVER_ADDR=${BASH_REMATCH[1]}
+}
+
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    local pid=$SERVER_PID status=0 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "WARNING: server $pid did not exit within 5 s of SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || status=$?
+    SERVER_PID=""
+    if ((status != 0)); then
+        echo "WARNING: server exited with status $status after SIGTERM"
+        if [[ -s $tmp/server.err ]]; then head -c 1000 "$tmp/server.err"; fi
+    fi
+}
+
+cpu_ticks() { # utime + stime of a process, all threads, in clock ticks
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) } # fields from 3 on; the command name may contain spaces
+    local -a f
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+field() { # field KEY LINE: the value of KEY=VALUE in LINE, or nothing
+    local re="(^| )$1=([^ ]+)"
+    if [[ $2 =~ $re ]]; then echo "${BASH_REMATCH[2]}"; fi
+}
+
+fmt_int() { # a number rounded to an integer; anything else unchanged
+    if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.0f\n' "$1"; else echo "$1"; fi
+}
+
+fmt_dec() { # a number with 3 decimals; anything else unchanged
+    if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.3f\n' "$1"; else echo "$1"; fi
+}
+
+median() { # median of the numbers given as arguments, or FAIL when none
+    if (($# == 0)); then
+        echo FAIL
+        return
+    fi
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) printf "%.6g\n", v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { # ratio A B: B / A with 2 decimals, n/a when either is missing
+    if [[ $1 =~ ^[0-9.e+]+$ && $2 =~ ^[0-9.e+]+$ ]]; then
+        awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f\n", b / a; else print "n/a" }'
+    else
+        echo n/a
+    fi
+}
+
+# ---------------------------------------------------------------- environment
+
+echo "# pipeworks benchmark: baseline libuv echo server vs pipeworks echo server"
+echo
+echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "host:     $(uname -srm), $ncpu CPU(s): $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+if command -v pkg-config >/dev/null && pkg-config --exists libuv; then
+    echo "libuv:    $(pkg-config --modversion libuv) (system pkg-config; the build may use its own)"
+fi
+echo "build:    $build"
+read -r load1 _ </proc/loadavg
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start"
+echo "settings: duration ${DURATION} s, warmup ${WARMUP} s, ${ROUNDS} round(s), pinning '$PIN'" \
+    "(server: ${server_pin[*]:-none}, loadgen: ${client_pin[*]:-none})"
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "WARNING: the machine is not idle (load average $load1): other work competes with the"
+    echo "         servers for the CPU, expect noisy numbers"
+fi
+echo
+
+# ---------------------------------------------------------------- throughput
+
+wl_names=("64-byte pipelined (10 connections x 16 in flight)" "ping-pong (1 x 1)")
+wl_load=("--conns 10 --inflight 16 --size 64" "--conns 1 --inflight 1 --size 64")
+wl_server=("" "")
+if [[ $UDP == 1 ]]; then
+    wl_names+=("UDP 64-byte (10 sockets x 16 in flight)")
+    wl_load+=("--udp --conns 10 --inflight 16 --size 64")
+    wl_server+=("--udp")
+fi
+
+declare -A MPS CPU # "workload,server" -> space-separated values, one per successful run
+
+# run_one WORKLOAD SERVER_INDEX
+run_one() {
+    local w=$1 s=$2
+    local name=${servers[$s]} bin=${server_bins[$s]}
+    local -a sargs largs
+    read -r -a sargs <<<"${wl_server[$w]}"
+    read -r -a largs <<<"${wl_load[$w]}"
+    echo "--- ${wl_names[$w]} / $name"
+    if ! start_server "$bin" "${sargs[@]}"; then
+        failures=$((failures + 1))
+        return
+    fi
+    local cmd=("${client_pin[@]}" "$loadgen" --target "$SERVER_ADDR" "${largs[@]}"
+        --duration "$DURATION" --warmup "$WARMUP")
+    show_cmd "${cmd[@]}"
+    local t0 t1 out rc=0
+    t0=$(cpu_ticks "$SERVER_PID" 2>/dev/null || echo 0)
+    out=$("${cmd[@]}" 2>"$tmp/loadgen.err") || rc=$?
+    t1=$(cpu_ticks "$SERVER_PID" 2>/dev/null || echo "$t0")
+    stop_server
+    echo "$out"
+    if ((rc != 0)); then
+        echo "ERROR: loadgen exited with status $rc: $(head -c 1000 "$tmp/loadgen.err")"
+        failures=$((failures + 1))
+        return
+    fi
+    local mps total cpu_us
+    mps=$(field msgs_per_sec "$out")
+    total=$(field total_msgs "$out")
+    cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$total" \
+        'BEGIN { if (n > 0) printf "%.4f", t * 1e6 / hz / n; else print "" }')
+    echo "server CPU: $(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }') s" \
+        "for $total messages = ${cpu_us:-?} us/msg"
+    MPS[$w,$name]+="$mps "
+    if [[ -n $cpu_us ]]; then CPU[$w,$name]+="$cpu_us "; fi
+}
+
+echo "## Throughput"
+echo
+for w in "${!wl_names[@]}"; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+        # Alternate the order (AB, BA, AB, ...) so that drift affects both servers alike.
+        if ((r % 2)); then
+            order=("${!servers[@]}")
+        else
+            mapfile -t order < <(printf '%s\n' "${!servers[@]}" | sort -rn)
+        fi
+        for s in "${order[@]}"; do run_one "$w" "$s"; done
+    done
+done
+
+echo
+echo "Median of ${ROUNDS} run(s) of ${DURATION} s each; ratio = pipeworks / baseline."
+echo
+echo "| workload | baseline msgs/s | pipeworks msgs/s | ratio |"
+echo "|---|---:|---:|---:|"
+for w in "${!wl_names[@]}"; do
+    # shellcheck disable=SC2086 # word splitting of the value lists is intended
+    b=$(median ${MPS[$w,baseline]:-})
+    p=n/a
+    # shellcheck disable=SC2086
+    if ((have_pipeworks)); then p=$(median ${MPS[$w,pipeworks]:-}); fi
+    printf '| %s | %s | %s | %s |\n' "${wl_names[$w]}" "$(fmt_int "$b")" "$(fmt_int "$p")" \
+        "$(ratio "$b" "$p")"
+done
+echo
+echo "Server CPU time per echoed message (lower is better); ratio = pipeworks / baseline."
+echo
+echo "| workload | baseline us/msg | pipeworks us/msg | ratio |"
+echo "|---|---:|---:|---:|"
+for w in "${!wl_names[@]}"; do
+    # shellcheck disable=SC2086
+    b=$(median ${CPU[$w,baseline]:-})
+    p=n/a
+    # shellcheck disable=SC2086
+    if ((have_pipeworks)); then p=$(median ${CPU[$w,pipeworks]:-}); fi
+    printf '| %s | %s | %s | %s |\n' "${wl_names[$w]}" "$(fmt_dec "$b")" "$(fmt_dec "$p")" \
+        "$(ratio "$b" "$p")"
+done
+echo
+
+# ---------------------------------------------------------------- idle connections
+
+if ((IDLE_CONNS > 0)); then
+    echo "## Idle connections"
+    echo
+    need=$((IDLE_CONNS + 1024))
+    cur=$(ulimit -n)
+    if [[ $cur != unlimited ]] && ((cur < need)); then
+        hard=$(ulimit -Hn)
+        if [[ $hard == unlimited ]] || ((hard >= need)); then
+            show_cmd ulimit -n "$need"
+            ulimit -n "$need"
+        else
+            show_cmd ulimit -Hn "$need"
+            show_cmd ulimit -n "$need"
+            if ! { ulimit -Hn "$need" && ulimit -n "$need"; } 2>/dev/null; then
+                echo "ERROR: cannot raise the open-files limit to $need (hard limit $hard);" \
+                    "run as root or lower BENCH_IDLE_CONNS"
+                exit 1
+            fi
+        fi
+    fi
+    echo "open-files limit: $(ulimit -n)"
+
+    declare -A RSS0 RSS1
+    for s in "${!servers[@]}"; do
+        name=${servers[$s]}
+        echo "--- $IDLE_CONNS idle connections / $name"
+        if ! start_server "${server_bins[$s]}"; then
+            failures=$((failures + 1))
+            continue
+        fi
+        sleep 0.5
+        rss0=$(rss_kib "$SERVER_PID")
+        fd0=$(fd_count "$SERVER_PID")
+        rm -f "$tmp/idle.in"
+        mkfifo "$tmp/idle.in"
+        cmd=("${client_pin[@]}" "$idle_conns" --target "$SERVER_ADDR" --count "$IDLE_CONNS"
+            --settle 1 --max-time 300)
+        show_cmd "${cmd[@]}"
+        "${cmd[@]}" <"$tmp/idle.in" >"$tmp/idle.out" 2>"$tmp/idle.err" &
+        IDLE_PID=$!
+        exec {hold}>"$tmp/idle.in" # idle_conns holds its connections until this is closed
+        line=""
+        for ((i = 0; i < 1200; i++)); do # up to 120 s
+            line=$(grep -m1 '^connected=' "$tmp/idle.out" || true)
+            [[ -n $line ]] && break
+            kill -0 "$IDLE_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        echo "${line:-idle_conns printed nothing}"
+        ok=0
+        if [[ $(field connected "$line") == "$IDLE_CONNS" ]]; then
+            # Wait (up to 30 s) until the server holds a descriptor for every connection.
+            for ((i = 0; i < 300; i++)); do
+                fds=$(fd_count "$SERVER_PID")
+                ((fds - fd0 >= IDLE_CONNS)) && break
+                sleep 0.1
+            done
+            if ((fds - fd0 >= IDLE_CONNS)); then
+                sleep 1
+                rss1=$(rss_kib "$SERVER_PID")
+                echo "server: VmRSS ${rss0} KiB before, ${rss1} KiB with $IDLE_CONNS connections" \
+                    "(open descriptors ${fd0} -> ${fds})"
+                RSS0[$name]=$rss0
+                RSS1[$name]=$rss1
+                ok=1
+            else
+                echo "ERROR: the server holds only $((fds - fd0)) of $IDLE_CONNS connections"
+            fi
+        else
+            echo "ERROR: idle_conns did not hold all $IDLE_CONNS connections (see its line above)"
+        fi
+        exec {hold}>&-
+        rc=0
+        wait "$IDLE_PID" || rc=$?
+        IDLE_PID=""
+        if ((rc != 0)); then
+            echo "ERROR: idle_conns exited with status $rc: $(head -c 1000 "$tmp/idle.err")"
+            ok=0
+        fi
+        stop_server
+        ((ok)) || failures=$((failures + 1))
+    done
+
+    echo
+    echo "Server resident memory (VmRSS) with $IDLE_CONNS idle TCP connections."
+    echo
+    echo "| server | VmRSS before (KiB) | VmRSS with $IDLE_CONNS (KiB) | KiB per connection |"
+    echo "|---|---:|---:|---:|"
+    for name in baseline pipeworks; do
+        if [[ -n ${RSS1[$name]:-} ]]; then
+            per=$(awk -v a="${RSS0[$name]}" -v b="${RSS1[$name]}" -v n="$IDLE_CONNS" \
+                'BEGIN { printf "%.2f", (b - a) / n }')
+            printf '| %s | %s | %s | %s |\n' "$name" "${RSS0[$name]}" "${RSS1[$name]}" "$per"
+        elif [[ $name == baseline ]] || ((have_pipeworks)); then
+            printf '| %s | FAIL | FAIL | FAIL |\n' "$name"
+        else
+            printf '| %s | n/a | n/a | n/a |\n' "$name"
+        fi
+    done
+    echo
+fi
+
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
+if ((failures > 0)); then
+    echo "$failures run(s) FAILED (see the ERROR lines above)"
+    exit 1
+fi
