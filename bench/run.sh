@@ -20,11 +20,11 @@
 # msgs/s from one run to the next, and a ping-pong round trip took 50-70 us (two cross-CPU
 # wake-ups) against ~20 us on one CPU. Unpinned runs varied as much (0.9 to 1.8 million).
 # With both processes pinned to the same CPU ("shared") the runs agreed within a few percent
-# (pipelined) and ~10% (ping-pong), so "shared" is the default. Then msgs/s reflects the CPU time per message of server and loadgen together; the
-# loadgen's share is the same for both servers, so the msgs/s ratio understates the difference
-# between the servers. The "server CPU per message" table gives the servers' own cost
-# (utime + stime from /proc/PID/stat over the whole loadgen run divided by the messages it
-# echoed), whatever the pinning.
+# (pipelined) and ~10% (ping-pong), so "shared" is the default. Then msgs/s reflects the CPU
+# time per message of server and loadgen together; the loadgen's share is the same for both
+# servers, so the msgs/s ratio understates the difference between the servers. The "server
+# CPU per message" table gives the servers' own cost (utime + stime from /proc/PID/stat over
+# the whole loadgen run divided by the messages it echoed), whatever the pinning.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -68,9 +68,11 @@ if [[ -x $pipeworks_bin ]]; then
     servers+=(pipeworks)
     server_bins+=("$pipeworks_bin")
     have_pipeworks=1
-else
-    echo "NOTE: pipeworks echo server not found at $pipeworks_bin;" \
-        "measuring the baseline only (configure with -Dexamples=true and build it)."
+fi
+
+if [[ ! $ROUNDS =~ ^[1-9][0-9]*$ || ! $IDLE_CONNS =~ ^[0-9]+$ ]]; then
+    echo "run.sh: BENCH_ROUNDS must be a positive integer, BENCH_IDLE_CONNS an integer" >&2
+    exit 2
 fi
 
 ncpu=$(nproc)
@@ -103,7 +105,11 @@ failures=0
 
 cleanup() {
     if [[ -n $IDLE_PID ]]; then kill -TERM "$IDLE_PID" 2>/dev/null || true; fi
-    if [[ -n $SERVER_PID ]]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n $SERVER_PID ]]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        sleep 0.5
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -169,6 +175,17 @@ cpu_ticks() { # utime + stime of a process, all threads, in clock ticks
     echo $((f[11] + f[12]))
 }
 
+cpu_busy_pct() { # share of all CPUs' time not idle during the next second, in percent
+    local -a s0 s1
+    read -r -a s0 </proc/stat
+    sleep 1
+    read -r -a s1 </proc/stat
+    local i total=0 idle
+    for ((i = 1; i <= 8; i++)); do total=$((total + s1[i] - s0[i])); done
+    idle=$((s1[4] - s0[4] + s1[5] - s0[5]))
+    if ((total > 0)); then echo $((100 - 100 * idle / total)); else echo 0; fi
+}
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 
@@ -191,7 +208,8 @@ median() { # median of the numbers given as arguments, or FAIL when none
         return
     fi
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) printf "%.6g\n", v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        if (NR % 2) printf "%.6g\n", v[(NR + 1) / 2]
+        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 ratio() { # ratio A B: B / A with 2 decimals, n/a when either is missing
@@ -207,18 +225,24 @@ ratio() { # ratio A B: B / A with 2 decimals, n/a when either is missing
 echo "# pipeworks benchmark: baseline libuv echo server vs pipeworks echo server"
 echo
 echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "host:     $(uname -srm), $ncpu CPU(s): $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo "host:     $(uname -srm), $ncpu CPU(s): $cpu_model"
 if command -v pkg-config >/dev/null && pkg-config --exists libuv; then
     echo "libuv:    $(pkg-config --modversion libuv) (system pkg-config; the build may use its own)"
 fi
 echo "build:    $build"
-read -r load1 _ </proc/loadavg
-echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start"
+busy=$(cpu_busy_pct)
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start;" \
+    "CPU ${busy}% busy over 1 s"
 echo "settings: duration ${DURATION} s, warmup ${WARMUP} s, ${ROUNDS} round(s), pinning '$PIN'" \
     "(server: ${server_pin[*]:-none}, loadgen: ${client_pin[*]:-none})"
-if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
-    echo "WARNING: the machine is not idle (load average $load1): other work competes with the"
-    echo "         servers for the CPU, expect noisy numbers"
+if ((!have_pipeworks)); then
+    echo "NOTE: the pipeworks echo server is not built ($pipeworks_bin is missing): measuring"
+    echo "      the baseline only. Configure with -Dexamples=true and build to compare."
+fi
+if ((busy > 10)); then
+    echo "WARNING: the machine is not idle (CPU ${busy}% busy before starting): other work"
+    echo "         competes with the servers for the CPU, expect noisy numbers"
 fi
 echo
 
@@ -266,8 +290,9 @@ run_one() {
     total=$(field total_msgs "$out")
     cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$total" \
         'BEGIN { if (n > 0) printf "%.4f", t * 1e6 / hz / n; else print "" }')
-    echo "server CPU: $(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }') s" \
-        "for $total messages = ${cpu_us:-?} us/msg"
+    local cpu_s
+    cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
+    echo "server CPU: $cpu_s s for $total messages = ${cpu_us:-?} us/msg"
     MPS[$w,$name]+="$mps "
     if [[ -n $cpu_us ]]; then CPU[$w,$name]+="$cpu_us "; fi
 }
@@ -420,7 +445,8 @@ if ((IDLE_CONNS > 0)); then
     echo
 fi
 
-echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end;" \
+    "CPU $(cpu_busy_pct)% busy over 1 s"
 if ((failures > 0)); then
     echo "$failures run(s) FAILED (see the ERROR lines above)"
     exit 1

@@ -49,8 +49,8 @@ int main() {
     std::size_t tcp_expected = 0;
     for (int i = 0; i < kMessages; ++i)
         tcp_expected += ("hello over tcp #" + std::to_string(i) + "\n").size();
-    bool ok = loop.run_until(
-        [&] { return tcp_echoed == tcp_expected && udp_replies == kMessages; }, 5s);
+    bool ok =
+        loop.run_until([&] { return tcp_echoed == tcp_expected && udp_replies == kMessages; }, 5s);
 
     std::printf("tcp: %zu of %zu bytes echoed\n", tcp_echoed, tcp_expected);
     std::printf("udp: %d of %d datagrams echoed over IPv6\n", udp_replies, kMessages);

@@ -20,10 +20,14 @@ int main(int argc, char** argv) {
     std::string bind = "127.0.0.1:0";
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if (a == "--udp") udp = true;
-        else if (a == "--bind" && i + 1 < argc) bind = argv[++i];
-        else if (a == "--help" || a == "-h") return usage("echoes every message to its sender"), 0;
-        else return usage(("unknown argument: " + a).c_str());
+        if (a == "--udp")
+            udp = true;
+        else if (a == "--bind" && i + 1 < argc)
+            bind = argv[++i];
+        else if (a == "--help" || a == "-h")
+            return usage("echoes every message to its sender"), 0;
+        else
+            return usage(("unknown argument: " + a).c_str());
     }
     auto addr = Address::parse(bind);
     if (!addr) return usage(addr.error().message.c_str());

@@ -6,8 +6,8 @@
 
 #include "message/frame_decoder.hpp"
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -68,7 +68,8 @@ inline Outcome decode_whole(const Framer& framer, std::string_view stream, Frame
     Outcome out;
     const Error e = d.feed(stream, [&](const Frame& f) {
         check(framer, f);
-        out.frames.push_back({std::string(f.message), std::string(f.payload), std::string(f.frame)});
+        out.frames.push_back(
+            {std::string(f.message), std::string(f.payload), std::string(f.frame)});
     });
     out.failed = static_cast<bool>(e);
     if (e) {
@@ -90,7 +91,8 @@ inline Outcome decode_chunked(const Framer& framer, std::string_view stream, std
     std::string read_buffer;
     auto take = [&](const Frame& f) {
         check(framer, f);
-        out.frames.push_back({std::string(f.message), std::string(f.payload), std::string(f.frame)});
+        out.frames.push_back(
+            {std::string(f.message), std::string(f.payload), std::string(f.frame)});
         return !pause;
     };
     std::size_t pos = 0;

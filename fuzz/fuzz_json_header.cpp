@@ -20,7 +20,8 @@ void check_frame(const Framer& f, const Frame& fr) {
     expect(h.content_length <= f.max_message, "content within max_message");
     expect(fr.payload.size() == h.content_length, "content-length bytes of content");
     expect(fr.message == fr.payload, "the message is the content");
-    expect(fr.frame.size() == 2 + h.text.size() + fr.payload.size(), "frame = 2 + header + content");
+    expect(fr.frame.size() == 2 + h.text.size() + fr.payload.size(),
+           "frame = 2 + header + content");
     expect(static_cast<std::size_t>(static_cast<std::uint8_t>(fr.frame[0]) << 8 |
                                     static_cast<std::uint8_t>(fr.frame[1])) == h.text.size(),
            "the 2-byte field is the header's length");
@@ -54,7 +55,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const bool pause = b0 & 1;
     f.json.max_header = kHeader[(b0 >> 1) & 3];
     f.max_message = kMax[(b0 >> 3) & 3];
-    differential(f, in.rest(), b0 >> 5, pause, 2 + f.json.max_header + f.max_message,
-                 check_frame);
+    differential(f, in.rest(), b0 >> 5, pause, 2 + f.json.max_header + f.max_message, check_frame);
     return 0;
 }

@@ -39,10 +39,11 @@ void check_frame(const Framer& f, const Frame& fr) {
         expect(again.size() <= fr.frame.size(), "the minimal varint is no longer");
         FrameDecoder d(f);
         int n = 0;
-        expect(!d.feed(again, [&](const Frame& g) {
-            ++n;
-            expect(g.payload == fr.payload, "round trip keeps the body");
-        }),
+        expect(!d.feed(again,
+                       [&](const Frame& g) {
+                           ++n;
+                           expect(g.payload == fr.payload, "round trip keeps the body");
+                       }),
                "a re-encoded frame decodes");
         expect(n == 1 && d.buffered() == 0, "a re-encoded frame is one frame");
     }
@@ -67,11 +68,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         65535,
         -(std::int64_t{1} << 62),
         16 * 1024 * 1024};
-    static constexpr std::array<std::size_t, 8> kMax = {1, 2, 16, 255, 256, 1000, 65536,
-                                                        16 * 1024 * 1024};
+    static constexpr std::array<std::size_t, 8> kMax = {1,   2,    16,    255,
+                                                        256, 1000, 65536, 16 * 1024 * 1024};
 
-    Framer f = Framer::length_prefixed(kWidths[(b0 >> 2) & 3],
-                                       static_cast<LengthEncoding>(b0 & 3));
+    Framer f = Framer::length_prefixed(kWidths[(b0 >> 2) & 3], static_cast<LengthEncoding>(b0 & 3));
     f.length.strip_header = (b0 >> 4) & 1;
     const bool pause = (b0 >> 5) & 1;
     const bool udp = (b0 >> 6) & 1;

@@ -14,13 +14,20 @@ out=${FUZZ_OUT:-$build/fuzz-out}
 targets=("$@")
 ((${#targets[@]})) || targets=(length_field delimiter json_header)
 
-if [[ ! -f $build/build.ninja ]]; then
-  CXX=${CXX:-clang++} meson setup "$build" "$root" -Dfuzzers=true -Dtests=false \
-    -Dexamples=false >/dev/null
-else
-  meson configure "$build" -Dfuzzers=true >/dev/null
+build_log=$(mktemp)
+trap 'rm -f "$build_log"' EXIT
+if ! {
+  if [[ ! -f $build/build.ninja ]]; then
+    CXX=${CXX:-clang++} meson setup "$build" "$root" -Dfuzzers=true -Dtests=false \
+      -Dexamples=false
+  else
+    meson configure "$build" -Dfuzzers=true
+  fi && ninja -C "$build" "${targets[@]/#/fuzz/fuzz_}"
+} >"$build_log" 2>&1; then
+  tail -n 30 "$build_log" >&2
+  echo "fuzz: build failed" >&2
+  exit 1
 fi
-ninja -C "$build" "${targets[@]/#/fuzz/fuzz_}" >/dev/null
 
 mkdir -p "$out"
 status=0

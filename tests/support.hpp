@@ -37,7 +37,7 @@ inline pipeworks::Address lo(pipeworks::Family f, std::uint16_t port = 0) {
 // Unwraps a Result or fails the test with its error message.
 template <class T>
 T must(pipeworks::Result<T> r, const char* what = "operation") {
-    if (!r) FAIL(what << " failed: " << r.error().message);
+    if (!r) FAIL(std::string(what) << " failed: " << r.error().message);
     return std::move(r).value();
 }
 

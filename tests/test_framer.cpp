@@ -107,8 +107,8 @@ bool mentions(const Error& e, std::string_view what) {
     return e.message.find(what) != std::string::npos;
 }
 
-const std::vector<std::string> kSamples = {"hello", "", "a", std::string(200, 'x'), "\n\r\0z"s,
-                                           "last"};
+const std::vector<std::string> kSamples = {"hello",    "",    "a", std::string(200, 'x'),
+                                           "\n\r\0z"s, "last"};
 
 }  // namespace
 
@@ -401,9 +401,8 @@ TEST_CASE("Length field: varint_be128 is PACKET_WIRE.md's BSUInt") {
 TEST_CASE("Length field: the largest 64-bit varints decode exactly") {
     // 2^63 and 2^64 - 1 need an adjustment outside int64 for a 3-byte body; check that the
     // value is read exactly through the error message instead.
-    for (const auto& [enc, vectors] :
-         {std::pair{LengthEncoding::varint_be128, kBe128},
-          std::pair{LengthEncoding::varint_leb128, kLeb128}}) {
+    for (const auto& [enc, vectors] : {std::pair{LengthEncoding::varint_be128, kBe128},
+                                       std::pair{LengthEncoding::varint_leb128, kLeb128}}) {
         for (const VarintVector& v : vectors) {
             CAPTURE(v.value);
             Framer f = Framer::length_prefixed(0, enc);
@@ -455,9 +454,8 @@ TEST_CASE("Length field: varints too long or over 64 bits are framing errors") {
         CAPTURE(c.why);
         const Framer f = Framer::length_prefixed(0, c.enc);
         for (std::size_t split = 0; split <= c.bytes.size(); ++split) {
-            const Decoded d =
-                decode_pieces(f, {std::string_view(c.bytes).substr(0, split),
-                                  std::string_view(c.bytes).substr(split)});
+            const Decoded d = decode_pieces(f, {std::string_view(c.bytes).substr(0, split),
+                                                std::string_view(c.bytes).substr(split)});
             REQUIRE(d.error);
             CHECK(d.error == errc::framing_error);
             CHECK_MESSAGE(mentions(d.error, c.why), d.error.message);
@@ -496,8 +494,9 @@ TEST_CASE("Length field: adjustment, offset and strip (the Netty examples)") {
         check_all_splits(f, frame4 + frame4, {frame4, frame4});
         // encode takes the bytes before the field as the payload's first `offset` bytes.
         std::string out;
-        REQUIRE(!encode(f, "\xca\xfe"
-                           "HELLO, WORLD",
+        REQUIRE(!encode(f,
+                        "\xca\xfe"
+                        "HELLO, WORLD",
                         out));
         CHECK(out == frame4);
         out.clear();
@@ -663,8 +662,7 @@ TEST_CASE("Delimiter: long and self-overlapping delimiters") {
         // Messages made of the delimiter's own bytes, minus the whole delimiter.
         const std::vector<std::string> msgs = {std::string(delim.substr(0, delim.size() - 1)),
                                                std::string(delim.substr(1)), "",
-                                               std::string(delim.substr(0, 1)) + "q",
-                                               "plain"};
+                                               std::string(delim.substr(0, 1)) + "q", "plain"};
         std::string stream;
         std::vector<std::string> valid;  // those the delimiter does not end early
         for (const std::string& m : msgs) {
@@ -692,7 +690,8 @@ TEST_CASE("Delimiter: no delimiter within max_message is a framing error") {
     CHECK(d.error == errc::framing_error);
     CHECK(mentions(d.error, "max_message (10)"));
     std::vector<std::string_view> one_by_one;
-    for (std::size_t i = 0; i < over.size(); ++i) one_by_one.push_back(std::string_view(over).substr(i, 1));
+    for (std::size_t i = 0; i < over.size(); ++i)
+        one_by_one.push_back(std::string_view(over).substr(i, 1));
     d = decode_pieces(f, one_by_one);
     REQUIRE(d.error);
     CHECK(d.max_buffered <= 11);
@@ -796,9 +795,13 @@ std::vector<JsonGot> decode_json(const Framer& f, const std::vector<std::string_
             REQUIRE(fr.json_header != nullptr);
             REQUIRE(fr.json != nullptr);
             const JsonMessageHeader& h = *fr.json_header;
-            JsonGot g{std::string(h.byteorder), std::string(h.content_type),
-                      std::string(h.content_encoding), std::string(h.text),
-                      std::string(fr.message), h.content_length, ""};
+            JsonGot g{std::string(h.byteorder),
+                      std::string(h.content_type),
+                      std::string(h.content_encoding),
+                      std::string(h.text),
+                      std::string(fr.message),
+                      h.content_length,
+                      ""};
             if (fr.json->contains("extra")) g.extra = fr.json->at("extra").dump();
             CHECK(fr.payload == fr.message);
             CHECK(fr.frame.size() == 2 + h.text.size() + h.content_length);
@@ -816,7 +819,8 @@ std::vector<JsonGot> decode_json(const Framer& f, const std::vector<std::string_
 }  // namespace
 
 TEST_CASE("JSON header: decodes what the Python tutorial sends") {
-    const std::string stream = std::string(kPyText) + std::string(kPyBinary) + std::string(kPyEscaped);
+    const std::string stream =
+        std::string(kPyText) + std::string(kPyBinary) + std::string(kPyEscaped);
     const std::vector<JsonGot> whole = decode_json(Framer::json_header(), {stream});
     REQUIRE(whole.size() == 3);
     CHECK(whole[0].byteorder == "little");
@@ -828,8 +832,9 @@ TEST_CASE("JSON header: decodes what the Python tutorial sends") {
     CHECK(whole[0].text.size() == 0x67);
     CHECK(whole[1].type == "binary/custom-client-binary-type");
     CHECK(whole[1].encoding == "binary");
-    CHECK(whole[1].content == "\x00\x01"
-                              "binary\xff"s);
+    CHECK(whole[1].content ==
+          "\x00\x01"
+          "binary\xff"s);
     CHECK(whole[2].type == "text/\"q\"\\\t\x01\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
     CHECK(whole[2].content.empty());
     // The same at every split point and byte by byte.
@@ -844,7 +849,8 @@ TEST_CASE("JSON header: decodes what the Python tutorial sends") {
         CHECK(two[2].type == whole[2].type);
     }
     std::vector<std::string_view> bytes1;
-    for (std::size_t i = 0; i < stream.size(); ++i) bytes1.push_back(std::string_view(stream).substr(i, 1));
+    for (std::size_t i = 0; i < stream.size(); ++i)
+        bytes1.push_back(std::string_view(stream).substr(i, 1));
     const std::vector<JsonGot> slow = decode_json(Framer::json_header(), bytes1);
     REQUIRE(slow.size() == 3);
     CHECK(slow[1].content == whole[1].content);
@@ -855,12 +861,12 @@ TEST_CASE("JSON header: encode is byte for byte what Python sends") {
     std::string out;
     REQUIRE(!encode_json_message(f, R"({"action": "search", "value": "ring"})", "text/json",
                                  "utf-8", out));
-    REQUIRE(!encode(f, "\x00\x01"
-                       "binary\xff"sv,
+    REQUIRE(!encode(f,
+                    "\x00\x01"
+                    "binary\xff"sv,
                     out));  // encode() gives the tutorial's binary type
-    REQUIRE(!encode_json_message(f, "",
-                                 "text/\"q\"\\\t\x01\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
-                                 "utf-8", out));
+    REQUIRE(!encode_json_message(
+        f, "", "text/\"q\"\\\t\x01\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "utf-8", out));
     const std::string python =
         std::string(kPyText) + std::string(kPyBinary) + std::string(kPyEscaped);
     if constexpr (std::endian::native == std::endian::little) {
@@ -872,7 +878,8 @@ TEST_CASE("JSON header: encode is byte for byte what Python sends") {
     const std::vector<JsonGot> got = decode_json(f, {python});
     REQUIRE(got.size() == 3);
     std::string again;
-    for (const JsonGot& g : got) REQUIRE(!encode_json_message(f, g.content, g.type, g.encoding, again));
+    for (const JsonGot& g : got)
+        REQUIRE(!encode_json_message(f, g.content, g.type, g.encoding, again));
     if constexpr (std::endian::native == std::endian::little) CHECK(again == python);
 }
 
@@ -893,6 +900,13 @@ TEST_CASE("JSON header: other keys, duplicates and the limits") {
     REQUIRE(got.size() == 1);
     CHECK(got[0].byteorder == "big");
     CHECK(got[0].extra == R"([1,{"k":null}])");
+    // "-0" is 0 to Python's json, so it is to the decoder.
+    const std::string minus_zero =
+        R"({"byteorder": "big", "content-type": "t", "content-encoding": "e", "content-length": -0})";
+    got = decode_json(Framer::json_header(), {message(minus_zero, "")}, &e);
+    CHECK(!e);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].length == 0);
     // Header exactly at max_header, and one byte over.
     Framer f = Framer::json_header();
     f.json.max_header = h.size();
@@ -920,8 +934,7 @@ TEST_CASE("JSON header: other keys, duplicates and the limits") {
     CHECK(encode_json_message(f, "abc", "t", "e", out) == errc::message_too_large);
     Framer small = Framer::json_header();
     small.json.max_header = 50;
-    CHECK(encode_json_message(small, "abc", "text/json", "utf-8", out) ==
-          errc::message_too_large);
+    CHECK(encode_json_message(small, "abc", "text/json", "utf-8", out) == errc::message_too_large);
     CHECK(encode_json_message(Framer::json_header(), "abc", std::string(70000, 't'), "e", out) ==
           errc::message_too_large);
     CHECK(encode_json_message(Framer::json_header(), "abc", "\xff", "e", out) ==
@@ -1011,7 +1024,9 @@ TEST_CASE("What a pause kept is held to the same limits") {
     f.max_message = 1;
     FrameDecoder d(f);
     int n = 0;
-    const std::string stream = "\0\0\x10\x01" "aaab"s;
+    const std::string stream =
+        "\0\0\x10\x01"
+        "aaab"s;
     CHECK(!d.feed(stream, [&](const Frame&) { return ++n == 0; }));
     CHECK(n == 1);
     CHECK(!d.feed({}, [&](const Frame&) { return ++n == 0; }));
@@ -1058,8 +1073,11 @@ TEST_CASE("UDP: a datagram is one message; a length field must match it") {
 
 TEST_CASE("Garbage input: no crash, bounded memory, a clear error or frames") {
     std::mt19937 rng(12345);
-    std::vector<Framer> framers = {Framer::message(), Framer::lines(), Framer::delimited("\r\n"),
-                                   Framer::fixed(7), Framer::json_header(),
+    std::vector<Framer> framers = {Framer::message(),
+                                   Framer::lines(),
+                                   Framer::delimited("\r\n"),
+                                   Framer::fixed(7),
+                                   Framer::json_header(),
                                    Framer::length_prefixed(0, LengthEncoding::varint_be128),
                                    Framer::length_prefixed(0, LengthEncoding::varint_leb128),
                                    Framer::length_prefixed(2, LengthEncoding::little_endian)};

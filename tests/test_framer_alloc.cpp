@@ -19,7 +19,9 @@ std::atomic<std::size_t> g_allocations{0};
     g_allocations.fetch_add(1, std::memory_order_relaxed);
     return std::malloc(n == 0 ? 1 : n);
 }
-[[gnu::noinline]] void counted_free(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void counted_free(void* p) noexcept {
+    std::free(p);
+}
 
 }  // namespace
 
@@ -27,26 +29,43 @@ void* operator new(std::size_t n) {
     if (void* p = counted_alloc(n)) return p;
     throw std::bad_alloc();
 }
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void operator delete(void* p) noexcept { counted_free(p); }
-void operator delete[](void* p) noexcept { counted_free(p); }
-void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
+void* operator new[](std::size_t n) {
+    return operator new(n);
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    return counted_alloc(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+    return counted_alloc(n);
+}
+void operator delete(void* p) noexcept {
+    counted_free(p);
+}
+void operator delete[](void* p) noexcept {
+    counted_free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    counted_free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    counted_free(p);
+}
 
 using namespace pipeworks;
 
 namespace {
 
-std::size_t allocations() { return g_allocations.load(std::memory_order_relaxed); }
+std::size_t allocations() {
+    return g_allocations.load(std::memory_order_relaxed);
+}
 
 // A stream of `count` frames with payloads of 1 to `max_payload` bytes.
 std::string small_frames(const Framer& f, int count, int max_payload) {
     std::string stream;
     std::string payload;
     for (int i = 0; i < count; ++i) {
-        payload.assign(static_cast<std::size_t>(1 + i % max_payload), static_cast<char>('a' + i % 26));
+        payload.assign(static_cast<std::size_t>(1 + i % max_payload),
+                       static_cast<char>('a' + i % 26));
         REQUIRE(!encode(f, payload, stream));
     }
     return stream;
@@ -117,10 +136,9 @@ TEST_CASE("Steady-state decode of small frames allocates nothing per message") {
     };
     for (const Case& c : cases) {
         CAPTURE(std::string(c.name));
-        const std::string stream =
-            c.framer.kind == FramerKind::fixed_size
-                ? std::string(24 * 40000, 'f')
-                : small_frames(c.framer, 40000, 40);
+        const std::string stream = c.framer.kind == FramerKind::fixed_size
+                                       ? std::string(24 * 40000, 'f')
+                                       : small_frames(c.framer, 40000, 40);
         // Chunk sizes that split frames anywhere, header included.
         for (std::size_t chunk : {977u, 4096u, 65536u, 33u}) {
             CAPTURE(chunk);
@@ -147,7 +165,8 @@ TEST_CASE("Encoding into a reserved buffer allocates nothing") {
     std::string out;
     out.reserve(4 << 20);
     for (const Framer& f :
-         {Framer::raw(), Framer::message(), Framer::length_prefixed(0, LengthEncoding::varint_leb128),
+         {Framer::raw(), Framer::message(),
+          Framer::length_prefixed(0, LengthEncoding::varint_leb128),
           Framer::length_prefixed(0, LengthEncoding::varint_be128), Framer::lines(),
           Framer::delimited("\r\n"), Framer::fixed(100), Framer::json_header()}) {
         CAPTURE(std::string(to_string(f.kind)));

@@ -1073,3 +1073,24 @@ TEST_CASE(
         for (int fd : raws) ::close(fd);
     }
 }
+
+TEST_CASE("max_accept_queue does not bound a server driven by message callbacks") {
+    Loop loop;
+    NetConf c;
+    c.max_accept_queue = 1;
+    auto server = must(Pipe::listen(loop, lo(Family::ipv4), c), "listen");
+    server->on_message([](Pipe& p, const Message& m) { p.send(m.data); });
+    std::vector<PipePtr> clients;
+    std::string echoed;
+    for (int i = 0; i < 3; ++i) {
+        clients.push_back(must(Pipe::connect(loop, server->local_address()), "connect"));
+        clients.back()->on_message([&](Pipe&, const Message& m) { echoed += m.data; });
+        clients.back()->send("x");
+    }
+    run_until(
+        loop, [&] { return echoed == "xxx"; }, "every connection echoes");
+    CHECK(server->clients().size() == 3);
+    CHECK_FALSE(server->try_accept());
+    CHECK(server->stats().dropped == 0);
+    for (auto& cl : clients) CHECK(cl->is_up());
+}

@@ -110,8 +110,8 @@ struct Framer {
 // The header of a message received with the json_header framer. The views are valid as long as
 // the message they came with (during the callback).
 struct JsonMessageHeader {
-    std::string_view byteorder;         // "byteorder": the sender's sys.byteorder, "little" or "big"
-    std::string_view content_type;      // "content-type", e.g. "text/json"
+    std::string_view byteorder;     // "byteorder": the sender's sys.byteorder, "little" or "big"
+    std::string_view content_type;  // "content-type", e.g. "text/json"
     std::string_view content_encoding;  // "content-encoding", e.g. "utf-8" or "binary"
     std::uint64_t content_length = 0;   // "content-length": bytes of content after the header
     std::string_view text;              // the whole JSON header as received, for any other key

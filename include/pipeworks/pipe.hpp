@@ -146,6 +146,7 @@ public:
     // Takes over an existing socket: a listening TCP socket becomes a server, a connected
     // one a client, a datagram socket a UDP pipe (its peer, if connected, the destination).
     // With conf.do_close false the caller keeps the fd open and owns it after the pipe ends.
+    // A refused fd (an Error returned) stays with the caller, open.
     static Result<PipePtr> adopt(Loop& loop, int fd, const NetConf& conf = {});
 
     // The same, on conf.loop (an error if it is null).
@@ -198,7 +199,8 @@ public:
     std::size_t queued(SubId sub = all_messages) const noexcept;
 
     // ---- Servers. Accepted pipes go to on_accept callbacks, then to a waiting accept(); with
-    // no accept callback they wait in a queue (max_accept_queue; beyond it they are closed).
+    // neither an accept nor a message callback they wait in a queue (max_accept_queue;
+    // beyond it they are closed).
     void accept(std::optional<std::chrono::milliseconds> timeout, AcceptResultFn fn);
     std::optional<PipePtr> try_accept();
     // The accepted pipes of this server that are still open, in accept order.

@@ -16,11 +16,17 @@ namespace {
 
 constexpr std::size_t kMaxVarintBytes = 10;
 
-Error framing(std::string message) { return Error(errc::framing_error, std::move(message)); }
+Error framing(std::string message) {
+    return Error(errc::framing_error, std::move(message));
+}
 
-std::string num(std::uint64_t v) { return std::to_string(v); }
+std::string num(std::uint64_t v) {
+    return std::to_string(v);
+}
 
-std::uint8_t byte_at(std::string_view s, std::size_t i) { return static_cast<std::uint8_t>(s[i]); }
+std::uint8_t byte_at(std::string_view s, std::size_t i) {
+    return static_cast<std::uint8_t>(s[i]);
+}
 
 }  // namespace
 
@@ -232,8 +238,7 @@ Error FrameDecoder::feed_counted(std::string_view data, Sink sink, void* ctx) {
 
 // The end (exclusive, in `data`) of the first delimiter in carry + data that ends inside data,
 // or npos. carry holds no whole delimiter.
-std::size_t FrameDecoder::first_delimiter_end(std::string_view carry,
-                                              std::string_view data) const {
+std::size_t FrameDecoder::first_delimiter_end(std::string_view carry, std::string_view data) const {
     const std::string_view d = framer_.delimiter.bytes;
     const std::size_t dl = d.size();
     // A delimiter begun in carry: its first k bytes end carry, its last e = dl - k begin data.
@@ -254,11 +259,10 @@ Error FrameDecoder::feed_delimited(std::string_view data, Sink sink, void* ctx) 
     // Bytes without a delimiter that prove the message too long: max_message + the delimiter.
     const std::size_t hopeless = max + dl;
     auto too_long = [&](std::size_t n) {
-        return fail(framing(n != 0 ? "a message of " + num(n) +
-                                         " bytes before the delimiter is over Framer.max_message (" +
-                                         num(max) + ")"
-                                   : "no delimiter within Framer.max_message (" + num(max) +
-                                         ") bytes"));
+        return fail(framing(
+            n != 0 ? "a message of " + num(n) +
+                         " bytes before the delimiter is over Framer.max_message (" + num(max) + ")"
+                   : "no delimiter within Framer.max_message (" + num(max) + ") bytes"));
     };
     // First complete the message begun in an earlier feed (or the messages a pause kept).
     while (!carry_.empty()) {
@@ -450,11 +454,13 @@ bool FrameDecoder::parse_json_header(std::string_view text, Error& err) {
         err = framing("JSON header has no content-length");
         return false;
     }
-    if (length->is_number_integer() && !length->is_number_unsigned()) {
+    // Signed only when written with a minus sign; "-0" is 0, as Python reads it.
+    if (length->is_number_integer() && !length->is_number_unsigned() &&
+        length->get<std::int64_t>() < 0) {
         err = framing("JSON header's content-length is negative");
         return false;
     }
-    if (!length->is_number_unsigned()) {
+    if (!length->is_number_integer()) {
         err = framing(std::string("JSON header's content-length is a ") +
                       (length->is_number_float() ? "non-integer number" : length->type_name()) +
                       ", not a non-negative integer");
@@ -472,9 +478,9 @@ bool FrameDecoder::parse_json_header(std::string_view text, Error& err) {
         const char* name;
         std::string_view* into;
     };
-    for (const Key& key : {Key{"byteorder", &json_info_.byteorder},
-                           Key{"content-type", &json_info_.content_type},
-                           Key{"content-encoding", &json_info_.content_encoding}}) {
+    for (const Key& key :
+         {Key{"byteorder", &json_info_.byteorder}, Key{"content-type", &json_info_.content_type},
+          Key{"content-encoding", &json_info_.content_encoding}}) {
         const auto it = j.find(key.name);
         if (it == j.end()) {
             err = framing(std::string("JSON header has no ") + key.name);

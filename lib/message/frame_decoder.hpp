@@ -2,10 +2,10 @@
 //
 // Data path: each feed() gets a view into the caller's read buffer, which is reused once feed()
 // returns. Whole frames are parsed in place and handed out as views into that buffer; only an
-// incomplete tail is copied, into a carry buffer sized to what it holds (small tails stay in
-// the decoder itself; a heap block is released when the carry empties, so an idle decoder holds
-// none). Steady state allocates nothing per message, except the json_header framer, which
-// builds a JSON object per header.
+// incomplete tail is copied, into a carry buffer sized to the frame it completes (tails up to
+// 64 bytes stay inside the decoder; a heap block is released as soon as the carry empties, so
+// an idle decoder holds none). Steady state allocates nothing per message, except the
+// json_header framer, which builds a JSON object per header.
 //
 // Threading: none of its own; one decoder belongs to one pipe and runs on its loop's thread.
 #pragma once
@@ -31,13 +31,13 @@ struct Frame {
     std::string_view payload;  // the body alone: no header, no delimiter
     std::string_view frame;    // the whole frame as it was on the wire
     const JsonMessageHeader* json_header = nullptr;  // json_header framer: the parsed header
-    const nlohmann::json* json = nullptr;  // json_header framer: the whole header object
+    const nlohmann::json* json = nullptr;            // json_header framer: the whole header object
 };
 
 // The bytes of a frame that did not arrive whole yet: inline while small, else on the heap.
 class CarryBuffer {
 public:
-    static constexpr std::size_t kInline = 64;            // bytes kept without allocating
+    static constexpr std::size_t kInline = 64;             // bytes kept without allocating
     static constexpr std::size_t kEagerLimit = 64 * 1024;  // see append()
 
     CarryBuffer() = default;
@@ -93,8 +93,8 @@ public:
     template <class F>
     Error feed(std::string_view data, F&& on_frame) {
         using Fn = std::remove_reference_t<F>;
-        return feed_impl(data, &FrameDecoder::call<Fn>, const_cast<void*>(static_cast<const void*>(
-                                                            std::addressof(on_frame))));
+        return feed_impl(data, &FrameDecoder::call<Fn>,
+                         const_cast<void*>(static_cast<const void*>(std::addressof(on_frame))));
     }
 
     // Bytes kept between feeds (an incomplete frame, or what a pause left).
@@ -139,8 +139,8 @@ private:
 
     Framer framer_;
     Transport transport_;
-    Error error_;               // final framing error of a stream (or the framer's invalidity)
-    CarryBuffer carry_;         // bytes of the frame that has not arrived whole
+    Error error_;                // final framing error of a stream (or the framer's invalidity)
+    CarryBuffer carry_;          // bytes of the frame that has not arrived whole
     std::size_t scan_from_ = 0;  // delimiter: where in carry_ a delimiter may still start
     bool json_ready_ = false;    // json_header: the header at the front is parsed
     std::unique_ptr<nlohmann::json> json_;  // json_header: the last header object

@@ -247,9 +247,9 @@ Error encode_length(const Framer& f, std::string_view payload, std::string& out)
         value += adj;
     }
     if (!is_varint(lf.encoding) && value > field_max(lf.width))
-        return Error(errc::message_too_large,
-                     "encode: length " + std::to_string(value) + " does not fit a " +
-                         std::to_string(lf.width) + "-byte length field");
+        return Error(errc::message_too_large, "encode: length " + std::to_string(value) +
+                                                  " does not fit a " + std::to_string(lf.width) +
+                                                  "-byte length field");
     out.append(payload.data(), lf.offset);
     append_length(out, lf, value);
     out.append(body.data(), body.size());
@@ -314,8 +314,8 @@ Error Framer::validate(Transport transport) const {
             return validate_length(*this);
         case FramerKind::delimiter:
             if (delimiter.bytes.empty() || delimiter.bytes.size() > 8)
-                return field("delimiter.bytes", "must be 1 to 8 bytes, got " +
-                                                    std::to_string(delimiter.bytes.size()));
+                return field("delimiter.bytes",
+                             "must be 1 to 8 bytes, got " + std::to_string(delimiter.bytes.size()));
             return {};
         case FramerKind::fixed_size:
             if (fixed_size.size == 0) return field("fixed_size.size", "must be > 0");
@@ -355,10 +355,10 @@ Error encode(const Framer& framer, std::string_view payload, std::string& out) {
         }
         case FramerKind::fixed_size:
             if (payload.size() != framer.fixed_size.size)
-                return Error(errc::invalid_config,
-                             "encode: a payload of " + std::to_string(payload.size()) +
-                                 " bytes for Framer.fixed_size.size " +
-                                 std::to_string(framer.fixed_size.size));
+                return Error(errc::invalid_config, "encode: the payload has " +
+                                                       std::to_string(payload.size()) +
+                                                       " bytes, Framer.fixed_size.size is " +
+                                                       std::to_string(framer.fixed_size.size));
             out.append(payload.data(), payload.size());
             return {};
         case FramerKind::json_header:
@@ -399,9 +399,9 @@ Error encode_json_message(const Framer& framer, std::string_view content,
         return Error(errc::message_too_large,
                      "encode_json_message: a JSON header of " + std::to_string(header) +
                          " bytes is over " +
-                         (max == kJsonHeaderFieldMax ? std::string("65535 (its 2-byte field)")
-                                                     : "Framer.json.max_header (" +
-                                                           std::to_string(max) + ")"));
+                         (max == kJsonHeaderFieldMax
+                              ? std::string("65535 (its 2-byte field)")
+                              : "Framer.json.max_header (" + std::to_string(max) + ")"));
     }
     out[start] = static_cast<char>(header >> 8);
     out[start + 1] = static_cast<char>(header & 0xff);

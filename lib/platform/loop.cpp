@@ -315,7 +315,9 @@ void SignalWatch::cancel() {
     if (state_) state_->close();
 }
 
-bool SignalWatch::active() const { return state_ && state_->active; }
+bool SignalWatch::active() const {
+    return state_ && state_->active;
+}
 
 std::uint64_t Loop::now_ms() const {
     return uv_now(core_->loop);

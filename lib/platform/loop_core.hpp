@@ -5,8 +5,8 @@
 
 #include <uv.h>
 
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <mutex>

@@ -359,8 +359,8 @@ namespace {
 
 Error set_opt(int fd, int level, int name, int value, const char* what) {
     if (setsockopt(fd, level, name, &value, sizeof value) != 0)
-        return Error(uv_error_code(-errno), std::string("setsockopt ") + what + ": " +
-                                                uv_strerror(-errno));
+        return Error(uv_error_code(-errno),
+                     std::string("setsockopt ") + what + ": " + uv_strerror(-errno));
     return {};
 }
 
@@ -424,10 +424,10 @@ Error PipeImpl::start_connect(const Address& to) {
     peer_ = to;
     connect_req_ = std::make_unique<uv_connect_t>();
     connect_req_->data = this;
-    int rc =
-        uv_tcp_connect(connect_req_.get(), &h_.tcp, to.sockaddr(), [](uv_connect_t* req, int status) {
-            static_cast<PipeImpl*>(req->data)->on_connected(status);
-        });
+    int rc = uv_tcp_connect(connect_req_.get(), &h_.tcp, to.sockaddr(),
+                            [](uv_connect_t* req, int status) {
+                                static_cast<PipeImpl*>(req->data)->on_connected(status);
+                            });
     if (rc != 0) return uv_fail("connect to", rc, to);
     local_ = sockname(&h_.handle, false);
     std::weak_ptr<PipeImpl> weak = self_;
@@ -598,7 +598,9 @@ void PipeImpl::handle_accepted(const std::shared_ptr<PipeImpl>& client) {
         r.status = RecvResult::Status::message;
         r.pipe = as_pipe;
         w.fn(*this, r);
-    } else if (accept_cbs_.empty()) {
+    } else if (accept_cbs_.empty() && message_cbs_.empty()) {
+        // Only a server driven by accept() queues: one driven by callbacks would otherwise
+        // fill the queue with pipes nobody takes.
         if (!accept_queue_)
             accept_queue_ = std::make_unique<std::deque<std::shared_ptr<PipeImpl>>>();
         if (accept_queue_->size() >= conf_.max_accept_queue) {
