@@ -782,7 +782,15 @@ void PipeImpl::stop_reading() {
 
 void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
     if (nread > 0) {
+        // Replies a pipe makes to its own read leave in one write right after it, without a
+        // trip through the loop's flush list.
+        in_read_ = true;
         deliver(std::string_view(buf->base, static_cast<std::size_t>(nread)), peer_);
+        in_read_ = false;
+        if (!pending_.empty() && !handle_closing_) {
+            core_->cancel_flush(this);
+            flush();
+        }
         return;
     }
     if (nread == 0) return;
@@ -932,7 +940,7 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
     ++msgs_out_;
     rate_out_.add(uv_now(core_->loop), bytes.size());
     if (write_queue_bytes() >= conf_.high_watermark) above_high_ = true;
-    if (connected_) core_->schedule_flush(this);
+    if (connected_ && !in_read_) core_->schedule_flush(this);
     return {};
 }
 

@@ -126,7 +126,8 @@ public:
     bool ended_ = false;
     bool above_high_ = false;
     bool close_after_flush_ = false;
-    bool accept_pending_ = false;  // a paused server left a connection in the backlog
+    bool accept_pending_ = false;
+    bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it  // a paused server left a connection in the backlog
     EndInfo end_info_;
     std::vector<Pipe::ClosedFn> closed_fns_;
 
