@@ -21,17 +21,21 @@ public:
         CallbackList out;
         for (const auto& e : items_)
             if (e->id != 0) out.items_.push_back(std::make_unique<Entry>(*e));
+        out.live_ = out.items_.size();
         return out;
     }
 
     void add(CallbackId id, Fn fn) {
         items_.push_back(std::make_unique<Entry>(Entry{id, std::move(fn)}));
+        ++live_;
     }
 
     bool remove(CallbackId id) {
+        if (id == 0) return false;  // 0 marks removed entries
         for (auto& e : items_) {
             if (e->id == id) {
                 e->id = 0;  // the function may be running: destroy it only when not dispatching
+                --live_;
                 dirty_ = true;
                 if (depth_ == 0) compact();
                 return true;
@@ -40,14 +44,11 @@ public:
         return false;
     }
 
-    bool empty() const noexcept {
-        for (const auto& e : items_)
-            if (e->id != 0) return false;
-        return true;
-    }
+    bool empty() const noexcept { return live_ == 0; }
 
     void clear() {
         for (auto& e : items_) e->id = 0;
+        live_ = 0;
         dirty_ = true;
         if (depth_ == 0) compact();
     }
@@ -75,6 +76,7 @@ private:
         dirty_ = false;
     }
     std::vector<std::unique_ptr<Entry>> items_;
+    std::size_t live_ = 0;  // entries not removed
     unsigned depth_ = 0;
     bool dirty_ = false;
 };

@@ -50,7 +50,7 @@ namespace detail {
 
 // ---------------------------------------------------------------- RateWindow
 
-void RateWindow::add(std::uint64_t now_ms, std::uint64_t n) noexcept {
+void RateWindow::roll(std::uint64_t now_ms, std::uint64_t n) noexcept {
     auto sec = static_cast<std::uint32_t>(now_ms / 1000);
     auto i = sec % kBuckets;
     if (sec_[i] != sec) {
@@ -58,6 +58,8 @@ void RateWindow::add(std::uint64_t now_ms, std::uint64_t n) noexcept {
         bytes_[i] = 0;
     }
     bytes_[i] += n;
+    cur_ = i;
+    cur_end_ms_ = (static_cast<std::uint64_t>(sec) + 1) * 1000;
 }
 
 double RateWindow::rate(std::uint64_t now_ms, std::uint64_t since_ms) const noexcept {
@@ -229,7 +231,7 @@ void PipeImpl::begin_close(bool graceful) {
     bool connecting = kind_ == PipeKind::tcp_client && !connected_ && !peer_.empty();
     if (graceful && kind_ != PipeKind::tcp_server && kind_ != PipeKind::udp &&
         (connected_ || connecting) && !(conf_.linger && conf_.linger->count() == 0) &&
-        write_queue_bytes() > 0) {
+        queued_bytes() > 0) {
         // Let what the application already sent reach the OS first, within con_timeout.
         close_after_flush_ = true;
         flush();
@@ -908,16 +910,13 @@ void PipeImpl::enqueue(Subscription& sub, std::string_view data, const Address& 
 
 // ---------------------------------------------------------------- writing
 
-Error PipeImpl::check_write_cap(std::size_t more) {
-    if (conf_.max_write_queue != 0 && write_queue_bytes() + more > conf_.max_write_queue) {
-        Error e(errc::write_queue_full, "send on " + describe() + ": " +
-                                            std::to_string(write_queue_bytes() + more) +
-                                            " queued bytes would pass NetConf.max_write_queue (" +
-                                            std::to_string(conf_.max_write_queue) + ")");
-        fail(EndReason::error, e);
-        return e;
-    }
-    return {};
+Error PipeImpl::write_cap_error(std::size_t more) {
+    Error e(errc::write_queue_full, "send on " + describe() + ": " +
+                                        std::to_string(queued_bytes() + more) +
+                                        " queued bytes would pass NetConf.max_write_queue (" +
+                                        std::to_string(conf_.max_write_queue) + ")");
+    fail(EndReason::error, e);
+    return e;
 }
 
 Error PipeImpl::send_bytes(std::string_view bytes) {
@@ -934,12 +933,12 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
                          "send on " + describe() + ": no default destination; use send_to()");
         return send_datagram(bytes, peer_);
     }
-    if (auto e = check_write_cap(bytes.size())) return e;
+    if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
     pending_.append(bytes);
     bytes_out_ += bytes.size();
     ++msgs_out_;
     rate_out_.add(uv_now(core_->loop), bytes.size());
-    if (write_queue_bytes() >= conf_.high_watermark) above_high_ = true;
+    if (queued_bytes() >= conf_.high_watermark) above_high_ = true;
     if (connected_ && !in_read_) core_->schedule_flush(this);
     return {};
 }
@@ -992,10 +991,10 @@ void PipeImpl::on_write_done(int status) {
 
 void PipeImpl::after_written() {
     if (close_after_flush_) {
-        if (write_queue_bytes() == 0) close_handle_now();
+        if (queued_bytes() == 0) close_handle_now();
         return;
     }
-    if (above_high_ && write_queue_bytes() <= conf_.low_watermark) {
+    if (above_high_ && queued_bytes() <= conf_.low_watermark) {
         above_high_ = false;
         if (!ending_) drain_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this));
     }
@@ -1033,7 +1032,7 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
         }
         if (n != UV_EAGAIN && n != UV_ENOBUFS && n != UV_ENOMEM) return uv_fail("send_to", n, to);
     }
-    if (auto e = check_write_cap(bytes.size())) return e;
+    if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
     // The datagram waits for the socket: the request owns a copy of the bytes.
     auto* r =
         new UdpSendReq{{}, self_, to_peer ? Address{} : to, conf_.send_retry, std::string(bytes)};
@@ -1043,7 +1042,7 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
     }
     udp_queued_ += bytes.size();
     count();
-    if (write_queue_bytes() >= conf_.high_watermark) above_high_ = true;
+    if (queued_bytes() >= conf_.high_watermark) above_high_ = true;
     return {};
 }
 

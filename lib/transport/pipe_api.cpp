@@ -207,10 +207,7 @@ Error Pipe::send_to(std::string_view bytes, const Address& to) {
 }
 
 std::size_t Pipe::write_queue_bytes() const noexcept {
-    auto& p = I(this);
-    // libuv tracks the unwritten part of the write in flight, partial progress included.
-    std::size_t in_flight = p.write_in_flight_ ? p.h_.stream.write_queue_size : 0;
-    return p.pending_.size() + in_flight + p.udp_queued_;
+    return I(this).queued_bytes();
 }
 
 bool Pipe::writable() const noexcept {

@@ -22,12 +22,22 @@ namespace pipeworks::detail {
 class RateWindow {
 public:
     static constexpr unsigned kBuckets = 5;
-    void add(std::uint64_t now_ms, std::uint64_t n) noexcept;
+    void add(std::uint64_t now_ms, std::uint64_t n) noexcept {
+        // Most adds fall in the current second: skip the division.
+        if (now_ms < cur_end_ms_) {
+            bytes_[cur_] += n;
+            return;
+        }
+        roll(now_ms, n);
+    }
     double rate(std::uint64_t now_ms, std::uint64_t since_ms) const noexcept;
 
 private:
     std::array<std::uint32_t, kBuckets> sec_{};
     std::array<std::uint64_t, kBuckets> bytes_{};
+    std::uint64_t cur_end_ms_ = 0;  // end of the current bucket's second
+    unsigned cur_ = 0;
+    void roll(std::uint64_t now_ms, std::uint64_t n) noexcept;
 };
 
 struct RecvWaiter {
@@ -86,7 +96,15 @@ public:
     Error send_datagram(std::string_view bytes, const Address& to);
     void flush() override;
     void after_written();
-    Error check_write_cap(std::size_t more);
+    // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
+    std::size_t queued_bytes() const noexcept {
+        return pending_.size() + (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
+    }
+    bool over_write_cap(std::size_t more) const noexcept {
+        return conf_.max_write_queue != 0 && queued_bytes() + more > conf_.max_write_queue;
+    }
+    // Ends the pipe with errc::write_queue_full and returns that error.
+    Error write_cap_error(std::size_t more);
 
     // ---- ending
     void fail(EndReason reason, Error error);
@@ -127,7 +145,8 @@ public:
     bool above_high_ = false;
     bool close_after_flush_ = false;
     bool accept_pending_ = false;
-    bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it  // a paused server left a connection in the backlog
+    bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it  // a
+                            // paused server left a connection in the backlog
     EndInfo end_info_;
     std::vector<Pipe::ClosedFn> closed_fns_;
 
