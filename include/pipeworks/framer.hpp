@@ -5,7 +5,7 @@
 
 #include <pipeworks/error.hpp>
 #include <pipeworks/export.hpp>
-#include <pipeworks/net_conf.hpp>
+#include <pipeworks/transport.hpp>
 
 #include <cstddef>
 #include <cstdint>

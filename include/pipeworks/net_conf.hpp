@@ -4,6 +4,8 @@
 
 #include <pipeworks/error.hpp>
 #include <pipeworks/export.hpp>
+#include <pipeworks/framer.hpp>
+#include <pipeworks/transport.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -13,8 +15,6 @@
 namespace pipeworks {
 
 class Loop;
-
-enum class Transport : std::uint8_t { tcp, udp };
 
 struct NetConf {
     using ms = std::chrono::milliseconds;
@@ -50,6 +50,9 @@ struct NetConf {
     std::size_t max_queue_bytes = 16 * 1024 * 1024;  // bytes per subscription queue; 0 = unbounded
     std::size_t max_accept_queue = 1024;             // accepted pipes waiting for accept()
     int backlog = 511;                               // listen() backlog
+    // How received bytes become messages and how sent messages are framed (docs/framing.md).
+    // Default raw: a TCP read is a message, a UDP datagram is a message.
+    Framer framer;
 
     // Checks every field for a pipe of this transport. Returns an empty Error when valid,
     // otherwise one whose message names the field ("NetConf.max_msg_ids: must be > 0").

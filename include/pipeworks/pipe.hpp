@@ -45,6 +45,7 @@ enum class EndReason : std::uint8_t {
     peer_reset,   // the peer reset the connection (RST, or EPIPE on write)
     error,        // any other failure: see EndInfo::error
     timeout,      // a deadline passed (connect, name resolution)
+    framing_error,  // the bytes received broke the pipe's framer (see EndInfo::error)
 };
 
 PIPEWORKS_API const char* to_string(PipeKind k) noexcept;
@@ -58,16 +59,21 @@ struct EndInfo {
 };
 
 // A message as delivered to a callback. `data` is valid only during the call; copy what you keep.
-// On TCP a message is a chunk as read (no framing); on UDP it is one datagram.
+// What a message is depends on the pipe's framer (NetConf::framer): with the default raw framer,
+// a chunk as read on TCP and one datagram on UDP; otherwise one whole frame.
 struct Message {
     std::string_view data;
     Address from;  // the sender: the peer for TCP, the datagram's source for UDP
+    // json_header framer: the parsed header (data is the content); null for other framers.
+    // Valid during the call, like data.
+    const JsonMessageHeader* json = nullptr;
 };
 
 // A message that owns its bytes (from a subscription queue).
 struct Received {
     std::string data;
     Address from;
+    std::string json_header;  // json_header framer: the JSON header text; empty otherwise
 };
 
 // What recv() hands over: a message, or why there is none.
@@ -176,6 +182,19 @@ public:
     Error send(std::span<const std::byte> bytes);
     // UDP: one datagram to `to`.
     Error send_to(std::string_view bytes, const Address& to);
+
+    // The framer (NetConf::framer) applies to every send: the message is framed on the way out
+    // (a length field added, a delimiter appended, ...). A message the framer cannot carry
+    // (over max_message, containing the delimiter, wrong fixed size) is refused with an Error
+    // and nothing is queued.
+
+    // Replaces the framer for what is received from now on and what is sent from now on
+    // (a protocol switch after a handshake, or a packet layer over an open pipe). Bytes read
+    // but not yet delivered are decoded with the new framer. Returns the framer's validation
+    // error (nothing changes then), or errc::pipe_ended once the pipe has ended. On a server it
+    // sets the framer of the pipes it accepts from now on.
+    Error set_framer(const Framer& framer);
+    const Framer& framer() const noexcept;
 
     // Bytes accepted by send() that the OS has not yet taken.
     std::size_t write_queue_bytes() const noexcept;

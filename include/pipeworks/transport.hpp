@@ -1,0 +1,10 @@
+// Transport: the two kinds of socket a pipe runs on.
+#pragma once
+
+#include <cstdint>
+
+namespace pipeworks {
+
+enum class Transport : std::uint8_t { tcp, udp };
+
+}  // namespace pipeworks
