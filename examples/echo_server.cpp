@@ -1,5 +1,7 @@
-// echo_server [--udp] [--bind HOST:PORT]
-// Echoes every message back to its sender. Prints "listening on HOST:PORT" first (the real port
+// echo_server [--udp] [--bind HOST:PORT] [--framing raw|length]
+// Echoes every message back to its sender. --framing length: messages are 4-byte big-endian
+// length-prefixed frames (Framer::message()), echoed as frames; raw (the default) echoes what
+// each read (or datagram) brings. Prints "listening on HOST:PORT" first (the real port
 // when 0 was asked) and exits 0 on SIGINT/SIGTERM after closing cleanly.
 #include <pipeworks/pipeworks.hpp>
 
@@ -11,20 +13,30 @@
 using namespace pipeworks;
 
 static int usage(const char* why) {
-    std::fprintf(stderr, "echo_server: %s\nusage: echo_server [--udp] [--bind HOST:PORT]\n", why);
+    std::fprintf(stderr,
+                 "echo_server: %s\n"
+                 "usage: echo_server [--udp] [--bind HOST:PORT] [--framing raw|length]\n",
+                 why);
     return 2;
 }
 
 int main(int argc, char** argv) {
     bool udp = false;
     std::string bind = "127.0.0.1:0";
+    Framer framer;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--udp")
             udp = true;
         else if (a == "--bind" && i + 1 < argc)
             bind = argv[++i];
-        else if (a == "--help" || a == "-h")
+        else if (a == "--framing" && i + 1 < argc) {
+            std::string f = argv[++i];
+            if (f == "length")
+                framer = Framer::message();
+            else if (f != "raw")
+                return usage(("--framing: expected raw or length, got " + f).c_str());
+        } else if (a == "--help" || a == "-h")
             return usage("echoes every message to its sender"), 0;
         else
             return usage(("unknown argument: " + a).c_str());
@@ -35,6 +47,7 @@ int main(int argc, char** argv) {
     Loop loop;
     NetConf conf;
     conf.reuse_addr = true;
+    conf.framer = framer;
     auto opened = udp ? Pipe::udp(loop, *addr, {}, conf) : Pipe::listen(loop, *addr, conf);
     if (!opened) {
         std::fprintf(stderr, "echo_server: %s\n", opened.error().message.c_str());

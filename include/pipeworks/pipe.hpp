@@ -40,11 +40,11 @@ enum class PipeKind : std::uint8_t {
 };
 
 enum class EndReason : std::uint8_t {
-    local_close,  // close() was called (or the server owning this pipe closed)
-    peer_close,   // the peer closed its side in order (FIN)
-    peer_reset,   // the peer reset the connection (RST, or EPIPE on write)
-    error,        // any other failure: see EndInfo::error
-    timeout,      // a deadline passed (connect, name resolution)
+    local_close,    // close() was called (or the server owning this pipe closed)
+    peer_close,     // the peer closed its side in order (FIN)
+    peer_reset,     // the peer reset the connection (RST, or EPIPE on write)
+    error,          // any other failure: see EndInfo::error
+    timeout,        // a deadline passed (connect, name resolution)
     framing_error,  // the bytes received broke the pipe's framer (see EndInfo::error)
 };
 
@@ -73,7 +73,7 @@ struct Message {
 struct Received {
     std::string data;
     Address from;
-    std::string json_header;  // json_header framer: the JSON header text; empty otherwise
+    std::string json_header{};  // json_header framer: the JSON header text; empty otherwise
 };
 
 // What recv() hands over: a message, or why there is none.

@@ -121,6 +121,18 @@ void FrameDecoder::reset() {
     error_ = framer_.validate(transport_);
 }
 
+std::string FrameDecoder::take_buffered() {
+    std::string kept(carry_.view());
+    carry_.clear();
+    scan_from_ = 0;
+    json_ready_ = false;
+    return kept;
+}
+
+void FrameDecoder::prime(std::string_view bytes) {
+    if (!bytes.empty()) keep(bytes);
+}
+
 Error FrameDecoder::fail(Error err) {
     error_ = std::move(err);
     carry_.clear();

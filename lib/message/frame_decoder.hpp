@@ -19,10 +19,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
 namespace pipeworks {
+
+namespace detail {
+// encode() for a framer already validated (a pipe's, checked when it opened): the per-message
+// path skips the validation.
+Error encode_valid(const Framer& framer, std::string_view payload, std::string& out);
+}  // namespace detail
 
 // One decoded frame. Every view is valid only during the callback that receives it.
 struct Frame {
@@ -103,6 +110,12 @@ public:
     std::size_t heap_capacity() const noexcept { return carry_.heap_capacity(); }
     // Forgets kept bytes and any framing error.
     void reset();
+    // Hands over the bytes kept between feeds and forgets them: a pipe that switches framers
+    // decodes them with the next one.
+    std::string take_buffered();
+    // Puts `bytes` in front of what the next feed() brings, as a pause would have kept them
+    // (feed({}) decodes them). Not for raw framers, which keep nothing.
+    void prime(std::string_view bytes);
 
     const Framer& framer() const noexcept { return framer_; }
 

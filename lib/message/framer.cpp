@@ -1,5 +1,7 @@
 #include <pipeworks/framer.hpp>
 
+#include "message/frame_decoder.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cstdint>
@@ -334,6 +336,10 @@ Error Framer::validate(Transport transport) const {
 
 Error encode(const Framer& framer, std::string_view payload, std::string& out) {
     if (Error e = framer.validate(Transport::tcp)) return e;
+    return detail::encode_valid(framer, payload, out);
+}
+
+Error detail::encode_valid(const Framer& framer, std::string_view payload, std::string& out) {
     switch (framer.kind) {
         case FramerKind::raw:
             out.append(payload.data(), payload.size());

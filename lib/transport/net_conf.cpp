@@ -59,6 +59,12 @@ Error NetConf::validate(Transport transport) const {
                                             std::to_string(high_watermark) + ")");
     if (max_accept_queue == 0) return field("max_accept_queue", "must be > 0");
     if (backlog <= 0) return field("backlog", "must be > 0");
+    if (Error e = framer.validate(transport)) {
+        // "Framer.length.width: ..." becomes "NetConf.framer.length.width: ...".
+        std::string_view m = e.message;
+        if (m.starts_with("Framer")) m.remove_prefix(6);
+        return Error(e.code, "NetConf.framer" + std::string(m));
+    }
     return {};
 }
 

@@ -36,6 +36,8 @@ const char* to_string(EndReason r) noexcept {
             return "error";
         case EndReason::timeout:
             return "timeout";
+        case EndReason::framing_error:
+            return "framing error";
     }
     return "?";
 }
@@ -167,6 +169,7 @@ std::size_t max_datagram(const Address& to) {
 PipeImpl::PipeImpl(Loop& loop, PipeKind kind, const NetConf& conf)
     : loop_(&loop), core_(&loop.core()), kind_(kind), conf_(conf) {
     conf_.loop = &loop;
+    framed_ = conf_.framer.kind != FramerKind::raw;
     opened_ms_ = uv_now(core_->loop);
     implicit_sub_ = kind != PipeKind::tcp_server;
     std::memset(&h_, 0, sizeof h_);
@@ -253,6 +256,7 @@ void PipeImpl::close_handle_now() {
     connect_timer_.cancel();
     close_timer_.cancel();
     up_timer_.cancel();
+    kick_timer_.cancel();
     // A server takes its accepted pipes down with it.
     while (first_client_) {
         PipeImpl* c = first_client_;
@@ -787,7 +791,11 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
         // Replies a pipe makes to its own read leave in one write right after it, without a
         // trip through the loop's flush list.
         in_read_ = true;
-        deliver(std::string_view(buf->base, static_cast<std::size_t>(nread)), peer_);
+        const std::string_view data(buf->base, static_cast<std::size_t>(nread));
+        if (framed_)
+            feed_frames(data, peer_);
+        else
+            deliver(data, peer_);
         in_read_ = false;
         if (!pending_.empty() && !handle_closing_) {
             core_->cancel_flush(this);
@@ -815,8 +823,70 @@ void PipeImpl::on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* a
         ++dropped_;
         return;
     }
-    deliver(std::string_view(buf->base, static_cast<std::size_t>(nread)),
-            Address::from_sockaddr(addr));
+    const std::string_view data(buf->base, static_cast<std::size_t>(nread));
+    if (framed_)
+        feed_frames(data, Address::from_sockaddr(addr));
+    else
+        deliver(data, Address::from_sockaddr(addr));
+}
+
+void PipeImpl::feed_frames(std::string_view data, const Address& from) {
+    if (!decoder_) decoder_ = std::make_unique<FrameDecoder>(conf_.framer, transport());
+    feeding_ = true;
+    // A pause, a close or a framer switch stops the decoder after the message at hand; it
+    // keeps the rest for deliver_kept().
+    Error e = decoder_->feed(data, [&](const Frame& f) {
+        deliver(f.message, from, f.json_header);
+        return !(paused_ || ending_ || framer_switch_);
+    });
+    feeding_ = false;
+    if (e) {
+        if (ending_) return;
+        if (kind_ == PipeKind::udp) {
+            ++dropped_;  // a datagram that breaks the framer is dropped; the pipe stays up
+            return;
+        }
+        fail(EndReason::framing_error,
+             Error(errc::framing_error, "read from " + describe() + ": " + e.message));
+        return;
+    }
+    if (framer_switch_ && !ending_) {
+        switch_decoder();
+        deliver_kept();
+    }
+}
+
+void PipeImpl::switch_decoder() {
+    framer_switch_ = false;
+    std::string kept = decoder_ ? decoder_->take_buffered() : std::string();
+    decoder_.reset();
+    framed_ = conf_.framer.kind != FramerKind::raw;
+    if (kept.empty()) return;
+    if (framed_) {
+        decoder_ = std::make_unique<FrameDecoder>(conf_.framer, transport());
+        decoder_->prime(kept);
+    } else {
+        raw_kept_ = std::move(kept);
+    }
+}
+
+void PipeImpl::schedule_kept() {
+    if (raw_kept_.empty() && !(decoder_ && decoder_->buffered() > 0)) return;
+    std::weak_ptr<PipeImpl> weak = self_;
+    kick_timer_ = loop_->call_later(std::chrono::milliseconds(0), [weak] {
+        if (auto p = weak.lock()) p->deliver_kept();
+    });
+}
+
+void PipeImpl::deliver_kept() {
+    if (paused_ || ending_ || feeding_) return;
+    if (!raw_kept_.empty()) {
+        std::string kept = std::move(raw_kept_);
+        raw_kept_.clear();
+        deliver(kept, peer_);
+        return;
+    }
+    if (decoder_ && decoder_->buffered() > 0) feed_frames({}, peer_);
 }
 
 Subscription* PipeImpl::find_sub(SubId id) {
@@ -838,7 +908,7 @@ Subscription* PipeImpl::implicit_sub() {
     return subs_.back().get();
 }
 
-void PipeImpl::deliver(std::string_view data, const Address& from) {
+void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMessageHeader* json) {
     auto now = uv_now(core_->loop);
     bytes_in_ += data.size();
     ++msgs_in_;
@@ -858,7 +928,7 @@ void PipeImpl::deliver(std::string_view data, const Address& from) {
             seen_->order.pop_front();
         }
     }
-    Message msg{data, from};
+    Message msg{data, from, json};
     bool had_callbacks = !message_cbs_.empty();
     message_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this), msg);
     if (ending_) return;
@@ -875,16 +945,17 @@ void PipeImpl::deliver(std::string_view data, const Address& from) {
             handler(*this, msg);
             if (ending_) break;
         } else {
-            enqueue(*s, data, from);
+            enqueue(*s, msg);
         }
     }
     if (--dispatch_depth_ == 0) erase_removed_subs();
     if (ending_) return;
     if (!had_callbacks && message_cbs_.empty())
-        if (Subscription* all = implicit_sub()) enqueue(*all, data, from);
+        if (Subscription* all = implicit_sub()) enqueue(*all, msg);
 }
 
-void PipeImpl::enqueue(Subscription& sub, std::string_view data, const Address& from) {
+void PipeImpl::enqueue(Subscription& sub, const Message& msg) {
+    const std::string_view data = msg.data;
     if (!sub.waiters.empty()) {
         RecvWaiter w = std::move(sub.waiters.front());
         sub.waiters.erase(sub.waiters.begin());
@@ -892,11 +963,13 @@ void PipeImpl::enqueue(Subscription& sub, std::string_view data, const Address& 
         RecvResult r;
         r.status = RecvResult::Status::message;
         r.message.data.assign(data);
-        r.message.from = from;
+        r.message.from = msg.from;
+        if (msg.json) r.message.json_header.assign(msg.json->text);
         w.fn(*this, r);
         return;
     }
-    sub.queue.push_back(Received{std::string(data), from});
+    sub.queue.push_back(Received{std::string(data), msg.from,
+                                 msg.json ? std::string(msg.json->text) : std::string()});
     sub.bytes += data.size();
     // Bounded queues drop the oldest messages.
     while (!sub.queue.empty() &&
@@ -933,14 +1006,31 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
                          "send on " + describe() + ": no default destination; use send_to()");
         return send_datagram(bytes, peer_);
     }
-    if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
-    pending_.append(bytes);
+    if (framed_) {
+        const std::size_t before = pending_.size();
+        if (Error e = frame_into(bytes, pending_)) return e;
+        const std::size_t wire = pending_.size() - before;
+        // The cap counts what would be queued without this frame plus the frame.
+        if (conf_.max_write_queue != 0 && queued_bytes() > conf_.max_write_queue) {
+            pending_.resize(before);
+            return write_cap_error(wire);
+        }
+    } else {
+        if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
+        pending_.append(bytes);
+    }
     bytes_out_ += bytes.size();
     ++msgs_out_;
     rate_out_.add(uv_now(core_->loop), bytes.size());
     if (queued_bytes() >= conf_.high_watermark) above_high_ = true;
     if (connected_ && !in_read_) core_->schedule_flush(this);
     return {};
+}
+
+Error PipeImpl::frame_into(std::string_view payload, std::string& out) {
+    Error e = detail::encode_valid(conf_.framer, payload, out);
+    if (e) e.message = "send on " + describe() + ": " + e.message;
+    return e;
 }
 
 void PipeImpl::flush() {
@@ -1010,15 +1100,21 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
     if (to.empty() || to.port() == 0)
         return Error(errc::invalid_address, "send_to on " + describe() + ": destination \"" +
                                                 to.to_string() + "\" has no port");
+    const std::size_t payload_size = bytes.size();
+    if (framed_) {
+        frame_scratch_.clear();
+        if (Error e = frame_into(bytes, frame_scratch_)) return e;
+        bytes = frame_scratch_;
+    }
     if (bytes.size() > max_datagram(to))
         return Error(errc::message_too_large, "send_to " + to.to_string() + ": " +
                                                   std::to_string(bytes.size()) +
                                                   " bytes do not fit in one datagram (at most " +
                                                   std::to_string(max_datagram(to)) + ")");
     auto count = [&] {
-        bytes_out_ += bytes.size();
+        bytes_out_ += payload_size;
         ++msgs_out_;
-        rate_out_.add(uv_now(core_->loop), bytes.size());
+        rate_out_.add(uv_now(core_->loop), payload_size);
     };
     // A connect()ed socket (adopted) sends to its peer without an address.
     const bool to_peer = udp_connected_ && to == peer_;

@@ -206,6 +206,28 @@ Error Pipe::send_to(std::string_view bytes, const Address& to) {
     return I(this).send_datagram(bytes, to);
 }
 
+Error Pipe::set_framer(const Framer& framer) {
+    auto& p = I(this);
+    if (p.ending_ || p.ended_)
+        return Error(errc::pipe_ended, "set_framer on " + p.describe() + ": the pipe has ended");
+    if (Error e = framer.validate(transport()))
+        return Error(e.code, "set_framer on " + p.describe() + ": " + e.message);
+    p.conf_.framer = framer;
+    if (p.kind_ == PipeKind::tcp_server) return {};  // for the pipes it accepts from now on
+    if (p.feeding_) {
+        // Inside a message callback: the decoder stops after this message, then switches.
+        p.framer_switch_ = true;
+        return {};
+    }
+    p.switch_decoder();
+    p.schedule_kept();
+    return {};
+}
+
+const Framer& Pipe::framer() const noexcept {
+    return I(this).conf_.framer;
+}
+
 std::size_t Pipe::write_queue_bytes() const noexcept {
     return I(this).queued_bytes();
 }
@@ -397,6 +419,7 @@ void Pipe::resume() {
         p.on_connection(0);
     }
     p.start_reading();
+    p.schedule_kept();
 }
 
 bool Pipe::paused() const noexcept {

@@ -4,6 +4,7 @@
 #include <pipeworks/loop.hpp>
 #include <pipeworks/pipe.hpp>
 
+#include "message/frame_decoder.hpp"
 #include "platform/loop_core.hpp"
 #include "transport/callback_list.hpp"
 
@@ -87,8 +88,20 @@ public:
     void on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* addr, unsigned flags);
     void on_connection(int status);
     void on_write_done(int status);
-    void deliver(std::string_view data, const Address& from);
-    void enqueue(Subscription& sub, std::string_view data, const Address& from);
+    void deliver(std::string_view data, const Address& from,
+                 const JsonMessageHeader* json = nullptr);
+    // Framed pipes: decodes `data` (a read, or one datagram) and delivers each whole message.
+    void feed_frames(std::string_view data, const Address& from);
+    // Installs conf_.framer's decoder, carrying over what the old one kept undelivered.
+    void switch_decoder();
+    // Delivers what a pause or a framer switch left undelivered (unless paused or ending).
+    void deliver_kept();
+    // Runs deliver_kept() on the next loop iteration when there is something kept: not inside
+    // resume() or set_framer(), which may run inside a callback.
+    void schedule_kept();
+    // Appends `payload` as the framer frames it to `out`.
+    Error frame_into(std::string_view payload, std::string& out);
+    void enqueue(Subscription& sub, const Message& msg);
     void handle_accepted(const std::shared_ptr<PipeImpl>& client);
 
     // ---- sending
@@ -187,6 +200,16 @@ public:
     PipeImpl* last_client_ = nullptr;
     PipeImpl* client_prev_ = nullptr;
     PipeImpl* client_next_ = nullptr;
+
+    // Framing (NetConf::framer). The decoder is made on the first read, so an idle pipe does not
+    // carry it; raw pipes never have one.
+    bool framed_ = false;  // conf_.framer is not raw
+    std::unique_ptr<FrameDecoder> decoder_;
+    bool feeding_ = false;        // decoder_->feed() is running
+    bool framer_switch_ = false;  // set_framer() during a feed: switch when it returns
+    std::string raw_kept_;        // switched to raw with bytes undelivered
+    std::string frame_scratch_;   // UDP: the framed datagram being sent
+    Timer kick_timer_;            // delivers kept messages after resume() / set_framer()
 
     // Duplicate datagram suppression (enable_msg_ids)
     struct SeenIds {
