@@ -2,13 +2,21 @@
 //
 //   loadgen --target HOST:PORT --conns N --inflight W --size S --duration SECONDS
 //           [--warmup SECONDS] [--udp] [--connect-timeout SECONDS] [--drain-timeout SECONDS]
-//           [--loss-timeout-ms MS]
+//           [--loss-timeout-ms MS] [--framing none|length]
 //
 // TCP: opens N connections and keeps W messages of S bytes in flight on each. Every message
 // carries its sequence number and a pattern derived from it; since a TCP echo has no framing,
 // the echoed byte stream is compared, byte for byte and in order, with the stream that was
 // sent. A message is complete when its last byte has come back; each completion sends the next
 // message, so ping-pong is --conns 1 --inflight 1.
+//
+// --framing length (TCP only): every message on the wire is a 4-byte big-endian length S
+// followed by the S bytes of the message, the framing of a length-prefixed echo server, which
+// echoes each frame with the same prefix. The echoed stream is compared with the sent stream
+// byte for byte as without framing, the prefixes included; a message is complete when the last
+// byte of its frame has come back. Sizes and byte counts in the output are message (payload)
+// bytes; verified_bytes counts every byte checked, prefixes included. The default, none, sends
+// the messages back to back without a prefix.
 //
 // UDP: N sockets, W datagrams of S bytes (S >= 16) in flight on each. A datagram carries its
 // sequence number, window slot and socket index and is checked in full when it returns. There
@@ -27,7 +35,8 @@
 // was checked, whole run; p50/p99/max_us: round-trip time of the messages completed in the
 // window, from the write that sent a message to the read that completed its echo. UDP adds
 // lost= (datagrams not back within the loss timeout, whole run) and late= (came back after
-// that). Exit status 0 only when errors=0 (losses are reported, not errors).
+// that); --framing length adds framing=length. Exit status 0 only when errors=0 (losses are
+// reported, not errors).
 #include <uv.h>
 
 #include <algorithm>
@@ -48,6 +57,7 @@ namespace {
 constexpr size_t kReadBufSize = 256 * 1024;
 constexpr size_t kUdpHeader = 16;  // seq (8) + slot (4) + socket index (4)
 constexpr size_t kMaxUdpSize = 65507;
+constexpr size_t kLengthPrefix = 4;  // --framing length: 4-byte big-endian message length
 
 struct Options {
     std::string target;
@@ -60,6 +70,7 @@ struct Options {
     double connect_timeout = 5.0;
     double drain_timeout = 2.0;
     uint64_t loss_timeout_ms = 200;
+    bool framing = false;  // --framing length
 };
 
 // Log-linear latency histogram: exact below 64 ns, then 32 buckets per power of two (~3%).
@@ -176,7 +187,7 @@ struct TcpConn {
     uint32_t id = 0;
     uint64_t next_send_seq = 0;     // messages sent
     uint64_t recv_seq = 0;          // messages fully echoed
-    size_t recv_pos = 0;            // bytes of message recv_seq echoed so far
+    size_t recv_pos = 0;            // bytes of message recv_seq echoed so far (prefix included)
     std::vector<uint64_t> sent_at;  // send time of message seq at [seq % inflight]
 };
 
@@ -226,7 +237,9 @@ struct App {
     uv_signal_t sig_term{};
 
     std::vector<unsigned char> send_buf;
-    std::vector<unsigned char> expect_buf;  // one UDP datagram as it should come back
+    size_t prefix = 0;                            // bytes before each message on the wire: 0 or 4
+    std::array<unsigned char, 4> prefix_bytes{};  // the length prefix (the same for every message)
+    std::vector<unsigned char> expect_buf;        // one UDP datagram as it should come back
 
     // Totals since the start, and snapshots at the start and end of the measured window.
     uint64_t completed = 0;
@@ -304,12 +317,15 @@ void on_tcp_write(uv_write_t* req, int status) {
 
 void tcp_send(TcpConn& c, uint64_t count) {
     const size_t s = app.opt.size;
-    const size_t len = static_cast<size_t>(count) * s;
+    const size_t unit = app.prefix + s;  // one message on the wire
+    const size_t len = static_cast<size_t>(count) * unit;
     app.send_buf.resize(len);
     unsigned char* p = app.send_buf.data();
     const uint64_t now = uv_hrtime();
     for (uint64_t k = 0; k < count; k++) {
-        fill_message(p + k * s, s, c.next_send_seq, c.id);
+        unsigned char* m = p + k * unit;
+        std::memcpy(m, app.prefix_bytes.data(), app.prefix);
+        fill_message(m + app.prefix, s, c.next_send_seq, c.id);
         c.sent_at[c.next_send_seq % c.sent_at.size()] = now;
         c.next_send_seq++;
     }
@@ -348,6 +364,8 @@ void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
         return;
     }
     const size_t s = app.opt.size;
+    const size_t prefix = app.prefix;
+    const size_t unit = prefix + s;  // one message on the wire
     const auto* data = reinterpret_cast<const unsigned char*>(buf->base);
     size_t left = static_cast<size_t>(nread);
     const uint64_t now = uv_hrtime();
@@ -357,18 +375,29 @@ void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
             fail("connection %u: %zu bytes echoed beyond what was sent", c.id, left);
             return;
         }
-        size_t take = std::min(left, s - c.recv_pos);
-        size_t bad = check_message(data, c.recv_pos, take, c.recv_seq, c.id);
-        if (bad != SIZE_MAX) {
-            fail("connection %u: mismatch in message %llu at byte %zu", c.id,
-                 static_cast<unsigned long long>(c.recv_seq), bad);
-            return;
+        const size_t take = std::min(left, unit - c.recv_pos);
+        size_t k = 0;  // bytes of `take` that belong to the length prefix
+        for (; k < take && c.recv_pos + k < prefix; k++) {
+            if (data[k] != app.prefix_bytes[c.recv_pos + k]) {
+                fail("connection %u: mismatch in the length prefix of message %llu at byte %zu",
+                     c.id, static_cast<unsigned long long>(c.recv_seq), c.recv_pos + k);
+                return;
+            }
+        }
+        if (k < take) {
+            size_t bad =
+                check_message(data + k, c.recv_pos + k - prefix, take - k, c.recv_seq, c.id);
+            if (bad != SIZE_MAX) {
+                fail("connection %u: mismatch in message %llu at byte %zu", c.id,
+                     static_cast<unsigned long long>(c.recv_seq), bad);
+                return;
+            }
         }
         app.verified_bytes += take;
         data += take;
         left -= take;
         c.recv_pos += take;
-        if (c.recv_pos == s) {
+        if (c.recv_pos == unit) {
             record_completion(c.sent_at[c.recv_seq % c.sent_at.size()], now, s);
             c.recv_pos = 0;
             c.recv_seq++;
@@ -641,7 +670,8 @@ int usage(const char* why) {
                  "usage: loadgen --target HOST:PORT --conns N --inflight W --size S "
                  "--duration SECONDS\n"
                  "               [--warmup SECONDS] [--udp] [--connect-timeout SECONDS]\n"
-                 "               [--drain-timeout SECONDS] [--loss-timeout-ms MS]\n",
+                 "               [--drain-timeout SECONDS] [--loss-timeout-ms MS]\n"
+                 "               [--framing none|length]\n",
                  why);
     return 2;
 }
@@ -690,6 +720,9 @@ int main(int argc, char** argv) {
         } else if (a == "--loss-timeout-ms") {
             ok = parse_number(v, 1, 600000, &x);
             o.loss_timeout_ms = static_cast<uint64_t>(x);
+        } else if (a == "--framing") {
+            ok = std::strcmp(v, "none") == 0 || std::strcmp(v, "length") == 0;
+            o.framing = std::strcmp(v, "length") == 0;
         } else {
             return usage(("unknown option " + a).c_str());
         }
@@ -700,7 +733,16 @@ int main(int argc, char** argv) {
     if (o.udp && (o.size < kUdpHeader || o.size > kMaxUdpSize)) {
         return usage("--udp needs 16 <= --size <= 65507");
     }
-    if (static_cast<double>(o.inflight) * static_cast<double>(o.size) > 256.0 * 1024 * 1024) {
+    if (o.udp && o.framing) return usage("--framing length applies to TCP only");
+    if (o.framing) {
+        app.prefix = kLengthPrefix;
+        const auto n = static_cast<uint32_t>(o.size);
+        app.prefix_bytes = {static_cast<unsigned char>(n >> 24),
+                            static_cast<unsigned char>(n >> 16), static_cast<unsigned char>(n >> 8),
+                            static_cast<unsigned char>(n)};
+    }
+    if (static_cast<double>(o.inflight) * static_cast<double>(app.prefix + o.size) >
+        256.0 * 1024 * 1024) {
         return usage("--inflight x --size must stay within 256 MiB");
     }
     if (o.udp) {  // a datagram is lost once the loss timeout passes: the drain must outlast it
@@ -747,6 +789,7 @@ int main(int argc, char** argv) {
         std::printf(" lost=%llu late=%llu", static_cast<unsigned long long>(app.lost),
                     static_cast<unsigned long long>(app.late));
     }
+    if (o.framing) std::printf(" framing=length");
     std::printf("\n");
     std::fflush(stdout);
     return app.errors == 0 ? 0 : 1;

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh [BUILD_DIR] - side-by-side comparison of the baseline libuv echo server
-# (BUILD/bench/uv_echo_server) and the pipeworks echo server (BUILD/examples/echo_server).
-# BUILD_DIR defaults to build-bench (relative to the current directory or to the repository).
+# (BUILD/bench/uv_echo_server) and the pipeworks echo server (BUILD/examples/echo_server), and
+# of the framed echo (4-byte length prefix): the two baselines of
+# BUILD/bench/uv_framed_echo_server (--mode each, --mode gathered) and
+# BUILD/examples/echo_server --framing length. BUILD_DIR defaults to build-bench (relative to
+# the current directory or to the repository).
 # Results go to stdout only. See bench/README.md for what every number means.
 #
 # Environment (defaults in brackets):
@@ -13,6 +16,9 @@
 #   BENCH_UDP        1 adds a UDP workload [0]
 #   BENCH_NICE       run servers and loadgen under "nice -n VALUE" (e.g. -10 as root, to
 #                    shield them from other work on a shared machine) [unset: no nice]
+#   BENCH_FRAMED     0 skips the framed echo section [1]
+#   BENCH_ONLY       comma-separated sections to run, of: echo (plain echo throughput),
+#                    framed, idle (idle connections) [unset: all enabled sections]
 #
 # CPU pinning. On the 2-vCPU VM this kit was tuned on, "split" (server on CPU 0, loadgen on
 # CPU 1) was the least stable choice: both processes spent most of their time asleep waiting
@@ -48,13 +54,34 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 PIN=${BENCH_PIN:-shared}
 UDP=${BENCH_UDP:-0}
 NICE=${BENCH_NICE:-}
+FRAMED=${BENCH_FRAMED:-1}
+ONLY=${BENCH_ONLY:-}
+
+# section_on NAME: whether section NAME (echo, framed, idle) runs.
+section_on() {
+    if [[ -n $ONLY ]]; then
+        [[ ,$ONLY, == *,$1,* ]]
+        return
+    fi
+    case $1 in
+        framed) [[ $FRAMED != 0 ]] ;;
+        *) true ;;
+    esac
+}
+if [[ -n $ONLY && ! $ONLY =~ ^(echo|framed|idle)(,(echo|framed|idle))*$ ]]; then
+    echo "run.sh: BENCH_ONLY must be a comma-separated list of echo, framed, idle" >&2
+    exit 2
+fi
 
 baseline_bin=$build/bench/uv_echo_server
+framed_bin=$build/bench/uv_framed_echo_server
 pipeworks_bin=$build/examples/echo_server
 loadgen=$build/bench/loadgen
 idle_conns=$build/bench/idle_conns
 
-for f in "$baseline_bin" "$loadgen" "$idle_conns"; do
+needed=("$baseline_bin" "$loadgen" "$idle_conns")
+if section_on framed; then needed+=("$framed_bin"); fi
+for f in "${needed[@]}"; do
     if [[ ! -x $f ]]; then
         echo "run.sh: $f is missing; build with -Dbenchmarks=true (ninja -C $build)" >&2
         exit 2
@@ -220,9 +247,53 @@ ratio() { # ratio A B: B / A with 2 decimals, n/a when either is missing
     fi
 }
 
+at_least() { # at_least RATIO GOAL: yes when RATIO >= GOAL, no when below, n/a without a ratio
+    if [[ $1 =~ ^[0-9.e+]+$ ]]; then
+        awk -v r="$1" -v g="$2" 'BEGIN { print (r >= g) ? "yes" : "no" }'
+    else
+        echo n/a
+    fi
+}
+
+# Whether echo_server takes --framing length: start it once with it, on 127.0.0.1:0. Without
+# the option it prints its usage and exits at once (status 2). Sets have_pipeworks_framing and,
+# when 0, pipeworks_framing_note.
+have_pipeworks_framing=0
+pipeworks_framing_note=""
+probe_pipeworks_framing() {
+    if ((!have_pipeworks)); then
+        pipeworks_framing_note="$pipeworks_bin is not built"
+        return
+    fi
+    "$pipeworks_bin" --framing length --bind 127.0.0.1:0 >"$tmp/probe.out" 2>"$tmp/probe.err" &
+    SERVER_PID=$!
+    local line="" i status=0
+    for ((i = 0; i < 100; i++)); do
+        if IFS= read -r line <"$tmp/probe.out"; then break; fi
+        line=""
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || status=$?
+    SERVER_PID=""
+    if [[ $line =~ ^listening\ on\ .+:[0-9]+$ ]]; then
+        have_pipeworks_framing=1
+    else
+        pipeworks_framing_note="$pipeworks_bin does not accept --framing length (exit status"
+        pipeworks_framing_note+=" $status: $(head -n 1 "$tmp/probe.err" | head -c 200))"
+    fi
+}
+if section_on framed; then probe_pipeworks_framing; fi
+
 # ---------------------------------------------------------------- environment
 
-echo "# pipeworks benchmark: baseline libuv echo server vs pipeworks echo server"
+echo "# pipeworks benchmark: baseline libuv echo servers vs pipeworks echo server"
 echo
 echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -236,6 +307,16 @@ echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start;" \
     "CPU ${busy}% busy over 1 s"
 echo "settings: duration ${DURATION} s, warmup ${WARMUP} s, ${ROUNDS} round(s), pinning '$PIN'" \
     "(server: ${server_pin[*]:-none}, loadgen: ${client_pin[*]:-none})"
+sections=()
+for sec in echo framed idle; do
+    if [[ $sec == idle ]] && ((IDLE_CONNS == 0)); then continue; fi
+    if section_on "$sec"; then sections+=("$sec"); fi
+done
+echo "sections: ${sections[*]:-none}"
+if section_on framed && ((have_pipeworks && !have_pipeworks_framing)); then
+    echo "NOTE: framed echo without pipeworks: $pipeworks_framing_note;"
+    echo "      measuring the two libuv baselines only."
+fi
 if ((!have_pipeworks)); then
     echo "NOTE: the pipeworks echo server is not built ($pipeworks_bin is missing): measuring"
     echo "      the baseline only. Configure with -Dexamples=true and build to compare."
@@ -259,14 +340,15 @@ fi
 
 declare -A MPS CPU # "workload,server" -> space-separated values, one per successful run
 
-# run_one WORKLOAD SERVER_INDEX
+# run_one KEY LABEL NAME BIN SERVER_ARGS LOADGEN_ARGS: one loadgen run against a fresh server
+# (BIN SERVER_ARGS); appends its msgs/s to MPS[KEY,NAME] and its server CPU time per message
+# to CPU[KEY,NAME]. LABEL names the workload in the log.
 run_one() {
-    local w=$1 s=$2
-    local name=${servers[$s]} bin=${server_bins[$s]}
+    local key=$1 label=$2 name=$3 bin=$4
     local -a sargs largs
-    read -r -a sargs <<<"${wl_server[$w]}"
-    read -r -a largs <<<"${wl_load[$w]}"
-    echo "--- ${wl_names[$w]} / $name"
+    read -r -a sargs <<<"$5"
+    read -r -a largs <<<"$6"
+    echo "--- $label / $name"
     if ! start_server "$bin" "${sargs[@]}"; then
         failures=$((failures + 1))
         return
@@ -293,57 +375,151 @@ run_one() {
     local cpu_s
     cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
     echo "server CPU: $cpu_s s for $total messages = ${cpu_us:-?} us/msg"
-    MPS[$w,$name]+="$mps "
-    if [[ -n $cpu_us ]]; then CPU[$w,$name]+="$cpu_us "; fi
+    MPS[$key,$name]+="$mps "
+    if [[ -n $cpu_us ]]; then CPU[$key,$name]+="$cpu_us "; fi
 }
 
-echo "## Throughput"
-echo
-for w in "${!wl_names[@]}"; do
-    for ((r = 1; r <= ROUNDS; r++)); do
-        # Alternate the order (AB, BA, AB, ...) so that drift affects both servers alike.
-        if ((r % 2)); then
-            order=("${!servers[@]}")
-        else
-            mapfile -t order < <(printf '%s\n' "${!servers[@]}" | sort -rn)
-        fi
-        for s in "${order[@]}"; do run_one "$w" "$s"; done
-    done
-done
+# round_order N ROUND: the server indices 0 .. N-1 rotated by ROUND - 1 (AB, BA, AB, ... for
+# two servers; ABC, BCA, CAB, ... for three), so that slow drift in the machine affects all
+# servers alike.
+round_order() {
+    local n=$1 r=$2 i
+    for ((i = 0; i < n; i++)); do echo $(((i + r - 1) % n)); done
+}
 
-echo
-echo "Median of ${ROUNDS} run(s) of ${DURATION} s each; ratio = pipeworks / baseline."
-echo
-echo "| workload | baseline msgs/s | pipeworks msgs/s | ratio |"
-echo "|---|---:|---:|---:|"
-for w in "${!wl_names[@]}"; do
-    # shellcheck disable=SC2086 # word splitting of the value lists is intended
-    b=$(median ${MPS[$w,baseline]:-})
-    p=n/a
-    # shellcheck disable=SC2086
-    if ((have_pipeworks)); then p=$(median ${MPS[$w,pipeworks]:-}); fi
-    printf '| %s | %s | %s | %s |\n' "${wl_names[$w]}" "$(fmt_int "$b")" "$(fmt_int "$p")" \
-        "$(ratio "$b" "$p")"
-done
-echo
-echo "Server CPU time per echoed message (lower is better); ratio = pipeworks / baseline."
-echo
-echo "| workload | baseline us/msg | pipeworks us/msg | ratio |"
-echo "|---|---:|---:|---:|"
-for w in "${!wl_names[@]}"; do
-    # shellcheck disable=SC2086
-    b=$(median ${CPU[$w,baseline]:-})
-    p=n/a
-    # shellcheck disable=SC2086
-    if ((have_pipeworks)); then p=$(median ${CPU[$w,pipeworks]:-}); fi
-    printf '| %s | %s | %s | %s |\n' "${wl_names[$w]}" "$(fmt_dec "$b")" "$(fmt_dec "$p")" \
-        "$(ratio "$b" "$p")"
-done
-echo
+if section_on echo; then
+    echo "## Throughput"
+    echo
+    for w in "${!wl_names[@]}"; do
+        for ((r = 1; r <= ROUNDS; r++)); do
+            mapfile -t order < <(round_order "${#servers[@]}" "$r")
+            for s in "${order[@]}"; do
+                run_one "$w" "${wl_names[$w]}" "${servers[$s]}" "${server_bins[$s]}" \
+                    "${wl_server[$w]}" "${wl_load[$w]}"
+            done
+        done
+    done
+
+    echo
+    echo "Median of ${ROUNDS} run(s) of ${DURATION} s each; ratio = pipeworks / baseline."
+    echo
+    echo "| workload | baseline msgs/s | pipeworks msgs/s | ratio |"
+    echo "|---|---:|---:|---:|"
+    for w in "${!wl_names[@]}"; do
+        # shellcheck disable=SC2086 # word splitting of the value lists is intended
+        b=$(median ${MPS[$w,baseline]:-})
+        p=n/a
+        # shellcheck disable=SC2086
+        if ((have_pipeworks)); then p=$(median ${MPS[$w,pipeworks]:-}); fi
+        printf '| %s | %s | %s | %s |\n' "${wl_names[$w]}" "$(fmt_int "$b")" "$(fmt_int "$p")" \
+            "$(ratio "$b" "$p")"
+    done
+    echo
+    echo "Server CPU time per echoed message (lower is better); ratio = pipeworks / baseline."
+    echo
+    echo "| workload | baseline us/msg | pipeworks us/msg | ratio |"
+    echo "|---|---:|---:|---:|"
+    for w in "${!wl_names[@]}"; do
+        # shellcheck disable=SC2086
+        b=$(median ${CPU[$w,baseline]:-})
+        p=n/a
+        # shellcheck disable=SC2086
+        if ((have_pipeworks)); then p=$(median ${CPU[$w,pipeworks]:-}); fi
+        printf '| %s | %s | %s | %s |\n' "${wl_names[$w]}" "$(fmt_dec "$b")" "$(fmt_dec "$p")" \
+            "$(ratio "$b" "$p")"
+    done
+    echo
+fi
+
+# ---------------------------------------------------------------- framed echo
+
+# The framed echo (4-byte big-endian length prefix): pipeworks' echo_server --framing length
+# against the two plain libuv baselines: "each" writes every message separately, "gathered"
+# writes every frame completed by one read in a single write (the bound). Goals from the issue:
+# pipeworks >= 0.90 x gathered and >= 5 x each on the 64-byte pipelined workload, >= 0.95 x
+# gathered on ping-pong and 16 KiB.
+if section_on framed; then
+    echo "## Framed echo (4-byte length prefix)"
+    echo
+    fw_names=("64-byte pipelined (10 connections x 16 in flight)" "ping-pong (1 x 1)"
+        "16 KiB pipelined (4 connections x 4 in flight)")
+    fw_load=("--conns 10 --inflight 16 --size 64 --framing length"
+        "--conns 1 --inflight 1 --size 64 --framing length"
+        "--conns 4 --inflight 4 --size 16384 --framing length")
+    fw_goal_gathered=(0.90 0.95 0.95) # least pipeworks / gathered
+    fw_goal_each=(5 "" "")            # least pipeworks / each ("": no goal)
+    f_servers=(each gathered)
+    f_bins=("$framed_bin" "$framed_bin")
+    f_args=("--mode each" "--mode gathered")
+    if ((have_pipeworks_framing)); then
+        f_servers+=(pipeworks)
+        f_bins+=("$pipeworks_bin")
+        f_args+=("--framing length")
+    fi
+    for w in "${!fw_names[@]}"; do
+        for ((r = 1; r <= ROUNDS; r++)); do
+            mapfile -t order < <(round_order "${#f_servers[@]}" "$r")
+            for s in "${order[@]}"; do
+                run_one "f$w" "framed ${fw_names[$w]}" "${f_servers[$s]}" "${f_bins[$s]}" \
+                    "${f_args[$s]}" "${fw_load[$w]}"
+            done
+        done
+    done
+
+    echo
+    echo "Framed echo, median of ${ROUNDS} run(s) of ${DURATION} s each. each: one uv_write per"
+    echo "message; gathered: one write per read (the bound); pw = pipeworks."
+    if ((!have_pipeworks_framing)); then
+        echo "NOTE: no pipeworks column: $pipeworks_framing_note"
+    fi
+    echo
+    echo "| workload | each msgs/s | gathered msgs/s | pipeworks msgs/s | pw / gathered |" \
+        "pw / each | goal | met |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|"
+    for w in "${!fw_names[@]}"; do
+        # shellcheck disable=SC2086 # word splitting of the value lists is intended
+        e=$(median ${MPS[f$w,each]:-})
+        # shellcheck disable=SC2086
+        g=$(median ${MPS[f$w,gathered]:-})
+        p=n/a
+        # shellcheck disable=SC2086
+        if ((have_pipeworks_framing)); then p=$(median ${MPS[f$w,pipeworks]:-}); fi
+        rg=$(ratio "$g" "$p")
+        re=$(ratio "$e" "$p")
+        goal="pw/gathered >= ${fw_goal_gathered[$w]}"
+        met=$(at_least "$rg" "${fw_goal_gathered[$w]}")
+        if [[ -n ${fw_goal_each[$w]} ]]; then
+            goal+=", pw/each >= ${fw_goal_each[$w]}"
+            met_each=$(at_least "$re" "${fw_goal_each[$w]}")
+            if [[ $met_each == no || $met == yes ]]; then met=$met_each; fi
+        fi
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${fw_names[$w]}" "$(fmt_int "$e")" \
+            "$(fmt_int "$g")" "$(fmt_int "$p")" "$rg" "$re" "$goal" "$met"
+    done
+    echo
+    echo "Framed echo, server CPU time per echoed message (lower is better); ratios above 1:"
+    echo "pipeworks spends more CPU per message."
+    echo
+    echo "| workload | each us/msg | gathered us/msg | pipeworks us/msg | pw / gathered |" \
+        "pw / each |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for w in "${!fw_names[@]}"; do
+        # shellcheck disable=SC2086
+        e=$(median ${CPU[f$w,each]:-})
+        # shellcheck disable=SC2086
+        g=$(median ${CPU[f$w,gathered]:-})
+        p=n/a
+        # shellcheck disable=SC2086
+        if ((have_pipeworks_framing)); then p=$(median ${CPU[f$w,pipeworks]:-}); fi
+        printf '| %s | %s | %s | %s | %s | %s |\n' "${fw_names[$w]}" "$(fmt_dec "$e")" \
+            "$(fmt_dec "$g")" "$(fmt_dec "$p")" "$(ratio "$g" "$p")" "$(ratio "$e" "$p")"
+    done
+    echo
+fi
 
 # ---------------------------------------------------------------- idle connections
 
-if ((IDLE_CONNS > 0)); then
+if ((IDLE_CONNS > 0)) && section_on idle; then
     echo "## Idle connections"
     echo
     need=$((IDLE_CONNS + 1024))

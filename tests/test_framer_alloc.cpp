@@ -2,62 +2,17 @@
 // this test executable: decoding small frames fed in chunks allocates nothing per message once
 // warm, and encoding into a reserved buffer allocates nothing at all.
 #include "../lib/message/frame_decoder.hpp"
+#include "alloc_counter.hpp"
 #include "support.hpp"
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <string>
 #include <vector>
 
-namespace {
-
-std::atomic<std::size_t> g_allocations{0};
-
-// Out of line, so the compiler does not pair malloc and free across the replaced operators.
-[[gnu::noinline]] void* counted_alloc(std::size_t n) noexcept {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    return std::malloc(n == 0 ? 1 : n);
-}
-[[gnu::noinline]] void counted_free(void* p) noexcept {
-    std::free(p);
-}
-
-}  // namespace
-
-void* operator new(std::size_t n) {
-    if (void* p = counted_alloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    return operator new(n);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    return counted_alloc(n);
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-    return counted_alloc(n);
-}
-void operator delete(void* p) noexcept {
-    counted_free(p);
-}
-void operator delete[](void* p) noexcept {
-    counted_free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    counted_free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    counted_free(p);
-}
-
 using namespace pipeworks;
 
-namespace {
+using pw_test::allocations;
 
-std::size_t allocations() {
-    return g_allocations.load(std::memory_order_relaxed);
-}
+namespace {
 
 // A stream of `count` frames with payloads of 1 to `max_payload` bytes.
 std::string small_frames(const Framer& f, int count, int max_payload) {

@@ -846,8 +846,12 @@ void PipeImpl::feed_frames(std::string_view data, const Address& from) {
             ++dropped_;  // a datagram that breaks the framer is dropped; the pipe stays up
             return;
         }
-        fail(EndReason::framing_error,
-             Error(errc::framing_error, "read from " + describe() + ": " + e.message));
+        // The messages before the bad frame were delivered: their replies still go out.
+        ending_ = true;
+        end_info_ =
+            EndInfo{EndReason::framing_error,
+                    Error(errc::framing_error, "read from " + describe() + ": " + e.message)};
+        begin_close(true);
         return;
     }
     if (framer_switch_ && !ending_) {
