@@ -217,6 +217,28 @@ public:
     // Messages waiting in `sub`'s queue.
     std::size_t queued(SubId sub = all_messages) const noexcept;
 
+    // ---- Linking (relays). Dispatch order per message: linked pipes, then callbacks, then
+    // queues. A linked pipe gets every message this pipe receives through its own send(), so
+    // its framer frames it. Backpressure: while a target's queued write bytes are above its
+    // high_watermark, every pipe linked to it stops reading, until they fall to low_watermark.
+    // When a linked pipe's peer sends FIN, each target's write side is shut down once what it
+    // queued has gone out (a half-close passes through); a pipe whose read side has ended and
+    // that no linked pipe feeds any more ends with peer_close. A reset closes the targets at
+    // once; any other end closes them after their queued bytes. Links of an ended pipe go away.
+
+    // What this pipe receives is also sent down `target` (one direction). Errors: the same
+    // pipe, a server (errc::wrong_pipe_kind), another loop, an ended pipe (errc::pipe_ended), a
+    // UDP target without a destination (errc::not_connected), TCP to UDP without a framer on
+    // the TCP side, UDP to TCP without a framer on the TCP side (errc::invalid_config: a
+    // message must stay a message). Linking twice is no error.
+    Error link(const PipePtr& target);
+    // Stops sending to `target`. Returns false if it was not linked.
+    bool unlink(const PipePtr& target);
+    // Links a to b and b to a: a relay. On error neither link is made.
+    static Error relay(const PipePtr& a, const PipePtr& b);
+    // The pipes this pipe sends its messages to.
+    std::vector<PipePtr> links() const;
+
     // ---- Servers. Accepted pipes go to on_accept callbacks, then to a waiting accept(); with
     // neither an accept nor a message callback they wait in a queue (max_accept_queue;
     // beyond it they are closed).

@@ -228,6 +228,7 @@ void PipeImpl::fail(EndReason reason, Error error) {
 
 void PipeImpl::begin_close(bool graceful) {
     stop_reading();
+    end_links();
     connect_timer_.cancel();
     up_timer_.cancel();
     // A client still connecting keeps what was sent: it goes out once the connection is made.
@@ -251,6 +252,7 @@ void PipeImpl::begin_close(bool graceful) {
 void PipeImpl::close_handle_now() {
     if (handle_closing_) return;
     handle_closing_ = true;
+    end_links();
     core_->cancel_flush(this);
     core_->remove(this);
     connect_timer_.cancel();
@@ -475,6 +477,7 @@ void PipeImpl::on_connected(int status) {
     if (ending_) return;
     start_reading();
     if (!pending_.empty()) core_->schedule_flush(this);
+    if (shut_requested_) try_shutdown();
 }
 
 void PipeImpl::start_resolve(std::string host, std::uint16_t port) {
@@ -740,6 +743,7 @@ void PipeImpl::schedule_up() {
 
 void PipeImpl::start_reading() {
     if (reading_ || paused_ || ending_ || !connected_ || conf_.sock_only) return;
+    if (flow_blocked_ > 0 || read_eof_) return;
     if (kind_ == PipeKind::tcp_server) return;
     if (kind_ == PipeKind::udp) {
         int rc = uv_udp_recv_start(
@@ -806,10 +810,16 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
     if (nread == 0) return;
     int status = static_cast<int>(nread);
     EndReason r = reason_for(status);
-    if (r == EndReason::peer_close)
+    if (r == EndReason::peer_close) {
+        for (PipeImpl* t : links_)
+            if (t->linked_to(this)) {
+                on_relay_fin();  // a relay passes the FIN on and keeps the other direction
+                return;
+            }
         fail(r, {});
-    else
+    } else {
         fail(r, uv_fail("read from", status, peer_));
+    }
 }
 
 void PipeImpl::on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* addr,
@@ -932,6 +942,8 @@ void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMes
             seen_->order.pop_front();
         }
     }
+    const bool had_links = !links_.empty();
+    if (had_links && !forward(data)) return;
     Message msg{data, from, json};
     bool had_callbacks = !message_cbs_.empty();
     message_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this), msg);
@@ -954,7 +966,8 @@ void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMes
     }
     if (--dispatch_depth_ == 0) erase_removed_subs();
     if (ending_) return;
-    if (!had_callbacks && message_cbs_.empty())
+    // A linked pipe's messages go to its links: it keeps no implicit queue.
+    if (!had_callbacks && message_cbs_.empty() && !had_links)
         if (Subscription* all = implicit_sub()) enqueue(*all, msg);
 }
 
@@ -1004,6 +1017,9 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
         return Error(
             errc::wrong_pipe_kind,
             "send on " + describe() + ": a server does not send; send on its accepted pipes");
+    if (shut_requested_)
+        return Error(errc::pipe_ended, "send on " + describe() +
+                                           ": the write side was shut down (a relayed half-close)");
     if (kind_ == PipeKind::udp) {
         if (peer_.empty())
             return Error(errc::not_connected,
@@ -1026,7 +1042,7 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
     bytes_out_ += bytes.size();
     ++msgs_out_;
     rate_out_.add(uv_now(core_->loop), bytes.size());
-    if (queued_bytes() >= conf_.high_watermark) above_high_ = true;
+    note_queued();
     if (connected_ && !in_read_) core_->schedule_flush(this);
     return {};
 }
@@ -1088,8 +1104,10 @@ void PipeImpl::after_written() {
         if (queued_bytes() == 0) close_handle_now();
         return;
     }
+    if (shut_requested_ && !shut_issued_) try_shutdown();
     if (above_high_ && queued_bytes() <= conf_.low_watermark) {
         above_high_ = false;
+        if (throttling_) set_throttle(false);
         if (!ending_) drain_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this));
     }
 }
@@ -1142,9 +1160,143 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
     }
     udp_queued_ += bytes.size();
     count();
-    if (queued_bytes() >= conf_.high_watermark) above_high_ = true;
+    note_queued();
     return {};
 }
 
 }  // namespace detail
 }  // namespace pipeworks
+
+// ---------------------------------------------------------------- linking
+
+namespace pipeworks::detail {
+
+bool PipeImpl::linked_to(const PipeImpl* target) const noexcept {
+    return std::find(links_.begin(), links_.end(), target) != links_.end();
+}
+
+bool PipeImpl::forward(std::string_view data) {
+    // A target that fails during its send drops its link, so the index moves only past a
+    // target that is still there.
+    std::size_t i = 0;
+    while (i < links_.size()) {
+        PipeImpl* t = links_[i];
+        Error e = t->send_bytes(data);
+        if (e && !t->ending_ && !t->ended_) {
+            // The target cannot carry this message (larger than a datagram, over its framer's
+            // limit): an error of the relay, not a silent truncation.
+            fail(EndReason::error, Error(e.code, "forward from " + describe() + " to " +
+                                                     t->describe() + ": " + e.message));
+            return false;
+        }
+        if (ending_) return false;
+        if (i < links_.size() && links_[i] == t) ++i;
+    }
+    return true;
+}
+
+void PipeImpl::set_throttle(bool on) {
+    throttling_ = on;
+    // A feeder resumed here may read (and forward) at once: walk a copy.
+    auto feeders = feeders_;
+    for (PipeImpl* f : feeders) {
+        if (on)
+            f->block_flow();
+        else
+            f->unblock_flow();
+    }
+}
+
+void PipeImpl::block_flow() {
+    ++flow_blocked_;
+    stop_reading();
+}
+
+void PipeImpl::unblock_flow() {
+    if (flow_blocked_ > 0 && --flow_blocked_ == 0) start_reading();
+}
+
+void PipeImpl::on_relay_fin() {
+    read_eof_ = true;
+    stop_reading();
+    std::vector<std::shared_ptr<PipeImpl>> partners;
+    for (PipeImpl* t : links_)
+        if (t->linked_to(this) && t->self_) partners.push_back(t->self_);
+    for (auto& t : partners) t->shutdown_write();
+    maybe_finish();
+}
+
+void PipeImpl::shutdown_write() {
+    if (kind_ == PipeKind::udp || shut_requested_ || ending_) return;
+    shut_requested_ = true;
+    try_shutdown();
+}
+
+void PipeImpl::try_shutdown() {
+    if (shut_issued_ || handle_closing_ || !connected_) return;
+    if (!pending_.empty() || write_in_flight_) return;  // after_written() comes back here
+    shut_issued_ = true;
+    if (!shutdown_req_) shutdown_req_ = std::make_unique<uv_shutdown_t>();
+    shutdown_req_->data = this;
+    int rc = uv_shutdown(shutdown_req_.get(), &h_.stream, [](uv_shutdown_t* req, int status) {
+        auto* p = static_cast<PipeImpl*>(req->data);
+        if (status == UV_ECANCELED || p->handle_closing_) return;
+        if (status != 0) {
+            p->fail(reason_for(status), p->uv_fail("shutdown", status, p->peer_));
+            return;
+        }
+        p->shut_done_ = true;
+        p->maybe_finish();
+    });
+    if (rc != 0) fail(reason_for(rc), uv_fail("shutdown", rc, peer_));
+}
+
+void PipeImpl::maybe_finish() {
+    if (!read_eof_ || ending_) return;
+    bool fed = false;  // a partner can still send through this pipe
+    for (PipeImpl* f : feeders_)
+        if (!f->read_eof_ && !f->ending_) fed = true;
+    if (shut_done_ || (!shut_requested_ && !fed)) {
+        ending_ = true;
+        end_info_ = EndInfo{EndReason::peer_close, {}};
+        begin_close(true);
+    }
+}
+
+void PipeImpl::end_links() {
+    if (links_.empty() && feeders_.empty()) return;
+    std::vector<std::shared_ptr<PipeImpl>> partners;
+    for (PipeImpl* t : links_)
+        if (t->linked_to(this) && t->self_) partners.push_back(t->self_);
+    for (PipeImpl* t : links_) std::erase(t->feeders_, this);
+    links_.clear();
+    for (PipeImpl* f : feeders_) std::erase(f->links_, this);
+    auto feeders = std::move(feeders_);
+    feeders_.clear();
+    if (throttling_) {
+        throttling_ = false;
+        for (PipeImpl* f : feeders) f->unblock_flow();
+    }
+    if (core_->destroying) return;
+    // A relay passes the end on: a reset at once (as a reset), any other end after what the
+    // partner has queued; a partner whose own peer already sent FIN only finishes its writes.
+    for (auto& t : partners) {
+        if (t->ending_) continue;
+        if (end_info_.reason == EndReason::peer_reset) {
+            if (t->kind_ != PipeKind::udp) t->conf_.linger = std::chrono::seconds(0);
+            t->fail(EndReason::peer_reset, Error(uv_error_code(UV_ECONNRESET),
+                                                 "the relayed pipe " + describe() + " was reset"));
+        } else if (t->read_eof_) {
+            t->maybe_finish();
+        } else {
+            t->ending_ = true;
+            t->end_info_ =
+                EndInfo{EndReason::local_close,
+                        Error(errc::pipe_ended, "the relayed pipe " + describe() + " ended (" +
+                                                    to_string(end_info_.reason) + ")")};
+            t->begin_close(true);
+        }
+    }
+}
+
+}  // namespace pipeworks::detail

@@ -391,6 +391,74 @@ std::vector<PipePtr> Pipe::clients() const {
 
 // ---- control
 
+// ---- linking
+
+Error Pipe::link(const PipePtr& target) {
+    auto& p = I(this);
+    if (!target) return Error(errc::invalid_config, "link on " + p.describe() + ": no target pipe");
+    auto& t = I(target.get());
+    auto refuse = [&](errc code, const std::string& why) {
+        return Error(code, "link " + p.describe() + " to " + t.describe() + ": " + why);
+    };
+    if (&t == &p) return refuse(errc::invalid_config, "a pipe cannot be linked to itself");
+    if (p.ending_ || p.ended_ || t.ending_ || t.ended_)
+        return refuse(errc::pipe_ended, "the pipe has ended");
+    if (p.kind_ == PipeKind::tcp_server || t.kind_ == PipeKind::tcp_server)
+        return refuse(errc::wrong_pipe_kind,
+                      "a server carries no messages; link its accepted pipes");
+    if (p.loop_ != t.loop_) return refuse(errc::invalid_config, "the pipes run on different loops");
+    if (t.kind_ == PipeKind::udp && t.peer_.empty())
+        return refuse(errc::not_connected,
+                      "the UDP target has no destination (open it with one, or use send_to())");
+    if (p.kind_ != PipeKind::udp && t.kind_ == PipeKind::udp && !p.framed_)
+        return refuse(errc::invalid_config,
+                      "a TCP pipe linked to a UDP pipe needs a framer (NetConf.framer): each "
+                      "message becomes one datagram");
+    if (p.kind_ == PipeKind::udp && t.kind_ != PipeKind::udp && !t.framed_)
+        return refuse(errc::invalid_config,
+                      "a UDP pipe linked to a TCP pipe needs a framer on the TCP pipe "
+                      "(NetConf.framer): each datagram is sent as one message");
+    if (p.linked_to(&t)) return {};
+    p.links_.push_back(&t);
+    t.feeders_.push_back(&p);
+    if (t.throttling_)
+        p.block_flow();
+    else if (t.above_high_)
+        t.set_throttle(true);
+    return {};
+}
+
+bool Pipe::unlink(const PipePtr& target) {
+    auto& p = I(this);
+    if (!target) return false;
+    auto& t = I(target.get());
+    if (!p.linked_to(&t)) return false;
+    std::erase(p.links_, &t);
+    std::erase(t.feeders_, &p);
+    if (t.throttling_) {
+        if (t.feeders_.empty()) t.throttling_ = false;
+        p.unblock_flow();
+    }
+    return true;
+}
+
+Error Pipe::relay(const PipePtr& a, const PipePtr& b) {
+    if (!a || !b) return Error(errc::invalid_config, "relay: both pipes are needed");
+    const bool had = I(a.get()).linked_to(&I(b.get()));
+    if (Error e = a->link(b)) return e;
+    if (Error e = b->link(a)) {
+        if (!had) a->unlink(b);
+        return e;
+    }
+    return {};
+}
+
+std::vector<PipePtr> Pipe::links() const {
+    std::vector<PipePtr> out;
+    for (auto* t : I(this).links_) out.push_back(t->shared_from_this());
+    return out;
+}
+
 void Pipe::close(ClosedFn done) {
     auto& p = I(this);
     if (p.ended_) {

@@ -119,6 +119,32 @@ public:
     // Ends the pipe with errc::write_queue_full and returns that error.
     Error write_cap_error(std::size_t more);
 
+    // ---- linking (relays)
+    bool linked_to(const PipeImpl* target) const noexcept;
+    bool is_partner(const PipeImpl* other) const noexcept {  // linked both ways
+        return linked_to(other) && other->linked_to(this);
+    }
+    // Sends a message this pipe received down every linked pipe; false if this pipe ended.
+    bool forward(std::string_view data);
+    // Queued write bytes passed high_watermark: note it, and stop this pipe's feeders.
+    void note_queued() {
+        if (queued_bytes() < conf_.high_watermark) return;
+        above_high_ = true;
+        if (!throttling_ && !feeders_.empty()) set_throttle(true);
+    }
+    void set_throttle(bool on);
+    void block_flow();
+    void unblock_flow();
+    // The peer sent FIN while this pipe is in a relay: pass it on, keep the other direction.
+    void on_relay_fin();
+    // Shuts the write side down once what is queued has gone out (a relayed half-close).
+    void shutdown_write();
+    void try_shutdown();
+    // Ends the pipe (peer_close) once both directions are done.
+    void maybe_finish();
+    // The pipe is ending: drops its links, and passes the end on to its relay partners.
+    void end_links();
+
     // ---- ending
     void fail(EndReason reason, Error error);
     void begin_close(bool graceful);
@@ -210,6 +236,18 @@ public:
     std::string raw_kept_;        // switched to raw with bytes undelivered
     std::string frame_scratch_;   // UDP: the framed datagram being sent
     Timer kick_timer_;            // delivers kept messages after resume() / set_framer()
+
+    // Linking. Plain pointers: a pipe drops its links (both sides) when it starts ending, and
+    // at the latest when its handle closes.
+    std::vector<PipeImpl*> links_;    // the pipes this one sends its messages to
+    std::vector<PipeImpl*> feeders_;  // the pipes linked to this one
+    unsigned flow_blocked_ = 0;       // feeding targets above their high watermark
+    bool throttling_ = false;         // above high_watermark with feeders stopped
+    bool read_eof_ = false;           // FIN received while in a relay
+    bool shut_requested_ = false;     // write side to be shut down (relayed FIN)
+    bool shut_issued_ = false;
+    bool shut_done_ = false;
+    std::unique_ptr<uv_shutdown_t> shutdown_req_;
 
     // Duplicate datagram suppression (enable_msg_ids)
     struct SeenIds {
