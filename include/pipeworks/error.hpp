@@ -24,6 +24,7 @@ enum class errc {
     message_too_large,   // a datagram larger than UDP can carry
     queue_full,          // a bounded queue refused an element
     framing_error,       // received bytes break the pipe's Framer (length, header, delimiter)
+    protocol_error,      // received packets break the packet protocol (PacketConnection)
 };
 
 // The category of errc values ("pipeworks").

@@ -34,6 +34,8 @@ public:
                 return "queue full";
             case errc::framing_error:
                 return "framing error";
+            case errc::protocol_error:
+                return "protocol error";
         }
         return "unknown pipeworks error";
     }
