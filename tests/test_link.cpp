@@ -1,6 +1,7 @@
 // Linking and relays: link / unlink / relay, dispatch order, backpressure, half-close, reset
 // propagation, UDP links, over real loopback sockets.
 #include "support.hpp"
+#include "transport/pipe_impl.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -206,6 +207,22 @@ TEST_CASE("backpressure: a stalled consumer stops the producer; memory stays bou
     pump_for(300ms);
     std::size_t in_before = from_producer->stats().bytes_in;
     pump_for(300ms);
+    // The relay forwards without copying: what waits for the stalled consumer is kept read
+    // blocks (the buffers the relay read into), not copies of them.
+    {
+        auto& impl = detail::PipeImpl::of(*to_sink);
+        std::size_t kept = 0, kept_bytes = 0;
+        for (const auto* q : {&impl.segs_, &impl.inflight_segs_})
+            for (const auto& seg : *q)
+                if (seg.block) {
+                    ++kept;
+                    kept_bytes += seg.n;
+                }
+        CHECK(kept > 0);
+        CHECK(impl.pending_.empty());
+        MESSAGE(kept << " read blocks kept, " << kept_bytes << " bytes; inflight string "
+                     << impl.inflight_.size());
+    }
     // Nothing more was read from the producer while the consumer is stalled...
     CHECK(from_producer->stats().bytes_in == in_before);
     // ...and the relay's memory is bounded by the watermark plus one read.
@@ -223,6 +240,7 @@ TEST_CASE("backpressure: a stalled consumer stops the producer; memory stays bou
         "every byte reaches the consumer", 60s);
     CHECK(sunk == total);
     CHECK(max_queued <= conf.high_watermark + conf.reader_limit);
+    CHECK(detail::PipeImpl::of(*to_sink).segs_.empty());
 }
 
 TEST_CASE("half-close: the client's FIN passes through and the server's reply still arrives") {

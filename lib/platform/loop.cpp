@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 
 namespace pipeworks {
 namespace detail {
@@ -105,12 +106,49 @@ void LoopCore::cancel_flush(Flushable* f) noexcept {
     std::replace(flushing.begin(), flushing.end(), f, static_cast<Flushable*>(nullptr));
 }
 
-char* LoopCore::read_buffer(std::size_t size) {
-    if (size > read_buf_size) {
-        read_buf = std::make_unique<char[]>(size);
-        read_buf_size = size;
+char* LoopCore::new_read_block(std::size_t size) {
+    if (read_block) {
+        // Kept by a write, or too small: the write keeps it, this loop reads elsewhere.
+        size = std::max(size, read_block->size);
+        release(read_block);
+        read_block = nullptr;
     }
-    return read_buf.get();
+    for (std::size_t i = 0; i < spare_blocks.size(); ++i) {
+        if (spare_blocks[i]->size >= size) {
+            read_block = spare_blocks[i];
+            spare_blocks.erase(spare_blocks.begin() + static_cast<std::ptrdiff_t>(i));
+            read_block->refs = 1;
+            return read_block->data();
+        }
+    }
+    void* mem = ::operator new(sizeof(ReadBlock) + size);
+    read_block = new (mem) ReadBlock{1, size};
+    return read_block->data();
+}
+
+void LoopCore::release(ReadBlock* b) noexcept {
+    if (--b->refs != 0) return;
+    // A few spares make a relay's steady state allocation-free; more would only hold memory.
+    constexpr std::size_t kMaxSpares = 4;
+    if (spare_blocks.size() < kMaxSpares && !destroying) {
+        spare_blocks.push_back(b);
+        return;
+    }
+    b->~ReadBlock();
+    ::operator delete(b);
+}
+
+void LoopCore::free_blocks() noexcept {
+    for (ReadBlock* b : spare_blocks) {
+        b->~ReadBlock();
+        ::operator delete(b);
+    }
+    spare_blocks.clear();
+    if (read_block) {
+        ReadBlock* b = read_block;
+        read_block = nullptr;
+        release(b);
+    }
 }
 
 }  // namespace detail
@@ -185,6 +223,7 @@ Loop::~Loop() {
     }
     // Close callbacks run in the closing phase of the next iteration; NOWAIT never blocks.
     while (c.closing_handles > 0) uv_run(c.loop, UV_RUN_NOWAIT);
+    c.free_blocks();  // every pipe released the blocks it kept when its handle closed
     if (c.owned) {
         if (uv_loop_close(c.loop) == UV_EBUSY) {
             // Handles the application opened directly on our loop: close them too.

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,18 @@ protected:
     ~Flushable() = default;
 };
 
+// A read buffer. Reference-counted (loop thread only) so that a relay can keep the bytes it
+// read for the write that forwards them instead of copying them; the loop then reads into
+// another block.
+struct ReadBlock {
+    std::uint32_t refs = 1;
+    std::size_t size = 0;
+    char* data() noexcept { return reinterpret_cast<char*>(this + 1); }
+    bool holds(const char* p, std::size_t n) noexcept {
+        return p >= data() && n <= size && p - data() <= static_cast<std::ptrdiff_t>(size - n);
+    }
+};
+
 struct LoopCore {
     uv_loop_t own_loop{};
     uv_loop_t* loop = nullptr;
@@ -58,9 +71,10 @@ struct LoopCore {
     uv_timer_t run_timer{};
 
     // One read buffer for the whole loop: libuv reads synchronously into it and pipeworks
-    // dispatches before the next read, so an idle pipe holds no buffer.
-    std::unique_ptr<char[]> read_buf;
-    std::size_t read_buf_size = 0;
+    // dispatches before the next read, so an idle pipe holds no buffer. When a relay keeps the
+    // block for a write, the next read takes another one (a released block is kept for reuse).
+    ReadBlock* read_block = nullptr;  // the loop holds one reference
+    std::vector<ReadBlock*> spare_blocks;
 
     Resource* resources = nullptr;    // intrusive list of live resources
     std::size_t closing_handles = 0;  // uv_close calls whose callback has not run yet
@@ -83,7 +97,15 @@ struct LoopCore {
     void schedule_flush(Flushable* f);
     void cancel_flush(Flushable* f) noexcept;
     // The shared read buffer, at least `size` bytes.
-    char* read_buffer(std::size_t size);
+    char* read_buffer(std::size_t size) {
+        if (read_block && read_block->refs == 1 && read_block->size >= size)
+            return read_block->data();
+        return new_read_block(size);
+    }
+    char* new_read_block(std::size_t size);
+    static void retain(ReadBlock* b) noexcept { ++b->refs; }
+    void release(ReadBlock* b) noexcept;
+    void free_blocks() noexcept;
     bool in_loop_thread() const noexcept {
         auto r = running.load(std::memory_order_relaxed);
         return r == std::thread::id{} || r == std::this_thread::get_id();

@@ -359,6 +359,9 @@ void PipeImpl::on_handle_closed() {
     pending_.shrink_to_fit();
     inflight_.clear();
     inflight_.shrink_to_fit();
+    release_segs(segs_);
+    release_segs(inflight_segs_);
+    segs_bytes_ = 0;
 }
 
 // ---------------------------------------------------------------- socket setup
@@ -476,7 +479,7 @@ void PipeImpl::on_connected(int status) {
     up_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this));
     if (ending_) return;
     start_reading();
-    if (!pending_.empty()) core_->schedule_flush(this);
+    if (!pending_.empty() || !segs_.empty()) core_->schedule_flush(this);
     if (shut_requested_) try_shutdown();
 }
 
@@ -1009,7 +1012,7 @@ Error PipeImpl::write_cap_error(std::size_t more) {
     return e;
 }
 
-Error PipeImpl::send_bytes(std::string_view bytes) {
+Error PipeImpl::send_check() const {
     if (ending_ || ended_)
         return Error(errc::pipe_ended, "send on " + describe() + ": the pipe has ended (" +
                                            to_string(end_info_.reason) + ")");
@@ -1020,6 +1023,11 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
     if (shut_requested_)
         return Error(errc::pipe_ended, "send on " + describe() +
                                            ": the write side was shut down (a relayed half-close)");
+    return {};
+}
+
+Error PipeImpl::send_bytes(std::string_view bytes) {
+    if (ending_ || ended_ || kind_ == PipeKind::tcp_server || shut_requested_) return send_check();
     if (kind_ == PipeKind::udp) {
         if (peer_.empty())
             return Error(errc::not_connected,
@@ -1053,8 +1061,121 @@ Error PipeImpl::frame_into(std::string_view payload, std::string& out) {
     return e;
 }
 
+Error PipeImpl::send_kept(std::string_view bytes, ReadBlock* block) {
+    if (Error e = send_check()) return e;
+    const std::size_t size = bytes.size();
+    if (connected_ && !write_in_flight_ && pending_.empty() && segs_.empty()) {
+        // Nothing queued: straight from the read buffer to the socket.
+        uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(size));
+        int n = uv_try_write(&h_.stream, &b, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            Error e = uv_fail("write to", n, peer_);
+            fail(reason_for(n), e);
+            return e;
+        }
+        if (n > 0) bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    if (!bytes.empty()) {
+        if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
+        // Owned bytes queued earlier go first.
+        if (!pending_.empty()) {
+            segs_.push_back(WriteSeg{nullptr, std::move(pending_), nullptr, 0});
+            pending_ = std::string();
+            segs_bytes_ += segs_.back().owned.size();
+        }
+        LoopCore::retain(block);
+        segs_.push_back(WriteSeg{block, {}, bytes.data(), bytes.size()});
+        segs_bytes_ += bytes.size();
+    }
+    bytes_out_ += size;
+    ++msgs_out_;
+    rate_out_.add(uv_now(core_->loop), size);
+    if (!bytes.empty()) {
+        note_queued();
+        if (connected_) core_->schedule_flush(this);
+    }
+    return {};
+}
+
+void PipeImpl::release_segs(std::deque<WriteSeg>& segs) noexcept {
+    for (auto& s : segs)
+        if (s.block) core_->release(s.block);
+    segs.clear();
+}
+
+void PipeImpl::flush_segs() {
+    if (!pending_.empty()) {
+        segs_.push_back(WriteSeg{nullptr, std::move(pending_), nullptr, 0});
+        pending_ = std::string();
+        segs_bytes_ += segs_.back().owned.size();
+    }
+    constexpr std::size_t kMaxIov = 64;
+    auto fill_iov = [&](std::deque<WriteSeg>& segs) {
+        iov_.clear();
+        for (auto& s : segs) {
+            if (iov_.size() == kMaxIov) break;
+            const char* p = s.block ? s.p : s.owned.data() + s.n;  // owned: n = bytes written
+            std::size_t len = s.block ? s.n : s.owned.size() - s.n;
+            iov_.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
+        }
+    };
+    fill_iov(segs_);
+    int n = uv_try_write(&h_.stream, iov_.data(), static_cast<unsigned>(iov_.size()));
+    if (n < 0 && n != UV_EAGAIN) {
+        fail(reason_for(n), uv_fail("write to", n, peer_));
+        return;
+    }
+    std::size_t done = n > 0 ? static_cast<std::size_t>(n) : 0;
+    segs_bytes_ -= done;
+    while (done > 0) {
+        WriteSeg& s = segs_.front();
+        std::size_t left = s.block ? s.n : s.owned.size() - s.n;
+        std::size_t take = std::min(left, done);
+        done -= take;
+        if (take == left) {
+            if (s.block) core_->release(s.block);
+            segs_.pop_front();
+        } else if (s.block) {
+            s.p += take;
+            s.n -= take;
+        } else {
+            s.n += take;
+        }
+    }
+    if (segs_.empty()) {
+        after_written();
+        return;
+    }
+    // The rest goes under one uv_write; the segments stay alive until it completes.
+    std::size_t count = std::min(segs_.size(), kMaxIov);
+    for (std::size_t i = 0; i < count; ++i) {
+        WriteSeg& s = segs_.front();
+        segs_bytes_ -= s.block ? s.n : s.owned.size() - s.n;
+        inflight_segs_.push_back(std::move(s));
+        segs_.pop_front();
+    }
+    fill_iov(inflight_segs_);
+    if (!write_req_) write_req_ = std::make_unique<uv_write_t>();
+    write_req_->data = this;
+    int rc = uv_write(write_req_.get(), &h_.stream, iov_.data(), static_cast<unsigned>(iov_.size()),
+                      [](uv_write_t* req, int status) {
+                          static_cast<PipeImpl*>(req->data)->on_write_done(status);
+                      });
+    if (rc != 0) {
+        release_segs(inflight_segs_);
+        fail(reason_for(rc), uv_fail("write to", rc, peer_));
+        return;
+    }
+    write_in_flight_ = true;
+}
+
 void PipeImpl::flush() {
-    if (!connected_ || handle_closing_ || write_in_flight_ || pending_.empty()) return;
+    if (!connected_ || handle_closing_ || write_in_flight_) return;
+    if (!segs_.empty()) {
+        flush_segs();
+        return;
+    }
+    if (pending_.empty()) return;
     uv_buf_t b = uv_buf_init(pending_.data(), static_cast<unsigned>(pending_.size()));
     int n = uv_try_write(&h_.stream, &b, 1);
     if (n == static_cast<int>(pending_.size())) {
@@ -1088,6 +1209,7 @@ void PipeImpl::on_write_done(int status) {
     write_in_flight_ = false;
     inflight_.clear();
     inflight_off_ = 0;
+    if (!inflight_segs_.empty()) release_segs(inflight_segs_);
     if (status == UV_ECANCELED) return;
     if (status != 0) {
         fail(reason_for(status), uv_fail("write to", status, peer_));
@@ -1095,7 +1217,7 @@ void PipeImpl::on_write_done(int status) {
     }
     // A burst can leave a large buffer behind; don't keep it for the life of the pipe.
     if (inflight_.capacity() > 4 * conf_.reader_limit) inflight_.shrink_to_fit();
-    if (!pending_.empty()) flush();
+    if (!pending_.empty() || !segs_.empty()) flush();
     if (!handle_closing_) after_written();
 }
 
@@ -1181,7 +1303,14 @@ bool PipeImpl::forward(std::string_view data) {
     std::size_t i = 0;
     while (i < links_.size()) {
         PipeImpl* t = links_[i];
-        Error e = t->send_bytes(data);
+        // Large forwards of bytes still in the loop's read block keep the block instead of
+        // copying. Small ones are copied (and gathered): a kept block holding a few bytes would
+        // let a relay's memory pass its watermarks by a block per queued read, so a block is
+        // kept only for at least a quarter of its size.
+        ReadBlock* block = core_->read_block;
+        const bool keep = t->kind_ != PipeKind::udp && !t->framed_ && block &&
+                          data.size() >= block->size / 4 && block->holds(data.data(), data.size());
+        Error e = keep ? t->send_kept(data, block) : t->send_bytes(data);
         if (e && !t->ending_ && !t->ended_) {
             // The target cannot carry this message (larger than a datagram, over its framer's
             // limit): an error of the relay, not a silent truncation.
@@ -1234,7 +1363,9 @@ void PipeImpl::shutdown_write() {
 
 void PipeImpl::try_shutdown() {
     if (shut_issued_ || handle_closing_ || !connected_) return;
-    if (!pending_.empty() || write_in_flight_) return;  // after_written() comes back here
+    if (!pending_.empty() || !segs_.empty() || write_in_flight_)
+        return;  // after_written()
+                 // comes back here
     shut_issued_ = true;
     if (!shutdown_req_) shutdown_req_ = std::make_unique<uv_shutdown_t>();
     shutdown_req_->data = this;

@@ -58,6 +58,14 @@ struct Subscription {
     bool removed = false;  // unsubscribed during a dispatch; erased after it
 };
 
+// Bytes queued for a write: a slice of a read block a relay kept (no copy), or owned bytes.
+struct WriteSeg {
+    ReadBlock* block = nullptr;  // null: the bytes are `owned`
+    std::string owned;
+    const char* p = nullptr;
+    std::size_t n = 0;
+};
+
 struct AcceptWaiter {
     std::uint64_t id;
     Pipe::AcceptResultFn fn;
@@ -106,12 +114,19 @@ public:
 
     // ---- sending
     Error send_bytes(std::string_view bytes);
+    // Forwarded bytes that lie in `block` (a relay's read): written at once when nothing is
+    // queued, else the block is kept for the write instead of copying the bytes.
+    Error send_kept(std::string_view bytes, ReadBlock* block);
+    Error send_check() const;  // why send() is refused now, if it is
+    void flush_segs();
+    void release_segs(std::deque<WriteSeg>& segs) noexcept;
     Error send_datagram(std::string_view bytes, const Address& to);
     void flush() override;
     void after_written();
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
-        return pending_.size() + (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
+        return pending_.size() + segs_bytes_ + (write_in_flight_ ? h_.stream.write_queue_size : 0) +
+               udp_queued_;
     }
     bool over_write_cap(std::size_t more) const noexcept {
         return conf_.max_write_queue != 0 && queued_bytes() + more > conf_.max_write_queue;
@@ -211,6 +226,12 @@ public:
     std::string pending_;
     std::string inflight_;
     std::size_t inflight_off_ = 0;
+    // Kept read blocks (relays) and owned bytes queued before pending_, in order; the ones
+    // under the write in flight; the iovec for them.
+    std::deque<WriteSeg> segs_;
+    std::size_t segs_bytes_ = 0;
+    std::deque<WriteSeg> inflight_segs_;
+    std::vector<uv_buf_t> iov_;
     bool write_in_flight_ = false;
     // Requests are made on first use, so an idle accepted pipe does not carry them.
     std::unique_ptr<uv_write_t> write_req_;
