@@ -1097,7 +1097,7 @@ Error PipeImpl::send_kept(std::string_view bytes, ReadBlock* block) {
     return {};
 }
 
-void PipeImpl::release_segs(std::deque<WriteSeg>& segs) noexcept {
+void PipeImpl::release_segs(std::vector<WriteSeg>& segs) noexcept {
     for (auto& s : segs)
         if (s.block) core_->release(s.block);
     segs.clear();
@@ -1110,7 +1110,7 @@ void PipeImpl::flush_segs() {
         segs_bytes_ += segs_.back().owned.size();
     }
     constexpr std::size_t kMaxIov = 64;
-    auto fill_iov = [&](std::deque<WriteSeg>& segs) {
+    auto fill_iov = [&](std::vector<WriteSeg>& segs) {
         iov_.clear();
         for (auto& s : segs) {
             if (iov_.size() == kMaxIov) break;
@@ -1127,14 +1127,15 @@ void PipeImpl::flush_segs() {
     }
     std::size_t done = n > 0 ? static_cast<std::size_t>(n) : 0;
     segs_bytes_ -= done;
+    std::size_t first = 0;  // segments written in full
     while (done > 0) {
-        WriteSeg& s = segs_.front();
+        WriteSeg& s = segs_[first];
         std::size_t left = s.block ? s.n : s.owned.size() - s.n;
         std::size_t take = std::min(left, done);
         done -= take;
         if (take == left) {
             if (s.block) core_->release(s.block);
-            segs_.pop_front();
+            ++first;
         } else if (s.block) {
             s.p += take;
             s.n -= take;
@@ -1142,18 +1143,18 @@ void PipeImpl::flush_segs() {
             s.n += take;
         }
     }
+    segs_.erase(segs_.begin(), segs_.begin() + static_cast<std::ptrdiff_t>(first));
     if (segs_.empty()) {
         after_written();
         return;
     }
     // The rest goes under one uv_write; the segments stay alive until it completes.
-    std::size_t count = std::min(segs_.size(), kMaxIov);
-    for (std::size_t i = 0; i < count; ++i) {
-        WriteSeg& s = segs_.front();
-        segs_bytes_ -= s.block ? s.n : s.owned.size() - s.n;
-        inflight_segs_.push_back(std::move(s));
-        segs_.pop_front();
+    const auto count = static_cast<std::ptrdiff_t>(std::min(segs_.size(), kMaxIov));
+    for (auto it = segs_.begin(); it != segs_.begin() + count; ++it) {
+        segs_bytes_ -= it->block ? it->n : it->owned.size() - it->n;
+        inflight_segs_.push_back(std::move(*it));
     }
+    segs_.erase(segs_.begin(), segs_.begin() + count);
     fill_iov(inflight_segs_);
     if (!write_req_) write_req_ = std::make_unique<uv_write_t>();
     write_req_->data = this;

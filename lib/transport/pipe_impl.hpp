@@ -119,7 +119,7 @@ public:
     Error send_kept(std::string_view bytes, ReadBlock* block);
     Error send_check() const;  // why send() is refused now, if it is
     void flush_segs();
-    void release_segs(std::deque<WriteSeg>& segs) noexcept;
+    void release_segs(std::vector<WriteSeg>& segs) noexcept;
     Error send_datagram(std::string_view bytes, const Address& to);
     void flush() override;
     void after_written();
@@ -228,9 +228,10 @@ public:
     std::size_t inflight_off_ = 0;
     // Kept read blocks (relays) and owned bytes queued before pending_, in order; the ones
     // under the write in flight; the iovec for them.
-    std::deque<WriteSeg> segs_;
+    // (Vectors: an empty std::deque allocates, and most pipes never queue a segment.)
+    std::vector<WriteSeg> segs_;
     std::size_t segs_bytes_ = 0;
-    std::deque<WriteSeg> inflight_segs_;
+    std::vector<WriteSeg> inflight_segs_;
     std::vector<uv_buf_t> iov_;
     bool write_in_flight_ = false;
     // Requests are made on first use, so an idle accepted pipe does not carry them.
