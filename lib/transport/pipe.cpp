@@ -827,6 +827,7 @@ Subscription* PipeImpl::find_sub(SubId id) {
 
 void PipeImpl::erase_removed_subs() {
     std::erase_if(subs_, [](const auto& s) { return s->removed; });
+    subs_removed_ = false;
 }
 
 Subscription* PipeImpl::implicit_sub() {
@@ -838,50 +839,59 @@ Subscription* PipeImpl::implicit_sub() {
     return subs_.back().get();
 }
 
+bool PipeImpl::seen_before(std::string_view data, const Address& from) {
+    // Identity of a datagram: its source address and a 64-bit hash of its bytes.
+    std::uint64_t id = std::hash<std::string_view>{}(data)*0x9e3779b97f4a7c15ull ^
+                       static_cast<std::uint64_t>(from.hash()) ^ data.size();
+    if (!seen_) seen_ = std::make_unique<SeenIds>();
+    if (!seen_->set.insert(id).second) return true;
+    seen_->order.push_back(id);
+    while (seen_->order.size() > conf_.max_msg_ids) {
+        seen_->set.erase(seen_->order.front());
+        seen_->order.pop_front();
+    }
+    return false;
+}
+
 void PipeImpl::deliver(std::string_view data, const Address& from) {
     auto now = uv_now(core_->loop);
     bytes_in_ += data.size();
     ++msgs_in_;
     rate_in_.add(now, data.size());
-    if (conf_.enable_msg_ids && kind_ == PipeKind::udp) {
-        // Identity of a datagram: its source address and a 64-bit hash of its bytes.
-        std::uint64_t id = std::hash<std::string_view>{}(data)*0x9e3779b97f4a7c15ull ^
-                           static_cast<std::uint64_t>(from.hash()) ^ data.size();
-        if (!seen_) seen_ = std::make_unique<SeenIds>();
-        if (!seen_->set.insert(id).second) {
-            ++dropped_;
-            return;
-        }
-        seen_->order.push_back(id);
-        while (seen_->order.size() > conf_.max_msg_ids) {
-            seen_->set.erase(seen_->order.front());
-            seen_->order.pop_front();
-        }
+    if (conf_.enable_msg_ids && kind_ == PipeKind::udp && seen_before(data, from)) {
+        ++dropped_;
+        return;
     }
     Message msg{data, from};
     bool had_callbacks = !message_cbs_.empty();
     message_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this), msg);
     if (ending_) return;
+    if (!subs_.empty()) {
+        dispatch_to_subs(msg);
+        if (ending_) return;
+    }
+    if (!had_callbacks && message_cbs_.empty())
+        if (Subscription* all = implicit_sub()) enqueue(*all, data, from);
+}
+
+void PipeImpl::dispatch_to_subs(const Message& msg) {
     ++dispatch_depth_;
     // Subscriptions made by a handler start with the next message; removed ones are skipped
     // and erased once no dispatch is running.
     for (std::size_t i = 0, n = subs_.size(); i < n; ++i) {
         Subscription* s = subs_[i].get();
         if (s->removed || s->id == all_messages) continue;
-        if (!s->pattern.matches(data)) continue;
-        if (!s->from.empty() && !s->from.matches(from)) continue;
+        if (!s->pattern.matches(msg.data)) continue;
+        if (!s->from.empty() && !s->from.matches(msg.from)) continue;
         if (s->handler) {
             auto handler = s->handler;  // the handler may unsubscribe itself
             handler(*this, msg);
             if (ending_) break;
         } else {
-            enqueue(*s, data, from);
+            enqueue(*s, msg.data, msg.from);
         }
     }
-    if (--dispatch_depth_ == 0) erase_removed_subs();
-    if (ending_) return;
-    if (!had_callbacks && message_cbs_.empty())
-        if (Subscription* all = implicit_sub()) enqueue(*all, data, from);
+    if (--dispatch_depth_ == 0 && subs_removed_) erase_removed_subs();
 }
 
 void PipeImpl::enqueue(Subscription& sub, std::string_view data, const Address& from) {

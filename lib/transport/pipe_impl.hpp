@@ -88,6 +88,9 @@ public:
     void on_connection(int status);
     void on_write_done(int status);
     void deliver(std::string_view data, const Address& from);
+    // Out of line, so the raw path through deliver() stays small.
+    [[gnu::noinline]] void dispatch_to_subs(const Message& msg);
+    [[gnu::noinline]] bool seen_before(std::string_view data, const Address& from);
     void enqueue(Subscription& sub, std::string_view data, const Address& from);
     void handle_accepted(const std::shared_ptr<PipeImpl>& client);
 
@@ -165,6 +168,7 @@ public:
     Subscription* implicit_sub();
     void erase_removed_subs();
     unsigned dispatch_depth_ = 0;
+    bool subs_removed_ = false;  // some are marked removed, waiting for the dispatch to end
     SubId next_sub_ = 1;
     std::uint64_t next_waiter_ = 1;
 
