@@ -930,6 +930,21 @@ Error PipeImpl::write_cap_error(std::size_t more) {
 }
 
 Error PipeImpl::send_bytes(std::string_view bytes) {
+    if (ending_ || ended_ || kind_ == PipeKind::tcp_server || kind_ == PipeKind::udp) [[unlikely]]
+        return send_not_stream(bytes);
+    std::size_t queued = queued_bytes() + bytes.size();
+    if (conf_.max_write_queue != 0 && queued > conf_.max_write_queue) [[unlikely]]
+        return write_cap_error(bytes.size());
+    pending_.append(bytes);
+    bytes_out_ += bytes.size();
+    ++msgs_out_;
+    rate_out_.add(uv_now(core_->loop), bytes.size());
+    if (queued >= conf_.high_watermark) above_high_ = true;
+    if (connected_ && !in_read_) core_->schedule_flush(this);
+    return {};
+}
+
+Error PipeImpl::send_not_stream(std::string_view bytes) {
     if (ending_ || ended_)
         return Error(errc::pipe_ended, "send on " + describe() + ": the pipe has ended (" +
                                            to_string(end_info_.reason) + ")");
@@ -937,31 +952,27 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
         return Error(
             errc::wrong_pipe_kind,
             "send on " + describe() + ": a server does not send; send on its accepted pipes");
-    if (kind_ == PipeKind::udp) {
-        if (peer_.empty())
-            return Error(errc::not_connected,
-                         "send on " + describe() + ": no default destination; use send_to()");
-        return send_datagram(bytes, peer_);
-    }
-    if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
-    pending_.append(bytes);
-    bytes_out_ += bytes.size();
-    ++msgs_out_;
-    rate_out_.add(uv_now(core_->loop), bytes.size());
-    if (queued_bytes() >= conf_.high_watermark) above_high_ = true;
-    if (connected_ && !in_read_) core_->schedule_flush(this);
-    return {};
+    if (peer_.empty())
+        return Error(errc::not_connected,
+                     "send on " + describe() + ": no default destination; use send_to()");
+    return send_datagram(bytes, peer_);
 }
 
 void PipeImpl::flush() {
     if (!connected_ || handle_closing_ || write_in_flight_ || pending_.empty()) return;
-    uv_buf_t b = uv_buf_init(pending_.data(), static_cast<unsigned>(pending_.size()));
+    uv_buf_t b;
+    b.base = pending_.data();
+    b.len = pending_.size();
     int n = uv_try_write(&h_.stream, &b, 1);
     if (n == static_cast<int>(pending_.size())) {
         pending_.clear();
-        after_written();
+        if (close_after_flush_ || above_high_) after_written();
         return;
     }
+    write_rest(n);
+}
+
+void PipeImpl::write_rest(int n) {
     if (n < 0 && n != UV_EAGAIN) {
         fail(reason_for(n), uv_fail("write to", n, peer_));
         return;
@@ -969,8 +980,8 @@ void PipeImpl::flush() {
     inflight_.swap(pending_);
     pending_.clear();
     inflight_off_ = n > 0 ? static_cast<std::size_t>(n) : 0;
-    b = uv_buf_init(inflight_.data() + inflight_off_,
-                    static_cast<unsigned>(inflight_.size() - inflight_off_));
+    uv_buf_t b = uv_buf_init(inflight_.data() + inflight_off_,
+                             static_cast<unsigned>(inflight_.size() - inflight_off_));
     if (!write_req_) write_req_ = std::make_unique<uv_write_t>();
     write_req_->data = this;
     int rc = uv_write(write_req_.get(), &h_.stream, &b, 1, [](uv_write_t* req, int status) {
@@ -1000,6 +1011,7 @@ void PipeImpl::on_write_done(int status) {
 }
 
 void PipeImpl::after_written() {
+    // flush() calls this only when one of the two flags is set; keep the checks in step.
     if (close_after_flush_) {
         if (queued_bytes() == 0) close_handle_now();
         return;

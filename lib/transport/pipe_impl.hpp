@@ -96,8 +96,12 @@ public:
 
     // ---- sending
     Error send_bytes(std::string_view bytes);
+    // send() on a pipe that is not an open TCP stream: the error, or the datagram for UDP.
+    [[gnu::noinline]] Error send_not_stream(std::string_view bytes);
     Error send_datagram(std::string_view bytes, const Address& to);
     void flush() override;
+    // The part of flush() after a short or failed uv_try_write: uv_write the rest.
+    [[gnu::noinline]] void write_rest(int n);
     void after_written();
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
