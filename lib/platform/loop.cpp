@@ -105,12 +105,9 @@ void LoopCore::cancel_flush(Flushable* f) noexcept {
     std::replace(flushing.begin(), flushing.end(), f, static_cast<Flushable*>(nullptr));
 }
 
-char* LoopCore::read_buffer(std::size_t size) {
-    if (size > read_buf_size) {
-        read_buf = std::make_unique<char[]>(size);
-        read_buf_size = size;
-    }
-    return read_buf.get();
+void LoopCore::grow_read_buffer(std::size_t size) {
+    read_buf = std::make_unique<char[]>(size);
+    read_buf_size = size;
 }
 
 }  // namespace detail

@@ -82,8 +82,13 @@ struct LoopCore {
 
     void schedule_flush(Flushable* f);
     void cancel_flush(Flushable* f) noexcept;
-    // The shared read buffer, at least `size` bytes.
-    char* read_buffer(std::size_t size);
+    // The shared read buffer, at least `size` bytes. Inline: libuv asks for it before every read.
+    char* read_buffer(std::size_t size) {
+        if (size > read_buf_size) [[unlikely]]
+            grow_read_buffer(size);
+        return read_buf.get();
+    }
+    void grow_read_buffer(std::size_t size);
     bool in_loop_thread() const noexcept {
         auto r = running.load(std::memory_order_relaxed);
         return r == std::thread::id{} || r == std::this_thread::get_id();

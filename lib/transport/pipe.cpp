@@ -790,7 +790,7 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
         deliver(std::string_view(buf->base, static_cast<std::size_t>(nread)), peer_);
         in_read_ = false;
         if (!pending_.empty() && !handle_closing_) {
-            core_->cancel_flush(this);
+            if (flush_scheduled) core_->cancel_flush(this);  // by a send outside the read
             flush();
         }
         return;
