@@ -795,8 +795,10 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
         }
         return;
     }
-    if (nread == 0) return;
-    int status = static_cast<int>(nread);
+    if (nread < 0) read_failed(static_cast<int>(nread));
+}
+
+void PipeImpl::read_failed(int status) {
     EndReason r = reason_for(status);
     if (r == EndReason::peer_close)
         fail(r, {});

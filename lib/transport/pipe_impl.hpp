@@ -84,6 +84,7 @@ public:
     // ---- events
     void on_connected(int status);
     void on_read(ssize_t nread, const uv_buf_t* buf);
+    [[gnu::noinline]] void read_failed(int status);  // EOF or a read error
     void on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* addr, unsigned flags);
     void on_connection(int status);
     void on_write_done(int status);
