@@ -191,6 +191,30 @@ TEST_CASE("Subscriptions: message callbacks run before subscription handlers, in
     }
 }
 
+TEST_CASE("Subscriptions: a lone message callback may remove itself and add another") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto rx = must(Pipe::udp(loop, lo(f)), "receiver");
+        auto tx = must(Pipe::udp(loop, lo(f)), "sender");
+        std::vector<std::string> order;
+        CallbackId first = 0;
+        first = rx->on_message([&](Pipe& p, const Message& m) {
+            order.push_back("first:" + std::string(m.data));
+            CHECK(p.remove(first));
+            // Added during the call: it starts with the next message.
+            p.on_message([&](Pipe&, const Message& m2) {
+                order.push_back("second:" + std::string(m2.data));
+            });
+        });
+        send_all(loop, *tx, *rx, {"m1"});
+        send_all(loop, *tx, *rx, {"m2"});
+        CHECK(order == Strings{"first:m1", "second:m2"});
+        CHECK_FALSE(rx->remove(first));
+        CHECK(rx->queued(all_messages) == 0);
+    }
+}
+
 TEST_CASE("Subscriptions: recv hands over the next message with its source, or times out") {
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));
