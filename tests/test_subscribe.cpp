@@ -133,10 +133,10 @@ TEST_CASE("Subscriptions: fan-out to every match; a handler gets the message, no
         std::vector<Received> handled1, handled2;
         SubId h1 = rx->subscribe(Pattern::contains("x"), {}, [&](Pipe& p, const Message& m) {
             CHECK(&p == rx.get());
-            handled1.push_back({std::string(m.data), m.from});
+            handled1.push_back({std::string(m.data), m.from, {}});
         });
         SubId h2 = rx->subscribe(Pattern::any(), tx->local_address(), [&](Pipe&, const Message& m) {
-            handled2.push_back({std::string(m.data), m.from});
+            handled2.push_back({std::string(m.data), m.from, {}});
         });
 
         send_all(loop, *tx, *rx, {"x1", "ax", "none"});

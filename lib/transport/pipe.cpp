@@ -36,6 +36,8 @@ const char* to_string(EndReason r) noexcept {
             return "error";
         case EndReason::timeout:
             return "timeout";
+        case EndReason::framing_error:
+            return "framing error";
     }
     return "?";
 }
@@ -908,7 +910,7 @@ void PipeImpl::enqueue(Subscription& sub, std::string_view data, const Address& 
         w.fn(*this, r);
         return;
     }
-    sub.queue.push_back(Received{std::string(data), from});
+    sub.queue.push_back(Received{std::string(data), from, {}});
     sub.bytes += data.size();
     // Bounded queues drop the oldest messages.
     while (!sub.queue.empty() &&
