@@ -788,13 +788,16 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
     if (nread > 0) {
         // Replies a pipe makes to its own read leave in one write right after it, without a
         // trip through the loop's flush list.
+        read_data_ = std::string_view(buf->base, static_cast<std::size_t>(nread));
         in_read_ = true;
-        deliver(std::string_view(buf->base, static_cast<std::size_t>(nread)), peer_);
+        deliver(read_data_, peer_);
         in_read_ = false;
-        if (!pending_.empty() && !handle_closing_) {
+        if ((!pending_.empty() || !borrowed_.empty()) && !handle_closing_) {
             if (flush_scheduled) core_->cancel_flush(this);  // by a send outside the read
             flush();
         }
+        // Not written (a write in flight, a close): keep a copy, the read buffer is reused.
+        if (!borrowed_.empty()) unborrow();
         return;
     }
     if (nread < 0) read_failed(static_cast<int>(nread));
@@ -939,7 +942,12 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
     std::size_t queued = queued_bytes() + bytes.size();
     if (conf_.max_write_queue != 0 && queued > conf_.max_write_queue) [[unlikely]]
         return write_cap_error(bytes.size());
-    pending_.append(bytes);
+    if (in_read_ && pending_.empty() && borrowed_.empty() && in_read_data(bytes))
+        borrowed_ = bytes;  // written (or copied) before on_read() returns
+    else {
+        if (!borrowed_.empty()) unborrow();
+        pending_.append(bytes);
+    }
     bytes_out_ += bytes.size();
     ++msgs_out_;
     rate_out_.add(uv_now(core_->loop), bytes.size());
@@ -963,17 +971,27 @@ Error PipeImpl::send_not_stream(std::string_view bytes) {
 }
 
 void PipeImpl::flush() {
-    if (!connected_ || handle_closing_ || write_in_flight_ || pending_.empty()) return;
+    if (!connected_ || handle_closing_ || write_in_flight_) return;
+    // borrowed_ and pending_ are never both in use.
+    std::string_view out = borrowed_.empty() ? std::string_view(pending_) : borrowed_;
+    if (out.empty()) return;
     uv_buf_t b;
-    b.base = pending_.data();
-    b.len = pending_.size();
+    b.base = const_cast<char*>(out.data());
+    b.len = out.size();
     int n = uv_try_write(&h_.stream, &b, 1);
-    if (n == static_cast<int>(pending_.size())) {
+    if (n == static_cast<int>(out.size())) {
         pending_.clear();
+        borrowed_ = {};
         if (close_after_flush_ || above_high_) after_written();
         return;
     }
+    if (!borrowed_.empty()) unborrow();  // the rest waits for the socket in a copy
     write_rest(n);
+}
+
+void PipeImpl::unborrow() {
+    pending_.assign(borrowed_);
+    borrowed_ = {};
 }
 
 void PipeImpl::write_rest(int n) {

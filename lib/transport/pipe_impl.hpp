@@ -106,7 +106,8 @@ public:
     void after_written();
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
-        return pending_.size() + (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
+        return pending_.size() + borrowed_.size() +
+               (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
     }
     bool over_write_cap(std::size_t more) const noexcept {
         return conf_.max_write_queue != 0 && queued_bytes() + more > conf_.max_write_queue;
@@ -179,6 +180,18 @@ public:
 
     // TCP writes: `pending_` gathers sends until the flush; `inflight_` is under uv_write.
     std::string pending_;
+    // Replies to the pipe's own read: a send of bytes that lie in the read's buffer (an echo)
+    // is kept as a view and written from there by the flush at the end of on_read(), without a
+    // copy into pending_. Only while pending_ is empty; copied into it by the next send, by a
+    // partial write, or when on_read() returns unwritten. Empty outside on_read().
+    std::string_view read_data_;  // the bytes of the read being delivered
+    std::string_view borrowed_;
+    bool in_read_data(std::string_view b) const noexcept {
+        auto p = reinterpret_cast<std::uintptr_t>(b.data());
+        auto r = reinterpret_cast<std::uintptr_t>(read_data_.data());
+        return p >= r && p + b.size() <= r + read_data_.size();
+    }
+    void unborrow();
     std::string inflight_;
     std::size_t inflight_off_ = 0;
     bool write_in_flight_ = false;
