@@ -133,10 +133,10 @@ TEST_CASE("Subscriptions: fan-out to every match; a handler gets the message, no
         std::vector<Received> handled1, handled2;
         SubId h1 = rx->subscribe(Pattern::contains("x"), {}, [&](Pipe& p, const Message& m) {
             CHECK(&p == rx.get());
-            handled1.push_back({std::string(m.data), m.from});
+            handled1.push_back({std::string(m.data), m.from, {}});
         });
         SubId h2 = rx->subscribe(Pattern::any(), tx->local_address(), [&](Pipe&, const Message& m) {
-            handled2.push_back({std::string(m.data), m.from});
+            handled2.push_back({std::string(m.data), m.from, {}});
         });
 
         send_all(loop, *tx, *rx, {"x1", "ax", "none"});
@@ -188,6 +188,30 @@ TEST_CASE("Subscriptions: message callbacks run before subscription handlers, in
         send_all(loop, *tx, *rx, {"m1", "z2"});
         CHECK(order ==
               Strings{"cb1:m1", "cb2:m1", "sub1:m1", "sub2:m1", "cb1:z2", "cb2:z2", "sub1:z2"});
+    }
+}
+
+TEST_CASE("Subscriptions: a lone message callback may remove itself and add another") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto rx = must(Pipe::udp(loop, lo(f)), "receiver");
+        auto tx = must(Pipe::udp(loop, lo(f)), "sender");
+        std::vector<std::string> order;
+        CallbackId first = 0;
+        first = rx->on_message([&](Pipe& p, const Message& m) {
+            order.push_back("first:" + std::string(m.data));
+            CHECK(p.remove(first));
+            // Added during the call: it starts with the next message.
+            p.on_message([&](Pipe&, const Message& m2) {
+                order.push_back("second:" + std::string(m2.data));
+            });
+        });
+        send_all(loop, *tx, *rx, {"m1"});
+        send_all(loop, *tx, *rx, {"m2"});
+        CHECK(order == Strings{"first:m1", "second:m2"});
+        CHECK_FALSE(rx->remove(first));
+        CHECK(rx->queued(all_messages) == 0);
     }
 }
 

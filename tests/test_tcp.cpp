@@ -64,6 +64,57 @@ TEST_CASE("TCP: a 1 MiB payload arrives intact and its echo comes back byte-exac
     }
 }
 
+TEST_CASE("TCP: replies made from a read's own bytes keep their order through full buffers") {
+    // An echo sends the bytes of the read it is handling; pipeworks writes them from the read
+    // buffer when it can. Here the client stops reading, so the server's writes go partial and
+    // stay in flight while more reads arrive; some replies add a second send.
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto server = must(Pipe::listen(loop, lo(f)), "listen");
+        std::string expected;
+        int n = 0;
+        std::size_t max_queued_before = 0;
+        bool close_after_reply = false;
+        server->on_message([&](Pipe& p, const Message& m) {
+            const std::size_t queued = p.write_queue_bytes();
+            max_queued_before = std::max(max_queued_before, queued);
+            CHECK(!p.send(m.data));
+            expected += m.data;
+            // While a write waits for the socket, replies are single: the first of them is
+            // borrowed from the read buffer and must be copied when the read ends.
+            if (++n % 3 == 0 && queued == 0) {
+                CHECK(!p.send(m.data.substr(0, 1)));
+                expected += m.data.substr(0, 1);
+            }
+            if (close_after_reply) p.close();  // graceful: the replies above still go out
+        });
+        auto client = must(Pipe::connect(loop, server->local_address()), "connect");
+        auto got = collect(*client);
+        bool ended = false;
+        client->on_end([&](Pipe&, const EndInfo&) { ended = true; });
+        client->pause();
+        const std::string big = payload(16 * 1024 * 1024, 11);
+        REQUIRE(!client->send(big));
+        run_until(
+            loop, [&] { return expected.size() >= big.size(); }, "server read everything");
+        CHECK(max_queued_before > 0);  // some reads arrived while a write was waiting
+        client->resume();
+        run_until(
+            loop, [&] { return got->data.size() >= expected.size(); }, "echo back");
+        CHECK(got->data == expected);
+
+        // A reply sent right before a close from the same handler arrives before the end.
+        close_after_reply = true;
+        const std::size_t before = expected.size();
+        REQUIRE(!client->send("bye"));
+        run_until(
+            loop, [&] { return ended; }, "server closes");
+        CHECK(got->data == expected);
+        CHECK(got->data.substr(before, 3) == "bye");
+    }
+}
+
 TEST_CASE("TCP: several large sends from both sides arrive intact") {
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));

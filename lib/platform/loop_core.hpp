@@ -96,9 +96,9 @@ struct LoopCore {
 
     void schedule_flush(Flushable* f);
     void cancel_flush(Flushable* f) noexcept;
-    // The shared read buffer, at least `size` bytes.
+    // The shared read buffer, at least `size` bytes. Inline: libuv asks for it before every read.
     char* read_buffer(std::size_t size) {
-        if (read_block && read_block->refs == 1 && read_block->size >= size)
+        if (read_block && read_block->refs == 1 && read_block->size >= size) [[likely]]
             return read_block->data();
         return new_read_block(size);
     }

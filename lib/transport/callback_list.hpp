@@ -56,6 +56,15 @@ public:
     // Calls every callback present when the call starts, unless stop() turns true.
     template <class Stop, class... Args>
     void call(Stop&& stop, Args&&... args) {
+        if (items_.size() == 1 && !dirty_) {
+            // The common case (one callback, nothing removed): no loop. A callback added or
+            // removed during the call changes items_ or dirty_, handled as below.
+            if (stop()) return;
+            ++depth_;
+            items_.front()->fn(args...);
+            if (--depth_ == 0 && dirty_) compact();
+            return;
+        }
         ++depth_;
         // Entries live on the heap, so growing items_ during a callback does not move them.
         for (std::size_t i = 0, n = items_.size(); i < n; ++i) {

@@ -797,21 +797,25 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
     if (nread > 0) {
         // Replies a pipe makes to its own read leave in one write right after it, without a
         // trip through the loop's flush list.
+        read_data_ = std::string_view(buf->base, static_cast<std::size_t>(nread));
         in_read_ = true;
-        const std::string_view data(buf->base, static_cast<std::size_t>(nread));
         if (framed_)
-            feed_frames(data, peer_);
+            feed_frames(read_data_, peer_);
         else
-            deliver(data, peer_);
+            deliver(read_data_, peer_);
         in_read_ = false;
-        if (!pending_.empty() && !handle_closing_) {
-            core_->cancel_flush(this);
+        if ((!pending_.empty() || !borrowed_.empty()) && !handle_closing_) {
+            if (flush_scheduled) core_->cancel_flush(this);  // by a send outside the read
             flush();
         }
+        // Not written (a write in flight, a close): keep a copy, the read buffer is reused.
+        if (!borrowed_.empty()) unborrow();
         return;
     }
-    if (nread == 0) return;
-    int status = static_cast<int>(nread);
+    if (nread < 0) read_failed(static_cast<int>(nread));
+}
+
+void PipeImpl::read_failed(int status) {
     EndReason r = reason_for(status);
     if (r == EndReason::peer_close) {
         for (PipeImpl* t : links_)
@@ -914,6 +918,7 @@ Subscription* PipeImpl::find_sub(SubId id) {
 
 void PipeImpl::erase_removed_subs() {
     std::erase_if(subs_, [](const auto& s) { return s->removed; });
+    subs_removed_ = false;
 }
 
 Subscription* PipeImpl::implicit_sub() {
@@ -925,25 +930,28 @@ Subscription* PipeImpl::implicit_sub() {
     return subs_.back().get();
 }
 
+bool PipeImpl::seen_before(std::string_view data, const Address& from) {
+    // Identity of a datagram: its source address and a 64-bit hash of its bytes.
+    std::uint64_t id = std::hash<std::string_view>{}(data)*0x9e3779b97f4a7c15ull ^
+                       static_cast<std::uint64_t>(from.hash()) ^ data.size();
+    if (!seen_) seen_ = std::make_unique<SeenIds>();
+    if (!seen_->set.insert(id).second) return true;
+    seen_->order.push_back(id);
+    while (seen_->order.size() > conf_.max_msg_ids) {
+        seen_->set.erase(seen_->order.front());
+        seen_->order.pop_front();
+    }
+    return false;
+}
+
 void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMessageHeader* json) {
     auto now = uv_now(core_->loop);
     bytes_in_ += data.size();
     ++msgs_in_;
     rate_in_.add(now, data.size());
-    if (conf_.enable_msg_ids && kind_ == PipeKind::udp) {
-        // Identity of a datagram: its source address and a 64-bit hash of its bytes.
-        std::uint64_t id = std::hash<std::string_view>{}(data)*0x9e3779b97f4a7c15ull ^
-                           static_cast<std::uint64_t>(from.hash()) ^ data.size();
-        if (!seen_) seen_ = std::make_unique<SeenIds>();
-        if (!seen_->set.insert(id).second) {
-            ++dropped_;
-            return;
-        }
-        seen_->order.push_back(id);
-        while (seen_->order.size() > conf_.max_msg_ids) {
-            seen_->set.erase(seen_->order.front());
-            seen_->order.pop_front();
-        }
+    if (conf_.enable_msg_ids && kind_ == PipeKind::udp && seen_before(data, from)) {
+        ++dropped_;
+        return;
     }
     const bool had_links = !links_.empty();
     if (had_links && !forward(data)) return;
@@ -951,14 +959,24 @@ void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMes
     bool had_callbacks = !message_cbs_.empty();
     message_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this), msg);
     if (ending_) return;
+    if (!subs_.empty()) {
+        dispatch_to_subs(msg);
+        if (ending_) return;
+    }
+    // A linked pipe's messages go to its links: it keeps no implicit queue.
+    if (!had_callbacks && message_cbs_.empty() && !had_links)
+        if (Subscription* all = implicit_sub()) enqueue(*all, msg);
+}
+
+void PipeImpl::dispatch_to_subs(const Message& msg) {
     ++dispatch_depth_;
     // Subscriptions made by a handler start with the next message; removed ones are skipped
     // and erased once no dispatch is running.
     for (std::size_t i = 0, n = subs_.size(); i < n; ++i) {
         Subscription* s = subs_[i].get();
         if (s->removed || s->id == all_messages) continue;
-        if (!s->pattern.matches(data)) continue;
-        if (!s->from.empty() && !s->from.matches(from)) continue;
+        if (!s->pattern.matches(msg.data)) continue;
+        if (!s->from.empty() && !s->from.matches(msg.from)) continue;
         if (s->handler) {
             auto handler = s->handler;  // the handler may unsubscribe itself
             handler(*this, msg);
@@ -967,11 +985,7 @@ void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMes
             enqueue(*s, msg);
         }
     }
-    if (--dispatch_depth_ == 0) erase_removed_subs();
-    if (ending_) return;
-    // A linked pipe's messages go to its links: it keeps no implicit queue.
-    if (!had_callbacks && message_cbs_.empty() && !had_links)
-        if (Subscription* all = implicit_sub()) enqueue(*all, msg);
+    if (--dispatch_depth_ == 0 && subs_removed_) erase_removed_subs();
 }
 
 void PipeImpl::enqueue(Subscription& sub, const Message& msg) {
@@ -1027,25 +1041,44 @@ Error PipeImpl::send_check() const {
 }
 
 Error PipeImpl::send_bytes(std::string_view bytes) {
-    if (ending_ || ended_ || kind_ == PipeKind::tcp_server || shut_requested_) return send_check();
-    if (kind_ == PipeKind::udp) {
-        if (peer_.empty())
-            return Error(errc::not_connected,
-                         "send on " + describe() + ": no default destination; use send_to()");
-        return send_datagram(bytes, peer_);
-    }
-    if (framed_) {
-        const std::size_t before = pending_.size();
-        if (Error e = frame_into(bytes, pending_)) return e;
-        const std::size_t wire = pending_.size() - before;
-        // The cap counts what would be queued without this frame plus the frame.
-        if (conf_.max_write_queue != 0 && queued_bytes() > conf_.max_write_queue) {
-            pending_.resize(before);
-            return write_cap_error(wire);
-        }
-    } else {
-        if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
+    if (ending_ || ended_ || kind_ == PipeKind::tcp_server || kind_ == PipeKind::udp ||
+        shut_requested_) [[unlikely]]
+        return send_not_stream(bytes);
+    if (framed_) return send_framed(bytes);
+    std::size_t queued = queued_bytes() + bytes.size();
+    if (conf_.max_write_queue != 0 && queued > conf_.max_write_queue) [[unlikely]]
+        return write_cap_error(bytes.size());
+    if (in_read_ && pending_.empty() && borrowed_.empty() && segs_.empty() && in_read_data(bytes))
+        borrowed_ = bytes;  // written (or copied) before on_read() returns
+    else {
+        if (!borrowed_.empty()) unborrow();
         pending_.append(bytes);
+    }
+    bytes_out_ += bytes.size();
+    ++msgs_out_;
+    rate_out_.add(uv_now(core_->loop), bytes.size());
+    if (queued >= conf_.high_watermark) note_queued();
+    if (connected_ && !in_read_) core_->schedule_flush(this);
+    return {};
+}
+
+Error PipeImpl::send_not_stream(std::string_view bytes) {
+    if (Error e = send_check()) return e;
+    if (peer_.empty())
+        return Error(errc::not_connected,
+                     "send on " + describe() + ": no default destination; use send_to()");
+    return send_datagram(bytes, peer_);
+}
+
+Error PipeImpl::send_framed(std::string_view bytes) {
+    if (!borrowed_.empty()) unborrow();  // framed bytes go after it
+    const std::size_t before = pending_.size();
+    if (Error e = frame_into(bytes, pending_)) return e;
+    const std::size_t wire = pending_.size() - before;
+    // The cap counts what would be queued without this frame plus the frame.
+    if (conf_.max_write_queue != 0 && queued_bytes() > conf_.max_write_queue) {
+        pending_.resize(before);
+        return write_cap_error(wire);
     }
     bytes_out_ += bytes.size();
     ++msgs_out_;
@@ -1078,6 +1111,7 @@ Error PipeImpl::send_kept(std::string_view bytes, ReadBlock* block) {
     if (!bytes.empty()) {
         if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
         // Owned bytes queued earlier go first.
+        if (!borrowed_.empty()) unborrow();
         if (!pending_.empty()) {
             segs_.push_back(WriteSeg{nullptr, std::move(pending_), nullptr, 0});
             pending_ = std::string();
@@ -1104,6 +1138,7 @@ void PipeImpl::release_segs(std::vector<WriteSeg>& segs) noexcept {
 }
 
 void PipeImpl::flush_segs() {
+    if (!borrowed_.empty()) unborrow();
     if (!pending_.empty()) {
         segs_.push_back(WriteSeg{nullptr, std::move(pending_), nullptr, 0});
         pending_ = std::string();
@@ -1172,18 +1207,33 @@ void PipeImpl::flush_segs() {
 
 void PipeImpl::flush() {
     if (!connected_ || handle_closing_ || write_in_flight_) return;
-    if (!segs_.empty()) {
+    if (!segs_.empty()) [[unlikely]] {
         flush_segs();
         return;
     }
-    if (pending_.empty()) return;
-    uv_buf_t b = uv_buf_init(pending_.data(), static_cast<unsigned>(pending_.size()));
+    // borrowed_ and pending_ are never both in use.
+    std::string_view out = borrowed_.empty() ? std::string_view(pending_) : borrowed_;
+    if (out.empty()) return;
+    uv_buf_t b;
+    b.base = const_cast<char*>(out.data());
+    b.len = out.size();
     int n = uv_try_write(&h_.stream, &b, 1);
-    if (n == static_cast<int>(pending_.size())) {
+    if (n == static_cast<int>(out.size())) {
         pending_.clear();
-        after_written();
+        borrowed_ = {};
+        if (close_after_flush_ || above_high_ || shut_requested_) after_written();
         return;
     }
+    if (!borrowed_.empty()) unborrow();  // the rest waits for the socket in a copy
+    write_rest(n);
+}
+
+void PipeImpl::unborrow() {
+    pending_.assign(borrowed_);
+    borrowed_ = {};
+}
+
+void PipeImpl::write_rest(int n) {
     if (n < 0 && n != UV_EAGAIN) {
         fail(reason_for(n), uv_fail("write to", n, peer_));
         return;
@@ -1191,8 +1241,8 @@ void PipeImpl::flush() {
     inflight_.swap(pending_);
     pending_.clear();
     inflight_off_ = n > 0 ? static_cast<std::size_t>(n) : 0;
-    b = uv_buf_init(inflight_.data() + inflight_off_,
-                    static_cast<unsigned>(inflight_.size() - inflight_off_));
+    uv_buf_t b = uv_buf_init(inflight_.data() + inflight_off_,
+                             static_cast<unsigned>(inflight_.size() - inflight_off_));
     if (!write_req_) write_req_ = std::make_unique<uv_write_t>();
     write_req_->data = this;
     int rc = uv_write(write_req_.get(), &h_.stream, &b, 1, [](uv_write_t* req, int status) {
@@ -1223,6 +1273,8 @@ void PipeImpl::on_write_done(int status) {
 }
 
 void PipeImpl::after_written() {
+    // flush() calls this only when one of close_after_flush_, above_high_, shut_requested_ is
+    // set; keep the checks in step.
     if (close_after_flush_) {
         if (queued_bytes() == 0) close_handle_now();
         return;

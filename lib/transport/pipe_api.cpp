@@ -257,6 +257,7 @@ bool Pipe::unsubscribe(SubId sub) {
     if (it == p.subs_.end()) return sub == all_messages;
     detail::Subscription* s = it->get();
     s->removed = true;
+    p.subs_removed_ = true;
     s->queue.clear();
     s->bytes = 0;
     auto waiters = std::move(s->waiters);

@@ -93,6 +93,7 @@ public:
     // ---- events
     void on_connected(int status);
     void on_read(ssize_t nread, const uv_buf_t* buf);
+    [[gnu::noinline]] void read_failed(int status);  // EOF or a read error
     void on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* addr, unsigned flags);
     void on_connection(int status);
     void on_write_done(int status);
@@ -110,10 +111,16 @@ public:
     // Appends `payload` as the framer frames it to `out`.
     Error frame_into(std::string_view payload, std::string& out);
     void enqueue(Subscription& sub, const Message& msg);
+    // Out of line, so the raw path through deliver() stays small.
+    [[gnu::noinline]] void dispatch_to_subs(const Message& msg);
+    [[gnu::noinline]] bool seen_before(std::string_view data, const Address& from);
     void handle_accepted(const std::shared_ptr<PipeImpl>& client);
 
     // ---- sending
     Error send_bytes(std::string_view bytes);
+    // send() on a pipe that is not an open TCP stream: the error, or the datagram for UDP.
+    [[gnu::noinline]] Error send_not_stream(std::string_view bytes);
+    [[gnu::noinline]] Error send_framed(std::string_view bytes);
     // Forwarded bytes that lie in `block` (a relay's read): written at once when nothing is
     // queued, else the block is kept for the write instead of copying the bytes.
     Error send_kept(std::string_view bytes, ReadBlock* block);
@@ -122,11 +129,13 @@ public:
     void release_segs(std::vector<WriteSeg>& segs) noexcept;
     Error send_datagram(std::string_view bytes, const Address& to);
     void flush() override;
+    // The part of flush() after a short or failed uv_try_write: uv_write the rest.
+    [[gnu::noinline]] void write_rest(int n);
     void after_written();
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
-        return pending_.size() + segs_bytes_ + (write_in_flight_ ? h_.stream.write_queue_size : 0) +
-               udp_queued_;
+        return pending_.size() + borrowed_.size() + segs_bytes_ +
+               (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
     }
     bool over_write_cap(std::size_t more) const noexcept {
         return conf_.max_write_queue != 0 && queued_bytes() + more > conf_.max_write_queue;
@@ -219,11 +228,25 @@ public:
     Subscription* implicit_sub();
     void erase_removed_subs();
     unsigned dispatch_depth_ = 0;
+    bool subs_removed_ = false;  // some are marked removed, waiting for the dispatch to end
     SubId next_sub_ = 1;
     std::uint64_t next_waiter_ = 1;
 
     // TCP writes: `pending_` gathers sends until the flush; `inflight_` is under uv_write.
     std::string pending_;
+    // Replies to the pipe's own read: a send of bytes that lie in the read's buffer (an echo)
+    // is kept as a view and written from there by the flush at the end of on_read(), without a
+    // copy into pending_. Only while pending_ and segs_ are empty; copied into pending_ by the
+    // next send, by a partial write, or when on_read() returns unwritten. Empty outside
+    // on_read().
+    std::string_view read_data_;  // the bytes of the read being delivered
+    std::string_view borrowed_;
+    bool in_read_data(std::string_view b) const noexcept {
+        auto p = reinterpret_cast<std::uintptr_t>(b.data());
+        auto r = reinterpret_cast<std::uintptr_t>(read_data_.data());
+        return p >= r && p + b.size() <= r + read_data_.size();
+    }
+    void unborrow();
     std::string inflight_;
     std::size_t inflight_off_ = 0;
     // Kept read blocks (relays) and owned bytes queued before pending_, in order; the ones
