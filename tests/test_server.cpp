@@ -260,9 +260,16 @@ TEST_CASE("Server: accepted pipes get copies of the server's callbacks and conf"
             CHECK(a->conf().reader_limit == 4096);
             CHECK(a->conf().loop == &loop);
         }
-        // The copies are the accepted pipes' own: changing one changes nothing elsewhere.
-        CHECK(&a1->conf() != &server->conf());
-        CHECK(&a1->conf() != &a2->conf());
+        // The copies are the accepted pipes' own (shared until one changes): changing one
+        // changes nothing elsewhere.
+        REQUIRE(!a1->set_framer(Framer::lines()));
+        CHECK(a1->conf().framer.kind == FramerKind::delimiter);
+        CHECK(a2->conf().framer.kind == FramerKind::raw);
+        CHECK(server->conf().framer.kind == FramerKind::raw);
+        REQUIRE(!server->set_framer(Framer::message()));
+        CHECK(a2->conf().framer.kind == FramerKind::raw);
+        CHECK(a1->conf().framer.kind == FramerKind::delimiter);
+        REQUIRE(!a1->set_framer(Framer::raw()));
 
         REQUIRE(!c1->send("one"));
         REQUIRE(!c2->send("two"));

@@ -167,9 +167,15 @@ std::size_t max_datagram(const Address& to) {
 // ---------------------------------------------------------------- lifetime
 
 PipeImpl::PipeImpl(Loop& loop, PipeKind kind, const NetConf& conf)
-    : loop_(&loop), core_(&loop.core()), kind_(kind), conf_(conf) {
-    conf_.loop = &loop;
-    framed_ = conf_.framer.kind != FramerKind::raw;
+    : PipeImpl(loop, kind, [&] {
+          auto c = std::make_shared<NetConf>(conf);
+          c->loop = &loop;
+          return c;
+      }()) {}
+
+PipeImpl::PipeImpl(Loop& loop, PipeKind kind, std::shared_ptr<NetConf> conf)
+    : loop_(&loop), core_(&loop.core()), kind_(kind), conf_(std::move(conf)) {
+    framed_ = conf_->framer.kind != FramerKind::raw;
     opened_ms_ = uv_now(core_->loop);
     implicit_sub_ = kind != PipeKind::tcp_server;
     std::memset(&h_, 0, sizeof h_);
@@ -234,14 +240,14 @@ void PipeImpl::begin_close(bool graceful) {
     // A client still connecting keeps what was sent: it goes out once the connection is made.
     bool connecting = kind_ == PipeKind::tcp_client && !connected_ && !peer_.empty();
     if (graceful && kind_ != PipeKind::tcp_server && kind_ != PipeKind::udp &&
-        (connected_ || connecting) && !(conf_.linger && conf_.linger->count() == 0) &&
+        (connected_ || connecting) && !(conf_->linger && conf_->linger->count() == 0) &&
         queued_bytes() > 0) {
         // Let what the application already sent reach the OS first, within con_timeout.
         close_after_flush_ = true;
         flush();
         if (handle_closing_) return;
         std::weak_ptr<PipeImpl> weak = self_;
-        close_timer_ = loop_->call_later(conf_.con_timeout, [weak] {
+        close_timer_ = loop_->call_later(conf_->con_timeout, [weak] {
             if (auto p = weak.lock()) p->close_handle_now();
         });
         return;
@@ -284,12 +290,12 @@ void PipeImpl::close_handle_now() {
         }
         accept_queue_->clear();
     }
-    if (conf_.linger && kind_ != PipeKind::udp && kind_ != PipeKind::tcp_server) {
+    if (conf_->linger && kind_ != PipeKind::udp && kind_ != PipeKind::tcp_server) {
         uv_os_fd_t fd;
         if (uv_fileno(&h_.handle, &fd) == 0) {
             linger l{};
             l.l_onoff = 1;
-            l.l_linger = static_cast<int>(conf_.linger->count());
+            l.l_linger = static_cast<int>(conf_->linger->count());
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
             // A lingering close() blocks for up to l_linger seconds. libuv's close must not
             // block the loop, so a duplicate takes the last reference and is closed on the
@@ -407,14 +413,14 @@ int udp_open_keeping_reuse(uv_udp_t* u, int fd) {
 
 Error PipeImpl::open_tcp_socket(const Address& local, Family family, bool listening) {
     int domain = family == Family::ipv6 ? AF_INET6 : AF_INET;
-    int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, conf_.sock_proto);
+    int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, conf_->sock_proto);
     if (fd < 0) return uv_fail("socket", os_error());
     auto fail_fd = [&](Error e) {
         ::close(fd);
         return e;
     };
     // libuv would set SO_REUSEADDR on every TCP bind; pipeworks makes it NetConf::reuse_addr.
-    if (conf_.reuse_addr)
+    if (conf_->reuse_addr)
         if (auto e = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")) return fail_fd(e);
     if (!local.empty()) {
         if (::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
@@ -423,11 +429,11 @@ Error PipeImpl::open_tcp_socket(const Address& local, Family family, bool listen
     int rc = uv_tcp_open(&h_.tcp, fd);
     if (rc != 0) return fail_fd(uv_fail("uv_tcp_open", rc));
     if (!listening) {
-        if (conf_.nodelay) uv_tcp_nodelay(&h_.tcp, 1);
-        if (conf_.keepalive)
-            uv_tcp_keepalive(&h_.tcp, 1, static_cast<unsigned>(conf_.keepalive->count()));
+        if (conf_->nodelay) uv_tcp_nodelay(&h_.tcp, 1);
+        if (conf_->keepalive)
+            uv_tcp_keepalive(&h_.tcp, 1, static_cast<unsigned>(conf_->keepalive->count()));
     }
-    if (!conf_.do_close) kept_fd_ = ::dup(fd);
+    if (!conf_->do_close) kept_fd_ = ::dup(fd);
     return {};
 }
 
@@ -442,14 +448,14 @@ Error PipeImpl::start_connect(const Address& to) {
     if (rc != 0) return uv_fail("connect to", rc, to);
     local_ = sockname(&h_.handle, false);
     std::weak_ptr<PipeImpl> weak = self_;
-    connect_timer_ = loop_->call_later(conf_.con_timeout, [weak] {
+    connect_timer_ = loop_->call_later(conf_->con_timeout, [weak] {
         auto p = weak.lock();
         if (!p || p->connected_) return;
         p->fail(
             EndReason::timeout,
             Error(errc::connect_timeout,
                   "connect to " + p->peer_.to_string() + ": no answer within " +
-                      std::to_string(p->conf_.con_timeout.count()) + " ms (NetConf.con_timeout)"));
+                      std::to_string(p->conf_->con_timeout.count()) + " ms (NetConf.con_timeout)"));
     });
     return {};
 }
@@ -527,18 +533,18 @@ void PipeImpl::start_resolve(std::string host, std::uint16_t port) {
         return;
     }
     std::weak_ptr<PipeImpl> weak = self_;
-    connect_timer_ = loop_->call_later(conf_.dns_timeout, [weak, h = r->host] {
+    connect_timer_ = loop_->call_later(conf_->dns_timeout, [weak, h = r->host] {
         auto p = weak.lock();
         if (!p || p->connected_ || p->native_handle() >= 0) return;
         p->fail(EndReason::timeout,
                 Error(errc::dns_timeout, "resolve \"" + h + "\": no answer within " +
-                                             std::to_string(p->conf_.dns_timeout.count()) +
+                                             std::to_string(p->conf_->dns_timeout.count()) +
                                              " ms (NetConf.dns_timeout)"));
     });
 }
 
 Error PipeImpl::start_listen() {
-    int rc = uv_listen(&h_.stream, conf_.backlog, [](uv_stream_t* s, int status) {
+    int rc = uv_listen(&h_.stream, conf_->backlog, [](uv_stream_t* s, int status) {
         impl_of(reinterpret_cast<uv_handle_t*>(s))->on_connection(status);
     });
     if (rc != 0) return uv_fail("listen on", rc, local_);
@@ -572,10 +578,10 @@ void PipeImpl::on_connection(int status) {
         ++dropped_;
         return;
     }
-    if (conf_.nodelay) uv_tcp_nodelay(&client->h_.tcp, 1);
-    if (conf_.keepalive)
-        uv_tcp_keepalive(&client->h_.tcp, 1, static_cast<unsigned>(conf_.keepalive->count()));
-    if (!conf_.do_close) {
+    if (conf_->nodelay) uv_tcp_nodelay(&client->h_.tcp, 1);
+    if (conf_->keepalive)
+        uv_tcp_keepalive(&client->h_.tcp, 1, static_cast<unsigned>(conf_->keepalive->count()));
+    if (!conf_->do_close) {
         uv_os_fd_t fd;
         if (uv_fileno(&client->h_.handle, &fd) == 0) client->kept_fd_ = ::dup(fd);
     }
@@ -615,7 +621,7 @@ void PipeImpl::handle_accepted(const std::shared_ptr<PipeImpl>& client) {
         // fill the queue with pipes nobody takes.
         if (!accept_queue_)
             accept_queue_ = std::make_unique<std::deque<std::shared_ptr<PipeImpl>>>();
-        if (accept_queue_->size() >= conf_.max_accept_queue) {
+        if (accept_queue_->size() >= conf_->max_accept_queue) {
             ++dropped_;
             client->fail(EndReason::error,
                          Error(errc::queue_full, "accept queue of " + describe() +
@@ -636,21 +642,21 @@ Error PipeImpl::open_udp(const Address& local_in, const Address& dest) {
                                                 " and destination " + dest.to_string() +
                                                 " are of different families");
     int domain = local.is_v6() ? AF_INET6 : AF_INET;
-    int fd = ::socket(domain, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, conf_.sock_proto);
+    int fd = ::socket(domain, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, conf_->sock_proto);
     if (fd < 0) return uv_fail("socket", os_error());
     auto fail_fd = [&](Error e) {
         ::close(fd);
         return e;
     };
-    if (conf_.reuse_addr)
+    if (conf_->reuse_addr)
         if (auto e = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")) return fail_fd(e);
-    if (conf_.broadcast)
+    if (conf_->broadcast)
         if (auto e = set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST")) return fail_fd(e);
     if (::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
         return fail_fd(uv_fail("bind", os_error(), local));
     int rc = udp_open_keeping_reuse(&h_.udp, fd);
     if (rc != 0) return fail_fd(uv_fail("uv_udp_open", rc));
-    if (!conf_.do_close) kept_fd_ = ::dup(fd);
+    if (!conf_->do_close) kept_fd_ = ::dup(fd);
     local_ = sockname(&h_.handle, false);
     peer_ = dest;
     connected_ = true;
@@ -682,7 +688,7 @@ Error PipeImpl::adopt_fd(int fd) {
                                                   " is neither listening nor connected");
     }
     int use_fd = fd;
-    if (!conf_.do_close) {
+    if (!conf_->do_close) {
         // libuv closes the fd it holds; a duplicate lets the caller's fd outlive the pipe.
         use_fd = ::dup(fd);
         if (use_fd < 0) return uv_fail("adopt: dup", os_error());
@@ -703,9 +709,9 @@ Error PipeImpl::adopt_fd(int fd) {
         if (peer_.empty())
             return Error(errc::not_connected, "adopt: TCP socket " + std::to_string(fd) +
                                                   " is neither listening nor connected");
-        if (conf_.nodelay) uv_tcp_nodelay(&h_.tcp, 1);
-        if (conf_.keepalive)
-            uv_tcp_keepalive(&h_.tcp, 1, static_cast<unsigned>(conf_.keepalive->count()));
+        if (conf_->nodelay) uv_tcp_nodelay(&h_.tcp, 1);
+        if (conf_->keepalive)
+            uv_tcp_keepalive(&h_.tcp, 1, static_cast<unsigned>(conf_->keepalive->count()));
         connected_ = true;
         start_reading();
         schedule_up();
@@ -726,7 +732,7 @@ Error PipeImpl::adopt_fd(int fd) {
         schedule_up();
         return {};
     }
-    if (!conf_.do_close) ::close(use_fd);
+    if (!conf_->do_close) ::close(use_fd);
     kept_fd_ = -1;
     return Error(errc::wrong_pipe_kind,
                  "adopt: fd " + std::to_string(fd) + " is not a stream or datagram socket");
@@ -745,7 +751,7 @@ void PipeImpl::schedule_up() {
 // ---------------------------------------------------------------- reading
 
 void PipeImpl::start_reading() {
-    if (reading_ || paused_ || ending_ || !connected_ || conf_.sock_only) return;
+    if (reading_ || paused_ || ending_ || !connected_ || conf_->sock_only) return;
     if (flow_blocked_ > 0 || read_eof_) return;
     if (kind_ == PipeKind::tcp_server) return;
     if (kind_ == PipeKind::udp) {
@@ -770,8 +776,8 @@ void PipeImpl::start_reading() {
             &h_.stream,
             [](uv_handle_t* h, size_t, uv_buf_t* buf) {
                 auto* p = impl_of(h);
-                buf->base = p->core_->read_buffer(p->conf_.reader_limit);
-                buf->len = p->conf_.reader_limit;
+                buf->base = p->core_->read_buffer(p->conf_->reader_limit);
+                buf->len = p->conf_->reader_limit;
             },
             [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
                 impl_of(reinterpret_cast<uv_handle_t*>(s))->on_read(nread, buf);
@@ -848,7 +854,7 @@ void PipeImpl::on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* a
 }
 
 void PipeImpl::feed_frames(std::string_view data, const Address& from) {
-    if (!decoder_) decoder_ = std::make_unique<FrameDecoder>(conf_.framer, transport());
+    if (!decoder_) decoder_ = std::make_unique<FrameDecoder>(conf_->framer, transport());
     feeding_ = true;
     // A pause, a close or a framer switch stops the decoder after the message at hand; it
     // keeps the rest for deliver_kept().
@@ -881,10 +887,10 @@ void PipeImpl::switch_decoder() {
     framer_switch_ = false;
     std::string kept = decoder_ ? decoder_->take_buffered() : std::string();
     decoder_.reset();
-    framed_ = conf_.framer.kind != FramerKind::raw;
+    framed_ = conf_->framer.kind != FramerKind::raw;
     if (kept.empty()) return;
     if (framed_) {
-        decoder_ = std::make_unique<FrameDecoder>(conf_.framer, transport());
+        decoder_ = std::make_unique<FrameDecoder>(conf_->framer, transport());
         decoder_->prime(kept);
     } else {
         raw_kept_ = std::move(kept);
@@ -937,7 +943,7 @@ bool PipeImpl::seen_before(std::string_view data, const Address& from) {
     if (!seen_) seen_ = std::make_unique<SeenIds>();
     if (!seen_->set.insert(id).second) return true;
     seen_->order.push_back(id);
-    while (seen_->order.size() > conf_.max_msg_ids) {
+    while (seen_->order.size() > conf_->max_msg_ids) {
         seen_->set.erase(seen_->order.front());
         seen_->order.pop_front();
     }
@@ -949,7 +955,7 @@ void PipeImpl::deliver(std::string_view data, const Address& from, const JsonMes
     bytes_in_ += data.size();
     ++msgs_in_;
     rate_in_.add(now, data.size());
-    if (conf_.enable_msg_ids && kind_ == PipeKind::udp && seen_before(data, from)) {
+    if (conf_->enable_msg_ids && kind_ == PipeKind::udp && seen_before(data, from)) {
         ++dropped_;
         return;
     }
@@ -1007,8 +1013,8 @@ void PipeImpl::enqueue(Subscription& sub, const Message& msg) {
     sub.bytes += data.size();
     // Bounded queues drop the oldest messages.
     while (!sub.queue.empty() &&
-           ((conf_.max_qsize != 0 && sub.queue.size() > conf_.max_qsize) ||
-            (conf_.max_queue_bytes != 0 && sub.bytes > conf_.max_queue_bytes))) {
+           ((conf_->max_qsize != 0 && sub.queue.size() > conf_->max_qsize) ||
+            (conf_->max_queue_bytes != 0 && sub.bytes > conf_->max_queue_bytes))) {
         sub.bytes -= sub.queue.front().data.size();
         sub.queue.pop_front();
         ++dropped_;
@@ -1021,7 +1027,7 @@ Error PipeImpl::write_cap_error(std::size_t more) {
     Error e(errc::write_queue_full, "send on " + describe() + ": " +
                                         std::to_string(queued_bytes() + more) +
                                         " queued bytes would pass NetConf.max_write_queue (" +
-                                        std::to_string(conf_.max_write_queue) + ")");
+                                        std::to_string(conf_->max_write_queue) + ")");
     fail(EndReason::error, e);
     return e;
 }
@@ -1046,7 +1052,7 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
         return send_not_stream(bytes);
     if (framed_) return send_framed(bytes);
     std::size_t queued = queued_bytes() + bytes.size();
-    if (conf_.max_write_queue != 0 && queued > conf_.max_write_queue) [[unlikely]]
+    if (conf_->max_write_queue != 0 && queued > conf_->max_write_queue) [[unlikely]]
         return write_cap_error(bytes.size());
     if (in_read_ && pending_.empty() && borrowed_.empty() && segs_.empty() && in_read_data(bytes))
         borrowed_ = bytes;  // written (or copied) before on_read() returns
@@ -1057,7 +1063,7 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
     bytes_out_ += bytes.size();
     ++msgs_out_;
     rate_out_.add(uv_now(core_->loop), bytes.size());
-    if (queued >= conf_.high_watermark) note_queued();
+    if (queued >= conf_->high_watermark) note_queued();
     if (connected_ && !in_read_) core_->schedule_flush(this);
     return {};
 }
@@ -1076,7 +1082,7 @@ Error PipeImpl::send_framed(std::string_view bytes) {
     if (Error e = frame_into(bytes, pending_)) return e;
     const std::size_t wire = pending_.size() - before;
     // The cap counts what would be queued without this frame plus the frame.
-    if (conf_.max_write_queue != 0 && queued_bytes() > conf_.max_write_queue) {
+    if (conf_->max_write_queue != 0 && queued_bytes() > conf_->max_write_queue) {
         pending_.resize(before);
         return write_cap_error(wire);
     }
@@ -1089,7 +1095,7 @@ Error PipeImpl::send_framed(std::string_view bytes) {
 }
 
 Error PipeImpl::frame_into(std::string_view payload, std::string& out) {
-    Error e = detail::encode_valid(conf_.framer, payload, out);
+    Error e = detail::encode_valid(conf_->framer, payload, out);
     if (e) e.message = "send on " + describe() + ": " + e.message;
     return e;
 }
@@ -1267,7 +1273,7 @@ void PipeImpl::on_write_done(int status) {
         return;
     }
     // A burst can leave a large buffer behind; don't keep it for the life of the pipe.
-    if (inflight_.capacity() > 4 * conf_.reader_limit) inflight_.shrink_to_fit();
+    if (inflight_.capacity() > 4 * conf_->reader_limit) inflight_.shrink_to_fit();
     if (!pending_.empty() || !segs_.empty()) flush();
     if (!handle_closing_) after_written();
 }
@@ -1280,7 +1286,7 @@ void PipeImpl::after_written() {
         return;
     }
     if (shut_requested_ && !shut_issued_) try_shutdown();
-    if (above_high_ && queued_bytes() <= conf_.low_watermark) {
+    if (above_high_ && queued_bytes() <= conf_->low_watermark) {
         above_high_ = false;
         if (throttling_) set_throttle(false);
         if (!ending_) drain_cbs_.call([this] { return ending_; }, static_cast<Pipe&>(*this));
@@ -1328,7 +1334,7 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
     if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
     // The datagram waits for the socket: the request owns a copy of the bytes.
     auto* r =
-        new UdpSendReq{{}, self_, to_peer ? Address{} : to, conf_.send_retry, std::string(bytes)};
+        new UdpSendReq{{}, self_, to_peer ? Address{} : to, conf_->send_retry, std::string(bytes)};
     if (int rc = submit_udp(r, &h_.udp); rc != 0) {
         delete r;
         return uv_fail("send_to", rc, to);
@@ -1467,7 +1473,7 @@ void PipeImpl::end_links() {
     for (auto& t : partners) {
         if (t->ending_) continue;
         if (end_info_.reason == EndReason::peer_reset) {
-            if (t->kind_ != PipeKind::udp) t->conf_.linger = std::chrono::seconds(0);
+            if (t->kind_ != PipeKind::udp) t->edit_conf().linger = std::chrono::seconds(0);
             t->fail(EndReason::peer_reset, Error(uv_error_code(UV_ECONNRESET),
                                                  "the relayed pipe " + describe() + " was reset"));
         } else if (t->read_eof_) {

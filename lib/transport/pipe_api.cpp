@@ -212,7 +212,7 @@ Error Pipe::set_framer(const Framer& framer) {
         return Error(errc::pipe_ended, "set_framer on " + p.describe() + ": the pipe has ended");
     if (Error e = framer.validate(transport()))
         return Error(e.code, "set_framer on " + p.describe() + ": " + e.message);
-    p.conf_.framer = framer;
+    p.edit_conf().framer = framer;
     if (p.kind_ == PipeKind::tcp_server) return {};  // for the pipes it accepts from now on
     if (p.feeding_) {
         // Inside a message callback: the decoder stops after this message, then switches.
@@ -225,7 +225,7 @@ Error Pipe::set_framer(const Framer& framer) {
 }
 
 const Framer& Pipe::framer() const noexcept {
-    return I(this).conf_.framer;
+    return I(this).conf_->framer;
 }
 
 std::size_t Pipe::write_queue_bytes() const noexcept {
@@ -233,7 +233,7 @@ std::size_t Pipe::write_queue_bytes() const noexcept {
 }
 
 bool Pipe::writable() const noexcept {
-    return write_queue_bytes() < I(this).conf_.high_watermark;
+    return write_queue_bytes() < I(this).conf_->high_watermark;
 }
 
 // ---- queues
@@ -297,7 +297,7 @@ void Pipe::recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, Rec
         return;
     }
     auto id = p.next_waiter_++;
-    auto wait = timeout.value_or(p.conf_.recv_timeout);
+    auto wait = timeout.value_or(p.conf_->recv_timeout);
     std::weak_ptr<PipeImpl> weak = p.self_;
     Timer t = p.loop_->call_later(wait, [weak, sub, id] {
         auto pp = weak.lock();
@@ -358,7 +358,7 @@ void Pipe::accept(std::optional<std::chrono::milliseconds> timeout, AcceptResult
     }
     auto id = p.next_waiter_++;
     std::weak_ptr<PipeImpl> weak = p.self_;
-    Timer t = p.loop_->call_later(timeout.value_or(p.conf_.recv_timeout), [weak, id] {
+    Timer t = p.loop_->call_later(timeout.value_or(p.conf_->recv_timeout), [weak, id] {
         auto pp = weak.lock();
         if (!pp) return;
         auto& ws = pp->accept_waiters_;
@@ -523,7 +523,7 @@ Address Pipe::peer_address() const {
     return I(this).peer_;
 }
 const NetConf& Pipe::conf() const noexcept {
-    return I(this).conf_;
+    return *I(this).conf_;
 }
 Loop& Pipe::loop() const noexcept {
     return *I(this).loop_;

@@ -75,6 +75,8 @@ struct AcceptWaiter {
 class PipeImpl final : public Pipe, public Resource, public Flushable {
 public:
     PipeImpl(Loop& loop, PipeKind kind, const NetConf& conf);
+    // Accepted pipes share their server's conf (an idle connection does not carry a copy).
+    PipeImpl(Loop& loop, PipeKind kind, std::shared_ptr<NetConf> conf);
     ~PipeImpl();
 
     static PipeImpl& of(Pipe& p) { return static_cast<PipeImpl&>(p); }
@@ -101,7 +103,7 @@ public:
                  const JsonMessageHeader* json = nullptr);
     // Framed pipes: decodes `data` (a read, or one datagram) and delivers each whole message.
     void feed_frames(std::string_view data, const Address& from);
-    // Installs conf_.framer's decoder, carrying over what the old one kept undelivered.
+    // Installs conf_->framer's decoder, carrying over what the old one kept undelivered.
     void switch_decoder();
     // Delivers what a pause or a framer switch left undelivered (unless paused or ending).
     void deliver_kept();
@@ -138,7 +140,7 @@ public:
                (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
     }
     bool over_write_cap(std::size_t more) const noexcept {
-        return conf_.max_write_queue != 0 && queued_bytes() + more > conf_.max_write_queue;
+        return conf_->max_write_queue != 0 && queued_bytes() + more > conf_->max_write_queue;
     }
     // Ends the pipe with errc::write_queue_full and returns that error.
     Error write_cap_error(std::size_t more);
@@ -152,7 +154,7 @@ public:
     bool forward(std::string_view data);
     // Queued write bytes passed high_watermark: note it, and stop this pipe's feeders.
     void note_queued() {
-        if (queued_bytes() < conf_.high_watermark) return;
+        if (queued_bytes() < conf_->high_watermark) return;
         above_high_ = true;
         if (!throttling_ && !feeders_.empty()) set_throttle(true);
     }
@@ -184,7 +186,12 @@ public:
     Loop* loop_;
     LoopCore* core_;
     PipeKind kind_;
-    NetConf conf_;
+    // Shared with the server's other accepted pipes; edit_conf() copies it before a change.
+    std::shared_ptr<NetConf> conf_;
+    NetConf& edit_conf() {
+        if (conf_.use_count() > 1) conf_ = std::make_shared<NetConf>(*conf_);
+        return *conf_;
+    }
     std::shared_ptr<PipeImpl> self_;  // held while the handle is open
 
     union {
@@ -274,7 +281,7 @@ public:
 
     // Framing (NetConf::framer). The decoder is made on the first read, so an idle pipe does not
     // carry it; raw pipes never have one.
-    bool framed_ = false;  // conf_.framer is not raw
+    bool framed_ = false;  // conf_->framer is not raw
     std::unique_ptr<FrameDecoder> decoder_;
     bool feeding_ = false;        // decoder_->feed() is running
     bool framer_switch_ = false;  // set_framer() during a feed: switch when it returns
