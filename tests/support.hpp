@@ -21,7 +21,7 @@ inline bool run_until(pipeworks::Loop& loop, const std::function<bool()>& pred,
                       const char* what = "condition",
                       std::chrono::milliseconds deadline = kDeadline) {
     bool ok = loop.run_until(pred, deadline);
-    if (!ok) FAIL_CHECK("timed out waiting for: " << what);
+    if (!ok) FAIL_CHECK("timed out waiting for: " << std::string(what));
     return ok;
 }
 

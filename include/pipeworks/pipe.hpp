@@ -106,7 +106,8 @@ struct Pattern {
     PIPEWORKS_API bool matches(std::string_view message) const noexcept;
 };
 
-// Counters of one pipe. Rates are bytes per second over the last `window`.
+// Counters of one pipe. Rates are bytes per second over the last `window`. Bytes are message
+// bytes: on a framed pipe the framing (length fields, delimiters, JSON headers) is not counted.
 struct PipeStats {
     std::uint64_t bytes_in = 0, bytes_out = 0;
     std::uint64_t msgs_in = 0, msgs_out = 0;
