@@ -517,6 +517,78 @@ if section_on framed; then
     echo
 fi
 
+# ---------------------------------------------------------------- packet requests
+
+# The packet layer (cs.packetstream requests, docs/packets.md): examples/packet_server loaded by
+# bench/packet_loadgen with echo requests of 64 bytes, side by side with the framed echo of the
+# message layer (examples/echo_server --framing length, loaded by loadgen), runs interleaved.
+# Goal from the issue: packet requests/s >= 0.5 x the framed echo's msgs/s, pipelined. Runs
+# with the framed section (BENCH_ONLY=framed runs both); BENCH_PACKET=0 skips it.
+packet_server_bin=$build/examples/packet_server
+packet_loadgen_bin=$build/bench/packet_loadgen
+if section_on framed && [[ ${BENCH_PACKET:-1} != 0 ]]; then
+    echo "## Packet requests (cs.packetstream) vs the framed echo"
+    echo
+    if [[ ! -x $packet_server_bin || ! -x $packet_loadgen_bin ]] || ((!have_pipeworks_framing)); then
+        echo "NOTE: skipped: needs $packet_server_bin, $packet_loadgen_bin and an echo_server"
+        echo "      that takes --framing length"
+        echo
+    else
+        pk_names=("64-byte pipelined (10 connections x 16 in flight)" "ping-pong (1 x 1)")
+        pk_load=("--conns 10 --inflight 16 --size 64" "--conns 1 --inflight 1 --size 64")
+        pk_goal=(0.5 "") # least packet / framed ("": no goal)
+        for w in "${!pk_names[@]}"; do
+            for ((r = 1; r <= ROUNDS; r++)); do
+                mapfile -t order < <(round_order 2 "$r")
+                for s in "${order[@]}"; do
+                    if ((s == 0)); then
+                        run_one "p$w" "packet section ${pk_names[$w]}" framed "$pipeworks_bin" \
+                            "--framing length" "${pk_load[$w]} --framing length"
+                    else
+                        # run_one runs $loadgen: this assignment holds for that call only.
+                        loadgen=$packet_loadgen_bin run_one "p$w" "packet section ${pk_names[$w]}" \
+                            packet "$packet_server_bin" "" "${pk_load[$w]}"
+                    fi
+                done
+            done
+        done
+        echo
+        echo "Packet requests, median of ${ROUNDS} run(s) of ${DURATION} s each. framed: echo_server"
+        echo "--framing length, msgs/s; packet: packet_server, requests/s (echo, API type 0)."
+        echo
+        echo "| workload | framed msgs/s | packet requests/s | packet / framed | goal | met |"
+        echo "|---|---:|---:|---:|---|---|"
+        for w in "${!pk_names[@]}"; do
+            # shellcheck disable=SC2086 # word splitting of the value lists is intended
+            f=$(median ${MPS[p$w,framed]:-})
+            # shellcheck disable=SC2086
+            p=$(median ${MPS[p$w,packet]:-})
+            rp=$(ratio "$f" "$p")
+            goal=- met=-
+            if [[ -n ${pk_goal[$w]} ]]; then
+                goal="packet/framed >= ${pk_goal[$w]}"
+                met=$(at_least "$rp" "${pk_goal[$w]}")
+            fi
+            printf '| %s | %s | %s | %s | %s | %s |\n' "${pk_names[$w]}" "$(fmt_int "$f")" \
+                "$(fmt_int "$p")" "$rp" "$goal" "$met"
+        done
+        echo
+        echo "Server CPU time per request or message (lower is better); ratio = packet / framed."
+        echo
+        echo "| workload | framed us/msg | packet us/request | ratio |"
+        echo "|---|---:|---:|---:|"
+        for w in "${!pk_names[@]}"; do
+            # shellcheck disable=SC2086
+            f=$(median ${CPU[p$w,framed]:-})
+            # shellcheck disable=SC2086
+            p=$(median ${CPU[p$w,packet]:-})
+            printf '| %s | %s | %s | %s |\n' "${pk_names[$w]}" "$(fmt_dec "$f")" \
+                "$(fmt_dec "$p")" "$(ratio "$f" "$p")"
+        done
+        echo
+    fi
+fi
+
 # ---------------------------------------------------------------- idle connections
 
 if ((IDLE_CONNS > 0)) && section_on idle; then

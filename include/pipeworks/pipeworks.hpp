@@ -6,4 +6,5 @@
 #include <pipeworks/framer.hpp>
 #include <pipeworks/loop.hpp>
 #include <pipeworks/net_conf.hpp>
+#include <pipeworks/packet.hpp>
 #include <pipeworks/pipe.hpp>

@@ -83,13 +83,6 @@ public:
         return out;
     }
 
-    // Calls fn(const Entry&) for every entry; fn must not change the table.
-    template <class F>
-    void for_each(F&& fn) const {
-        for (const Slot& s : slots_)
-            if (s.used) fn(s.e);
-    }
-
 private:
     struct Slot {
         bool used = false;

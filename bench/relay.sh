@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# bench/relay.sh [BUILD_DIR] - TCP relay throughput: iperf3 over loopback, side by side in one
+# run: direct (no relay), through BUILD/tools/pipeworks-relay, and through socat
+# (socat TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:Q). Prints Gbit/s per run, the medians, and
+# the ratio pipeworks-relay / socat (goal: >= 2). BUILD_DIR defaults to build-bench (relative
+# to the current directory or to the repository); any build with -Dtools=true will do.
+# Needs iperf3 and socat (Debian: apt-get install iperf3 socat). Results go to stdout only.
+#
+# Environment (defaults in brackets):
+#   BENCH_DURATION  seconds per iperf3 run [5]
+#   BENCH_ROUNDS    runs per path; the table shows the median [3]
+#   BENCH_PARALLEL  iperf3 -P: parallel streams [1]
+#   BENCH_REVERSE   1: iperf3 -R (the server sends, the data crosses the relay the other way) [0]
+#   BENCH_PIN       none | shared  [none]; shared pins everything to CPU 0 (compare the CPU
+#                   cost of the relays rather than what spare cores give them)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+
+build=${1:-build-bench}
+if [[ ! -d $build && $build != /* && -d $root/$build ]]; then
+    build=$root/$build
+fi
+relay_bin=$build/tools/pipeworks-relay
+if [[ ! -x $relay_bin ]]; then
+    echo "relay.sh: $relay_bin not found; run: meson setup $build && ninja -C $build" >&2
+    exit 2
+fi
+relay_bin=$(cd "$(dirname "$relay_bin")" && pwd)/pipeworks-relay
+for tool in iperf3 socat python3; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "relay.sh: $tool is missing (Debian: apt-get install iperf3 socat)" >&2
+        exit 2
+    fi
+done
+
+DURATION=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+PARALLEL=${BENCH_PARALLEL:-1}
+REVERSE=${BENCH_REVERSE:-0}
+PIN=${BENCH_PIN:-none}
+if [[ ! $ROUNDS =~ ^[1-9][0-9]*$ || ! $PARALLEL =~ ^[1-9][0-9]*$ ]]; then
+    echo "relay.sh: BENCH_ROUNDS and BENCH_PARALLEL must be positive integers" >&2
+    exit 2
+fi
+case $PIN in
+    none) pin=() ;;
+    shared) pin=(taskset -c 0) ;;
+    *)
+        echo "relay.sh: BENCH_PIN must be none or shared" >&2
+        exit 2
+        ;;
+esac
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pipeworks-relay-bench.XXXXXX")
+IPERF_PID=""
+RELAY_PID=""
+cleanup() {
+    for pid in $RELAY_PID $IPERF_PID; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.2
+    for pid in $RELAY_PID $IPERF_PID; do kill -KILL "$pid" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+show_cmd() {
+    printf '$'
+    printf ' %q' "$@"
+    printf '\n'
+}
+
+free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:PORT (5 s)
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2).close()" \
+            2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+median() {
+    if (($# == 0)); then
+        echo FAIL
+        return
+    fi
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]
+        else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { # ratio A B: A / B with 2 decimals, n/a when either is missing
+    if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]]; then
+        awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f\n", a / b; else print "n/a" }'
+    else
+        echo n/a
+    fi
+}
+
+cpu_busy_pct() { # share of all CPUs' time not idle during the next second, in percent
+    local -a s0 s1
+    read -r -a s0 </proc/stat
+    sleep 1
+    read -r -a s1 </proc/stat
+    local i total=0 idle
+    for ((i = 1; i <= 8; i++)); do total=$((total + s1[i] - s0[i])); done
+    idle=$((s1[4] - s0[4] + s1[5] - s0[5]))
+    if ((total > 0)); then echo $((100 - 100 * idle / total)); else echo 0; fi
+}
+
+# ---------------------------------------------------------------- environment
+
+echo "# pipeworks-relay benchmark: iperf3 direct, through pipeworks-relay, through socat"
+echo
+echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "host:     $(uname -srm), $(nproc) CPU(s):" \
+    "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "tools:    $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }')"
+echo "relay:    $relay_bin"
+busy=$(cpu_busy_pct)
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start; CPU ${busy}% busy over 1 s"
+echo "settings: ${DURATION} s per run, ${ROUNDS} round(s), ${PARALLEL} stream(s)," \
+    "reverse=${REVERSE}, pinning '$PIN'"
+if ((busy > 10)); then
+    echo "WARNING: the machine is not idle (CPU ${busy}% busy before starting): expect noise"
+fi
+echo
+
+# ---------------------------------------------------------------- runs
+
+iperf_port=$(free_port)
+cmd=("${pin[@]}" iperf3 -s -B 127.0.0.1 -p "$iperf_port")
+show_cmd "${cmd[@]}"
+"${cmd[@]}" >"$tmp/iperf-server.log" 2>&1 &
+IPERF_PID=$!
+if ! wait_listening "$iperf_port"; then
+    echo "ERROR: iperf3 -s did not start: $(head -c 500 "$tmp/iperf-server.log")"
+    exit 1
+fi
+
+# start_path NAME: starts the relay of path NAME (none for direct); sets PATH_PORT.
+start_path() {
+    RELAY_PID=""
+    case $1 in
+        direct) PATH_PORT=$iperf_port ;;
+        pipeworks-relay)
+            cmd=("${pin[@]}" "$relay_bin" "tcp://127.0.0.1:0" "tcp://127.0.0.1:$iperf_port")
+            show_cmd "${cmd[@]}"
+            : >"$tmp/relay.out" # not the last run's line: the child truncates it only later
+            "${cmd[@]}" >"$tmp/relay.out" 2>"$tmp/relay.err" &
+            RELAY_PID=$!
+            local line="" i
+            for ((i = 0; i < 100; i++)); do
+                if IFS= read -r line <"$tmp/relay.out"; then break; fi
+                line=""
+                sleep 0.05
+            done
+            if [[ ! $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
+                echo "ERROR: pipeworks-relay printed no 'listening on' line: '$line'" \
+                    "$(head -c 500 "$tmp/relay.err")"
+                return 1
+            fi
+            PATH_PORT=${BASH_REMATCH[1]}
+            ;;
+        socat)
+            PATH_PORT=$(free_port)
+            cmd=("${pin[@]}" socat "TCP-LISTEN:$PATH_PORT,bind=127.0.0.1,fork,reuseaddr"
+                "TCP:127.0.0.1:$iperf_port")
+            show_cmd "${cmd[@]}"
+            "${cmd[@]}" 2>"$tmp/socat.err" &
+            RELAY_PID=$!
+            wait_listening "$PATH_PORT" || {
+                echo "ERROR: socat did not listen: $(head -c 500 "$tmp/socat.err")"
+                return 1
+            }
+            ;;
+    esac
+}
+
+stop_path() {
+    [[ -n $RELAY_PID ]] || return 0
+    local status=0
+    kill -TERM "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || status=$?
+    # socat exits 143 on SIGTERM; pipeworks-relay must exit 0.
+    if [[ $1 == pipeworks-relay ]] && ((status != 0)); then
+        echo "WARNING: pipeworks-relay exited with status $status after SIGTERM"
+    fi
+    RELAY_PID=""
+}
+
+paths=(direct pipeworks-relay socat)
+declare -A GBPS
+failures=0
+iperf_extra=(-P "$PARALLEL")
+if [[ $REVERSE == 1 ]]; then iperf_extra+=(-R); fi
+for ((r = 1; r <= ROUNDS; r++)); do
+    # Rotated order each round, so slow drift of the machine affects every path alike.
+    for ((k = 0; k < ${#paths[@]}; k++)); do
+        name=${paths[$(((k + r - 1) % ${#paths[@]}))]}
+        echo "--- round $r / $name"
+        if ! start_path "$name"; then
+            failures=$((failures + 1))
+            stop_path "$name"
+            continue
+        fi
+        cmd=("${pin[@]}" iperf3 -c 127.0.0.1 -p "$PATH_PORT" -t "$DURATION" -J "${iperf_extra[@]}")
+        show_cmd "${cmd[@]}"
+        rc=0
+        "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
+        stop_path "$name"
+        gbps=$(python3 - "$tmp/iperf.json" <<'EOF' 2>/dev/null || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    raise SystemExit(1)
+print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
+EOF
+        )
+        if ((rc != 0)) || [[ -z $gbps ]]; then
+            echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
+                "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' \
+                    "$tmp/iperf.json" 2>/dev/null || true)"
+            failures=$((failures + 1))
+            continue
+        fi
+        echo "received: $gbps Gbit/s"
+        GBPS[$name]+="$gbps "
+    done
+done
+
+# ---------------------------------------------------------------- summary
+
+echo
+echo "Median of ${ROUNDS} run(s) of ${DURATION} s, receiver side, Gbit/s."
+echo
+echo "| path | runs (Gbit/s) | median Gbit/s | / direct |"
+echo "|---|---|---:|---:|"
+declare -A MED
+for name in "${paths[@]}"; do
+    # shellcheck disable=SC2086 # word splitting of the value list is intended
+    MED[$name]=$(median ${GBPS[$name]:-})
+    printf '| %s | %s | %s | %s |\n' "$name" "${GBPS[$name]:-none}" "${MED[$name]}" \
+        "$(ratio "${MED[$name]}" "${MED[direct]}")"
+done
+echo
+r=$(ratio "${MED[pipeworks-relay]}" "${MED[socat]}")
+met=n/a
+if [[ $r != n/a ]]; then met=$(awk -v r="$r" 'BEGIN { print (r >= 2) ? "yes" : "no" }'); fi
+echo "pipeworks-relay / socat: $r (goal >= 2: $met)"
+if ((failures > 0)); then
+    echo "$failures run(s) failed"
+    exit 1
+fi

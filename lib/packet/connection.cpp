@@ -1,0 +1,819 @@
+// PacketConnection: requests and responses of cs.packetstream over a stream pipe.
+//
+// Data path. The pipe's length framer (varint_be128, max_message = max_packet) splits the
+// stream into bodies and checks each length before it keeps a byte of the body; decode_body()
+// reads a body in place. To send, a packet is encoded into one reused buffer and its body handed
+// to Pipe::send, which adds the length and gathers the sends of one loop iteration into one
+// write. Pending requests live in a flat table and their deadlines in a heap behind one timer,
+// so a request allocates nothing beyond its callback (when that does not fit std::function's
+// small buffer) and its response payload.
+#include <pipeworks/loop.hpp>
+#include <pipeworks/packet.hpp>
+
+#include "packet/tag_table.hpp"
+#include "packet/wire.hpp"
+#include "platform/loop_core.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+namespace pipeworks {
+
+namespace {
+
+using packet_wire::Packet;
+using Ms = std::chrono::milliseconds;
+
+constexpr std::size_t kMaxPacketLimit = std::size_t{1} << 30;
+// A send buffer grown past this by a large packet is given back after it.
+constexpr std::size_t kScratchKeep = 64 * 1024;
+
+std::string num(std::uint64_t v) {
+    return std::to_string(v);
+}
+
+std::string where(std::uint64_t channel, std::uint64_t tag) {
+    return "(channel " + num(channel) + ", tag " + num(tag) + ")";
+}
+
+Error timed_out(std::string message) {
+    return Error(std::make_error_code(std::errc::timed_out), std::move(message));
+}
+
+}  // namespace
+
+Error PacketConf::validate() const {
+    if (max_packet == 0 || max_packet > kMaxPacketLimit)
+        return Error(errc::invalid_config,
+                     "PacketConf.max_packet: must be 1 to 2^30 bytes, got " + num(max_packet));
+    if (request_timeout.count() < 0)
+        return Error(errc::invalid_config, "PacketConf.request_timeout: must be >= 0");
+    if (close_timeout.count() < 0)
+        return Error(errc::invalid_config, "PacketConf.close_timeout: must be >= 0");
+    return {};
+}
+
+namespace detail {
+
+class PacketConnectionImpl final : public PacketConnection {
+public:
+    PacketConnectionImpl(Loop& loop, const PacketConf& conf) : loop_(&loop), conf_(conf) {}
+
+    static PacketConnectionImpl& of(PacketConnection& c) {
+        return static_cast<PacketConnectionImpl&>(c);
+    }
+    static const PacketConnectionImpl& of(const PacketConnection& c) {
+        return static_cast<const PacketConnectionImpl&>(c);
+    }
+
+    // A request of ours waiting for its response.
+    struct Outgoing {
+        PacketCallback done;
+        std::uint64_t deadline = 0;  // loop time in ms; 0: none
+        bool abandoned = false;      // timed out or cancelled: its response is dropped
+    };
+    struct Deadline {
+        std::uint64_t at = 0;
+        std::uint64_t channel = 0;
+        std::uint64_t tag = 0;
+        bool operator>(const Deadline& o) const noexcept { return at > o.at; }
+    };
+
+    Error attach(const PipePtr& pipe);
+    void start();
+    RequestId submit(std::uint64_t rq_type, std::uint64_t flags, std::string_view payload,
+                     std::uint64_t channel, PacketCallback done, std::optional<Ms> timeout);
+    bool cancel(RequestId id);
+    void end_requests();
+    void close();
+    CallbackId on_end(EndFn fn);
+    bool remove(CallbackId id);
+
+    PacketResponder defer(PacketRequest& rq);
+    bool answer_deferred(std::uint64_t channel, std::uint64_t tag, std::uint64_t serial,
+                         HandlerResult&& result);
+    bool deferred_pending(std::uint64_t channel, std::uint64_t tag, std::uint64_t serial) {
+        const std::uint64_t* s = incoming_.find(channel, tag);
+        return s != nullptr && *s == serial;
+    }
+
+    // ---- receiving
+    void on_packet(std::string_view body);
+    void on_request(const Packet& p);
+    void on_response(const Packet& p);
+    void on_peer_eof();
+    void on_pipe_end(const EndInfo& info);
+
+    // ---- sending
+    Error send_packet(const Packet& p);
+    void respond(std::uint64_t channel, std::uint64_t tag, HandlerResult&& result);
+    void refuse(const Packet& request, std::string reason);
+    void maybe_send_eof();
+    void refuse_later(PacketCallback done, Error error);
+
+    // ---- deadlines and the end
+    void add_deadline(std::uint64_t at, std::uint64_t channel, std::uint64_t tag);
+    void arm_deadlines();
+    void on_deadlines();
+    void fail_pending(const Error& error);
+    void protocol_error(std::string message);
+    void end(Error error);
+    void run_end_callbacks();
+    std::string describe() const;
+
+    Loop* loop_;
+    PacketConf conf_;
+    PipePtr pipe_;
+    ConnectFn connect_;
+
+    bool started_ = false;            // a pipe is attached (or the connect function has failed)
+    bool sent_erq_ = false;           // end_requests(): no more requests of ours
+    bool sent_eof_ = false;           // our EOF went out: nothing more does
+    bool peer_erq_ = false;           // the peer's ERQ (or EOF) came: its requests are refused
+    bool peer_eof_ = false;           // the peer's EOF came: we read no more
+    bool closing_ = false;            // close() (or the peer's EOF) started the shutdown
+    bool ended_ = false;              // end() ran: the end callbacks have run or are posted
+    std::optional<Error> end_error_;  // the first failure seen, or the orderly end (empty)
+
+    packet_detail::TagTable<Outgoing> outgoing_;
+    std::size_t abandoned_ = 0;  // entries of outgoing_ that only wait to drop their response
+    packet_detail::TagTable<std::uint64_t> incoming_;  // deferred requests of the peer: serial
+    std::uint64_t next_tag0_ = 2;                      // channel 0: 0 and 1 are EOF and ERQ
+    std::unordered_map<std::uint64_t, std::uint64_t> next_tags_;  // the other channels
+    std::unordered_map<std::uint64_t, std::shared_ptr<const PacketHandler>> handlers_;
+    std::vector<Deadline> deadlines_;  // a min-heap; entries of answered requests stay lazily
+    Timer deadline_timer_;
+    std::uint64_t armed_for_ = 0;  // the deadline deadline_timer_ fires at
+    Timer close_timer_;
+    std::string scratch_;  // the packet being sent
+    PacketRequest* dispatching_ = nullptr;
+    std::uint64_t next_serial_ = 0;
+    PacketStats stats_;
+    std::vector<std::pair<CallbackId, EndFn>> end_cbs_;
+    CallbackId next_cb_id_ = 0;
+};
+
+std::string PacketConnectionImpl::describe() const {
+    if (!pipe_) return "packet connection";
+    return "packet connection with " + pipe_->peer_address().to_string();
+}
+
+// ---------------------------------------------------------------- opening
+
+Error PacketConnectionImpl::attach(const PipePtr& pipe) {
+    if (!pipe) return Error(errc::invalid_config, "packet connection: the pipe is null");
+    if (&pipe->loop() != loop_)
+        return Error(errc::invalid_config, "packet connection: the pipe is on another loop");
+    if (pipe->kind() != PipeKind::tcp_client && pipe->kind() != PipeKind::tcp_accepted)
+        return Error(errc::wrong_pipe_kind, std::string("packet connection: needs a stream pipe, "
+                                                        "got a ") +
+                                                to_string(pipe->kind()));
+    if (pipe->ending() || pipe->ended())
+        return Error(errc::pipe_ended, "packet connection: the pipe has ended");
+    Framer framer = Framer::length_prefixed(0, LengthEncoding::varint_be128);
+    framer.max_message = conf_.max_packet;
+    if (Error e = pipe->set_framer(framer)) return e;
+    pipe_ = pipe;
+    started_ = true;
+    // The end callback owns the connection while the pipe is open (the pipe drops its
+    // callbacks once it has ended), so the message callback may use a plain pointer.
+    auto self = std::static_pointer_cast<PacketConnectionImpl>(shared_from_this());
+    pipe->on_message([this](Pipe&, const Message& m) { on_packet(m.data); });
+    pipe->on_end([self](Pipe&, const EndInfo& info) { self->on_pipe_end(info); });
+    return {};
+}
+
+void PacketConnectionImpl::start() {
+    if (started_ || ended_ || !connect_) return;
+    started_ = true;
+    ConnectFn connect = std::move(connect_);
+    connect_ = nullptr;
+    Result<PipePtr> r = connect(*loop_);
+    Error e = r ? attach(*r) : r.error();
+    if (e) {
+        e.message = "packet connection: connect: " + e.message;
+        end(std::move(e));
+    }
+}
+
+// ---------------------------------------------------------------- requests of ours
+
+void PacketConnectionImpl::refuse_later(PacketCallback done, Error error) {
+    if (!done) return;
+    loop_->call_later(Ms(0), [done = std::move(done), error = std::move(error)]() mutable {
+        PacketResult r;
+        r.error = std::move(error);
+        done(r);
+    });
+}
+
+RequestId PacketConnectionImpl::submit(std::uint64_t rq_type, std::uint64_t flags,
+                                       std::string_view payload, std::uint64_t channel,
+                                       PacketCallback done, std::optional<Ms> timeout) {
+    if (!started_ && !sent_erq_) start();  // first use (not when it would only be refused)
+    Error refused;
+    if (ended_)
+        refused = Error(errc::pipe_ended, "submit: the " + describe() + " has ended");
+    else if (peer_eof_)
+        refused = Error(errc::pipe_ended, "submit: connection ended: the peer sent EOF");
+    else if (sent_erq_)
+        refused =
+            Error(errc::pipe_ended, "submit: requests ended on this side (end_requests or close)");
+    else if (flags > packet_wire::kMaxRequestFlags)
+        refused = Error(errc::invalid_config,
+                        "submit: request flags " + num(flags) + " do not fit (at most 2^62 - 1)");
+    else if (rq_type == UINT64_MAX)
+        refused = Error(errc::invalid_config, "submit: rq_type 2^64 - 1 has no wire rq_type");
+    if (refused) {
+        refuse_later(std::move(done), std::move(refused));
+        return {};
+    }
+    std::uint64_t tag = 0;
+    if (channel == 0)
+        tag = next_tag0_++;
+    else
+        tag = next_tags_[channel]++;
+    Packet p;
+    p.tag = tag;
+    p.channel = channel;
+    p.is_request = true;
+    p.rq_type = rq_type + 1;
+    p.flags = flags;
+    p.payload = payload;
+    if (Error e = send_packet(p)) {
+        refuse_later(std::move(done), std::move(e));
+        return {};
+    }
+    ++stats_.requests_sent;
+    Outgoing& o = outgoing_.insert(channel, tag, Outgoing{std::move(done), 0, false});
+    const Ms t = timeout.value_or(conf_.request_timeout);
+    if (t.count() > 0) {
+        o.deadline = loop_->now_ms() + static_cast<std::uint64_t>(t.count());
+        add_deadline(o.deadline, channel, tag);
+    }
+    return {channel, tag, true};
+}
+
+bool PacketConnectionImpl::cancel(RequestId id) {
+    if (!id.valid) return false;
+    Outgoing* o = outgoing_.find(id.channel, id.tag);
+    if (o == nullptr || o->abandoned) return false;
+    PacketCallback done = std::move(o->done);
+    o->done = nullptr;
+    o->abandoned = true;
+    ++abandoned_;
+    PacketResult r;
+    r.error = Error(std::make_error_code(std::errc::operation_canceled),
+                    "request " + where(id.channel, id.tag) + " cancelled");
+    if (done) done(r);
+    return true;
+}
+
+// ---------------------------------------------------------------- deadlines
+
+void PacketConnectionImpl::add_deadline(std::uint64_t at, std::uint64_t channel,
+                                        std::uint64_t tag) {
+    // Entries of answered requests stay until they expire; when they outnumber the live ones,
+    // rebuild the heap from the live ones (amortised constant time per request).
+    if (deadlines_.size() > 64 && deadlines_.size() > 2 * outgoing_.size()) {
+        std::erase_if(deadlines_, [this](const Deadline& d) {
+            const Outgoing* o = outgoing_.find(d.channel, d.tag);
+            return o == nullptr || o->abandoned || o->deadline != d.at;
+        });
+        std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
+    }
+    deadlines_.push_back({at, channel, tag});
+    std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
+    arm_deadlines();
+}
+
+void PacketConnectionImpl::arm_deadlines() {
+    if (deadlines_.empty()) {
+        deadline_timer_.cancel();
+        return;
+    }
+    const std::uint64_t next = deadlines_.front().at;
+    if (deadline_timer_.active() && armed_for_ <= next) return;
+    deadline_timer_.cancel();
+    armed_for_ = next;
+    const std::uint64_t now = loop_->now_ms();
+    std::weak_ptr<PacketConnection> weak = weak_from_this();
+    deadline_timer_ = loop_->call_later(Ms(next > now ? next - now : 0), [weak] {
+        if (auto s = weak.lock()) of(*s).on_deadlines();
+    });
+}
+
+void PacketConnectionImpl::on_deadlines() {
+    const std::uint64_t now = loop_->now_ms();
+    auto keep = shared_from_this();
+    while (!deadlines_.empty() && deadlines_.front().at <= now && !ended_) {
+        std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
+        const Deadline d = deadlines_.back();
+        deadlines_.pop_back();
+        Outgoing* o = outgoing_.find(d.channel, d.tag);
+        if (o == nullptr || o->abandoned || o->deadline != d.at) continue;
+        PacketCallback done = std::move(o->done);
+        o->done = nullptr;
+        o->abandoned = true;
+        ++abandoned_;
+        ++stats_.timeouts;
+        PacketResult r;
+        r.error = timed_out("request " + where(d.channel, d.tag) + " to " +
+                            (pipe_ ? pipe_->peer_address().to_string() : std::string("the peer")) +
+                            ": no response within the timeout");
+        if (done) done(r);
+    }
+    if (!ended_) arm_deadlines();
+}
+
+// ---------------------------------------------------------------- receiving
+
+void PacketConnectionImpl::on_packet(std::string_view body) {
+    if (ended_ || peer_eof_ || end_error_) return;
+    Result<Packet> r = packet_wire::decode_body(body);
+    if (!r) {
+        protocol_error("packet from " + pipe_->peer_address().to_string() + ": " +
+                       r.error().message);
+        return;
+    }
+    if (r->is_request)
+        on_request(*r);
+    else
+        on_response(*r);
+}
+
+void PacketConnectionImpl::on_response(const Packet& p) {
+    Outgoing* o = outgoing_.find(p.channel, p.tag);
+    if (o == nullptr) {
+        ++stats_.unmatched_responses;  // nothing of ours is waiting for it: dropped
+        return;
+    }
+    if (o->abandoned) {
+        ++stats_.late_responses;
+        --abandoned_;
+        outgoing_.erase(p.channel, p.tag);
+        return;
+    }
+    PacketCallback done = std::move(o->done);
+    outgoing_.erase(p.channel, p.tag);
+    ++stats_.responses_received;
+    PacketResult r;
+    r.ok = p.ok;
+    r.flags = p.flags;
+    r.payload.assign(p.payload);
+    if (done) done(r);
+}
+
+void PacketConnectionImpl::on_request(const Packet& p) {
+    if (packet_wire::is_eof(p)) {
+        on_peer_eof();
+        return;
+    }
+    if (packet_wire::is_erq(p)) {
+        peer_erq_ = true;
+        return;
+    }
+    ++stats_.requests_received;
+    if (sent_eof_) {
+        ++stats_.unanswerable;  // our EOF is out: nothing may follow it
+        return;
+    }
+    // Python's texts, so that either peer's refusals read the same.
+    if (peer_erq_) return refuse(p, "requests no longer allowed");
+    if (incoming_.find(p.channel, p.tag) != nullptr)
+        return refuse(p, "tag " + num(p.tag) + " already in use on channel " + num(p.channel));
+    const std::uint64_t type = p.rq_type - 1;  // wire rq_type 0 is EOF or ERQ, handled above
+    auto h = handlers_.find(type);
+    if (h == handlers_.end()) return refuse(p, "no handler for rq_type " + num(type));
+    // Held during the call: the handler may replace itself.
+    std::shared_ptr<const PacketHandler> handler = h->second;
+    PacketRequest rq(*this);
+    rq.type = type;
+    rq.flags = p.flags;
+    rq.channel = p.channel;
+    rq.tag = p.tag;
+    rq.payload = p.payload;
+    HandlerResult result;
+    std::optional<std::string> failure;
+    PacketRequest* outer = dispatching_;
+    dispatching_ = &rq;
+    try {
+        result = (*handler)(rq);
+    } catch (const std::exception& e) {
+        failure = e.what();
+    } catch (...) {
+        failure = "the handler threw an exception that is not a std::exception";
+    }
+    dispatching_ = outer;
+    if (ended_ || sent_eof_) return;
+    if (rq.deferred_) {
+        // A responder took the request over; a handler that threw after defer() answers now.
+        if (failure) {
+            if (std::uint64_t* serial = incoming_.find(p.channel, p.tag))
+                answer_deferred(p.channel, p.tag, *serial, PacketFailure{std::move(*failure)});
+        }
+        return;
+    }
+    respond(p.channel, p.tag,
+            failure ? HandlerResult(PacketFailure{std::move(*failure)}) : std::move(result));
+    maybe_send_eof();
+}
+
+void PacketConnectionImpl::on_peer_eof() {
+    peer_eof_ = true;
+    peer_erq_ = true;
+    // Nothing after EOF is read; the pipe stays open for what we still send.
+    pipe_->pause();
+    fail_pending(Error(errc::pipe_ended, "connection ended: the peer (" +
+                                             pipe_->peer_address().to_string() +
+                                             ") sent EOF before the response"));
+    if (ended_) return;
+    if (sent_eof_)
+        pipe_->close();  // both EOFs: the shutdown is complete
+    else if (!closing_)
+        close();
+    else
+        maybe_send_eof();
+}
+
+void PacketConnectionImpl::on_pipe_end(const EndInfo& info) {
+    if (ended_) return;
+    Error e;
+    if (end_error_) {
+        e = *end_error_;  // a protocol error or a close timeout closed the pipe
+    } else if (peer_eof_ && sent_eof_) {
+        // Both EOFs: the orderly end, however the pipe then closed.
+    } else if (info.reason == EndReason::framing_error) {
+        // The length framer: a malformed or overlong length, or a body over max_packet.
+        e = Error(errc::protocol_error, describe() + ": " + info.error.message);
+    } else if (info.reason == EndReason::peer_close && !peer_eof_) {
+        e = Error(errc::protocol_error,
+                  describe() +
+                      ": the stream ended before the peer's EOF (a truncated final packet, "
+                      "or no EOF)");
+    } else {
+        std::string m = "connection ended: " + describe() + ": " + to_string(info.reason);
+        if (info.error) m += ": " + info.error.message;
+        e = Error(info.error ? info.error.code : make_error_code(errc::pipe_ended), std::move(m));
+    }
+    end(std::move(e));
+}
+
+// ---------------------------------------------------------------- handlers
+
+PacketResponder PacketConnectionImpl::defer(PacketRequest& rq) {
+    if (rq.deferred_ || dispatching_ != &rq || ended_) return {};
+    rq.deferred_ = true;
+    const std::uint64_t serial = ++next_serial_;
+    incoming_.insert(rq.channel, rq.tag, serial);
+    stats_.handlers_in_flight = incoming_.size();
+    return PacketResponder(std::static_pointer_cast<PacketConnectionImpl>(shared_from_this()),
+                           rq.channel, rq.tag, serial);
+}
+
+bool PacketConnectionImpl::answer_deferred(std::uint64_t channel, std::uint64_t tag,
+                                           std::uint64_t serial, HandlerResult&& result) {
+    if (!deferred_pending(channel, tag, serial)) return false;
+    incoming_.erase(channel, tag);
+    stats_.handlers_in_flight = incoming_.size();
+    if (ended_ || sent_eof_) return false;
+    respond(channel, tag, std::move(result));
+    maybe_send_eof();
+    return true;
+}
+
+// ---------------------------------------------------------------- sending
+
+Error PacketConnectionImpl::send_packet(const Packet& p) {
+    if (!pipe_ || sent_eof_)
+        return Error(errc::pipe_ended, "send: the " + describe() + " has ended");
+    scratch_.clear();
+    if (Error e = packet_wire::encode(p, scratch_)) return e;
+    // The pipe's framer writes the length again: hand it the body.
+    const std::size_t prefix = packet_wire::read_bsuint(scratch_)->size;
+    Error e = pipe_->send(std::string_view(scratch_).substr(prefix));
+    if (scratch_.capacity() > kScratchKeep) {
+        scratch_.clear();
+        scratch_.shrink_to_fit();
+    }
+    return e;
+}
+
+void PacketConnectionImpl::respond(std::uint64_t channel, std::uint64_t tag,
+                                   HandlerResult&& result) {
+    Packet p;
+    p.tag = tag;
+    p.channel = channel;
+    p.ok = true;
+    std::visit(
+        [&p](auto& v) {
+            using T = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<T, std::uint64_t>) {
+                p.flags = v;
+            } else if constexpr (std::is_same_v<T, std::string>) {
+                p.payload = v;
+            } else if constexpr (std::is_same_v<T, std::u8string>) {
+                p.payload = std::string_view(reinterpret_cast<const char*>(v.data()), v.size());
+            } else if constexpr (std::is_same_v<T, PacketReply>) {
+                p.flags = v.flags;
+                p.payload = v.payload;
+            } else if constexpr (std::is_same_v<T, PacketFailure>) {
+                p.ok = false;
+                p.payload = v.reason;
+            }
+        },
+        result);
+    std::string reason;
+    if (p.ok && p.flags > packet_wire::kMaxResponseFlags)
+        reason = "response flags " + num(p.flags) + " do not fit (at most 2^61 - 1)";
+    Error e;
+    if (reason.empty()) {
+        e = send_packet(p);
+        if (e == errc::message_too_large || e == errc::invalid_config)
+            reason = "the response cannot be sent: " + e.message;
+    }
+    if (!reason.empty()) {
+        // The peer still gets an answer: a failure saying why the real one could not go.
+        p.ok = false;
+        p.flags = 0;
+        p.payload = reason;
+        e = send_packet(p);
+    }
+    if (!e) ++stats_.responses_sent;
+}
+
+void PacketConnectionImpl::refuse(const Packet& request, std::string reason) {
+    ++stats_.refused;
+    respond(request.channel, request.tag, PacketFailure{std::move(reason)});
+}
+
+void PacketConnectionImpl::maybe_send_eof() {
+    // A handler running now (it may have called close()) answers first.
+    if (!closing_ || sent_eof_ || ended_ || !incoming_.empty() || dispatching_ || !pipe_) return;
+    if (Error e = pipe_->send(packet_wire::kEofBytes.substr(1))) {
+        sent_eof_ = true;
+        return;  // the pipe is ending: its end callback ends the connection
+    }
+    sent_eof_ = true;
+    if (peer_eof_) pipe_->close();  // both EOFs: what is queued goes out, then the pipe closes
+}
+
+void PacketConnectionImpl::end_requests() {
+    if (sent_erq_ || ended_) return;
+    sent_erq_ = true;
+    if (!started_) return;  // an on-demand connection never used: nothing to tell
+    if (pipe_) pipe_->send(packet_wire::kErqBytes.substr(1));
+}
+
+void PacketConnectionImpl::close() {
+    if (closing_ || ended_) return;
+    closing_ = true;
+    if (!pipe_) {
+        sent_erq_ = true;
+        end({});  // never connected: nothing to shut down
+        return;
+    }
+    if (conf_.close_timeout.count() > 0) {
+        std::weak_ptr<PacketConnection> weak = weak_from_this();
+        close_timer_ = loop_->call_later(conf_.close_timeout, [weak] {
+            auto s = weak.lock();
+            if (!s) return;
+            auto& c = of(*s);
+            if (c.ended_) return;
+            std::string m = "close: ";
+            if (!c.sent_eof_)
+                m += num(c.incoming_.size()) + " handler(s) still answering";
+            else
+                m += "no EOF from the peer";
+            m += " after " + num(static_cast<std::uint64_t>(c.conf_.close_timeout.count())) + " ms";
+            c.end_error_ = timed_out(std::move(m));
+            c.fail_pending(*c.end_error_);
+            c.pipe_->close();
+        });
+    }
+    end_requests();
+    maybe_send_eof();
+}
+
+// ---------------------------------------------------------------- the end
+
+void PacketConnectionImpl::fail_pending(const Error& error) {
+    if (outgoing_.empty()) return;
+    auto keep = shared_from_this();
+    std::vector<packet_detail::TagTable<Outgoing>::Entry> all = outgoing_.take_all();
+    abandoned_ = 0;
+    // In the order they were submitted on each channel.
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        return a.channel != b.channel ? a.channel < b.channel : a.tag < b.tag;
+    });
+    deadlines_.clear();
+    deadline_timer_.cancel();
+    for (auto& e : all) {
+        if (e.value.abandoned || !e.value.done) continue;
+        PacketResult r;
+        r.error = error;
+        r.error.message += " " + where(e.channel, e.tag);
+        e.value.done(r);
+    }
+}
+
+void PacketConnectionImpl::protocol_error(std::string message) {
+    if (end_error_ || ended_) return;
+    end_error_ = Error(errc::protocol_error, std::move(message));
+    fail_pending(*end_error_);
+    if (pipe_) pipe_->close();  // its end callback ends the connection
+}
+
+void PacketConnectionImpl::end(Error error) {
+    if (ended_) return;
+    auto keep = shared_from_this();
+    if (!end_error_) end_error_ = error;
+    fail_pending(error ? error
+                       : Error(errc::pipe_ended,
+                               "connection ended: " + describe() + " closed before the response"));
+    ended_ = true;
+    incoming_.take_all();  // deferred handlers' responders now do nothing
+    stats_.handlers_in_flight = 0;
+    deadlines_.clear();
+    deadline_timer_.cancel();
+    close_timer_.cancel();
+    if (pipe_)
+        run_end_callbacks();
+    else  // never attached: ended inside a call of the user's; tell it in a later iteration
+        loop_->call_later(Ms(0), [keep] { of(*keep).run_end_callbacks(); });
+}
+
+void PacketConnectionImpl::run_end_callbacks() {
+    auto cbs = std::move(end_cbs_);
+    end_cbs_.clear();
+    const Error e = end_error_.value_or(Error{});
+    for (auto& [id, fn] : cbs) fn(*this, e);
+}
+
+CallbackId PacketConnectionImpl::on_end(EndFn fn) {
+    const CallbackId id = ++next_cb_id_;
+    if (ended_) {
+        auto keep = shared_from_this();
+        loop_->call_later(Ms(0), [keep, fn = std::move(fn)] {
+            fn(*keep, of(*keep).end_error_.value_or(Error{}));
+        });
+        return id;
+    }
+    end_cbs_.emplace_back(id, std::move(fn));
+    return id;
+}
+
+bool PacketConnectionImpl::remove(CallbackId id) {
+    return std::erase_if(end_cbs_, [id](const auto& c) { return c.first == id; }) > 0;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------- public members
+
+using detail::PacketConnectionImpl;
+
+namespace {
+
+Error check_thread(Loop& loop) {
+    if (!loop.core().in_loop_thread())
+        return Error(errc::invalid_config,
+                     "packet connections must be made on their loop's thread (use Loop::post)");
+    return {};
+}
+
+}  // namespace
+
+Result<PacketConnectionPtr> PacketConnection::open(const PipePtr& pipe, const PacketConf& conf) {
+    if (!pipe) return Error(errc::invalid_config, "PacketConnection::open: the pipe is null");
+    if (Error e = conf.validate()) return e;
+    if (Error e = check_thread(pipe->loop())) return e;
+    auto c = std::make_shared<PacketConnectionImpl>(pipe->loop(), conf);
+    if (Error e = c->attach(pipe)) return e;
+    return PacketConnectionPtr(c);
+}
+
+Result<PacketConnectionPtr> PacketConnection::on_demand(Loop& loop, ConnectFn connect,
+                                                        const PacketConf& conf) {
+    if (!connect)
+        return Error(errc::invalid_config, "PacketConnection::on_demand: no connect function");
+    if (Error e = conf.validate()) return e;
+    if (Error e = check_thread(loop)) return e;
+    auto c = std::make_shared<PacketConnectionImpl>(loop, conf);
+    c->connect_ = std::move(connect);
+    return PacketConnectionPtr(c);
+}
+
+RequestId PacketConnection::submit(std::uint64_t rq_type, std::uint64_t flags,
+                                   std::string_view payload, std::uint64_t channel,
+                                   PacketCallback done,
+                                   std::optional<std::chrono::milliseconds> t) {
+    return PacketConnectionImpl::of(*this).submit(rq_type, flags, payload, channel, std::move(done),
+                                                  t);
+}
+
+bool PacketConnection::cancel(RequestId id) {
+    return PacketConnectionImpl::of(*this).cancel(id);
+}
+
+void PacketConnection::handle(std::uint64_t rq_type, PacketHandler handler) {
+    auto& c = PacketConnectionImpl::of(*this);
+    if (handler)
+        c.handlers_[rq_type] = std::make_shared<const PacketHandler>(std::move(handler));
+    else
+        c.handlers_.erase(rq_type);
+}
+
+void PacketConnection::end_requests() {
+    PacketConnectionImpl::of(*this).end_requests();
+}
+void PacketConnection::close() {
+    PacketConnectionImpl::of(*this).close();
+}
+void PacketConnection::start() {
+    PacketConnectionImpl::of(*this).start();
+}
+CallbackId PacketConnection::on_end(EndFn fn) {
+    return PacketConnectionImpl::of(*this).on_end(std::move(fn));
+}
+bool PacketConnection::remove(CallbackId id) {
+    return PacketConnectionImpl::of(*this).remove(id);
+}
+
+bool PacketConnection::ended() const noexcept {
+    return PacketConnectionImpl::of(*this).ended_;
+}
+std::optional<Error> PacketConnection::end_error() const {
+    const auto& c = PacketConnectionImpl::of(*this);
+    if (!c.ended_) return std::nullopt;
+    return c.end_error_.value_or(Error{});
+}
+bool PacketConnection::requests_ended() const noexcept {
+    return PacketConnectionImpl::of(*this).sent_erq_;
+}
+bool PacketConnection::peer_requests_ended() const noexcept {
+    return PacketConnectionImpl::of(*this).peer_erq_;
+}
+PipePtr PacketConnection::pipe() const {
+    return PacketConnectionImpl::of(*this).pipe_;
+}
+Loop& PacketConnection::loop() const noexcept {
+    return *PacketConnectionImpl::of(*this).loop_;
+}
+const PacketConf& PacketConnection::conf() const noexcept {
+    return PacketConnectionImpl::of(*this).conf_;
+}
+PacketStats PacketConnection::stats() const {
+    const auto& c = PacketConnectionImpl::of(*this);
+    PacketStats s = c.stats_;
+    s.outstanding = c.outgoing_.size() - c.abandoned_;
+    s.handlers_in_flight = c.incoming_.size();
+    return s;
+}
+
+// ---------------------------------------------------------------- requests and responders
+
+PacketResponder PacketRequest::defer() {
+    return PacketConnectionImpl::of(*conn_).defer(*this);
+}
+
+PacketResponder::PacketResponder(PacketResponder&& other) noexcept
+    : conn_(std::move(other.conn_)),
+      channel_(other.channel_),
+      tag_(other.tag_),
+      serial_(other.serial_) {
+    other.conn_.reset();
+}
+
+PacketResponder& PacketResponder::operator=(PacketResponder&& other) noexcept {
+    if (this != &other) {
+        if (pending()) fail("the handler never answered");
+        conn_ = std::move(other.conn_);
+        other.conn_.reset();
+        channel_ = other.channel_;
+        tag_ = other.tag_;
+        serial_ = other.serial_;
+    }
+    return *this;
+}
+
+PacketResponder::~PacketResponder() {
+    if (pending()) fail("the handler never answered");
+}
+
+bool PacketResponder::answer(HandlerResult result) {
+    auto c = conn_.lock();
+    conn_.reset();
+    if (!c) return false;
+    return c->answer_deferred(channel_, tag_, serial_, std::move(result));
+}
+
+bool PacketResponder::pending() const noexcept {
+    auto c = conn_.lock();
+    return c && !c->ended_ && !c->sent_eof_ && c->deferred_pending(channel_, tag_, serial_);
+}
+
+}  // namespace pipeworks

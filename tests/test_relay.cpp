@@ -1,0 +1,932 @@
+// pipeworks-relay: the RelayServer in-process (byte-exact bulk relay, many connections,
+// half-close, resets, bounded memory, UDP per source, TCP <-> UDP, unreachable targets, limits,
+// shutdown), and the built binary as a subprocess (arguments, --help, first line, signals).
+#include "../tools/relay/relay_server.hpp"
+#include "support.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+using namespace pipeworks;
+using namespace pipeworks::relay;
+using namespace pw_test;
+
+namespace {
+
+Endpoint endpoint(Scheme s, const Address& a) {
+    return Endpoint{s, a, std::string(to_string(s)) + "://" + a.to_string()};
+}
+
+RelayConfig config(Scheme listen, Scheme target, const Address& target_addr,
+                   Family f = Family::ipv4) {
+    RelayConfig c;
+    c.listen = endpoint(listen, lo(f));
+    c.target = endpoint(target, target_addr);
+    if (listen != target) c.framing = Framing::length;
+    return c;
+}
+
+NetConf framed(const Framer& f) {
+    NetConf c;
+    c.framer = f;
+    return c;
+}
+
+// A started relay with every close report collected.
+struct TestRelay {
+    std::shared_ptr<RelayServer> server;
+    std::vector<ConnReport> reports;
+    std::vector<std::string> logs;
+    TestRelay(Loop& loop, RelayConfig c) {
+        server = must(RelayServer::start(loop, std::move(c)), "relay start");
+        server->on_close([this](const ConnReport& r) { reports.push_back(r); });
+        server->on_log([this](const std::string& l) { logs.push_back(l); });
+    }
+    Address addr() const { return server->local_address(); }
+};
+
+// A TCP server that echoes what it receives.
+PipePtr echo_server(Loop& loop, Family f, const NetConf& conf = {}) {
+    auto s = must(Pipe::listen(loop, lo(f), conf), "echo listen");
+    s->on_message([](Pipe& p, const Message& m) { CHECK(!p.send(m.data)); });
+    return s;
+}
+
+// A UDP socket that sends every datagram back to its source.
+PipePtr udp_echo(Loop& loop, Family f) {
+    auto s = must(Pipe::udp(loop, lo(f)), "udp echo");
+    s->on_message([](Pipe& p, const Message& m) { CHECK(!p.send_to(m.data, m.from)); });
+    return s;
+}
+
+// A port nothing listens on: bound once, then closed.
+Address closed_port(Family f) {
+    const int fd = ::socket(f == Family::ipv4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    Address a = lo(f);
+    REQUIRE(::bind(fd, a.sockaddr(), a.sockaddr_len()) == 0);
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0);
+    ::close(fd);
+    return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+}
+
+// Deterministic bytes (xorshift64*), generated a chunk at a time.
+struct ByteSource {
+    std::uint64_t state = 0x9e3779b97f4a7c15ull;
+    void fill(std::string& out, std::size_t n) {
+        out.resize(n);
+        for (std::size_t i = 0; i < n; i += 8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            const std::uint64_t v = state * 0x2545f4914f6cdd1dull;
+            std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
+        }
+    }
+};
+
+// A 64-bit hash of a byte stream that does not depend on how the stream is cut into pieces.
+struct StreamHash {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    std::uint64_t total = 0;
+    unsigned char carry[8]{};
+    std::size_t carried = 0;
+    void word(std::uint64_t w) {
+        h = (h ^ w) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    void add(std::string_view d) {
+        total += d.size();
+        std::size_t i = 0;
+        while (carried > 0 && carried < 8 && i < d.size()) carry[carried++] = d[i++];
+        if (carried == 8) {
+            std::uint64_t w;
+            std::memcpy(&w, carry, 8);
+            word(w);
+            carried = 0;
+        }
+        for (; i + 8 <= d.size(); i += 8) {
+            std::uint64_t w;
+            std::memcpy(&w, d.data() + i, 8);
+            word(w);
+        }
+        while (i < d.size()) carry[carried++] = d[i++];
+    }
+    std::uint64_t digest() const {
+        std::uint64_t w = 0;
+        std::memcpy(&w, carry, carried);
+        StreamHash c = *this;
+        c.word(w ^ (total << 3));
+        return c.h;
+    }
+};
+
+std::size_t relay_test_mib() {
+    if (const char* v = std::getenv("PIPEWORKS_RELAY_TEST_MIB")) {
+        const long n = std::strtol(v, nullptr, 10);
+        if (n > 0) return static_cast<std::size_t>(n);
+    }
+    return 256;
+}
+
+void raise_fd_limit(rlim_t want) {
+    rlimit rl{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = std::min(want, rl.rlim_max);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &rl) == 0);
+}
+
+std::size_t open_fd_limit() {
+    rlimit rl{};
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+    return static_cast<std::size_t>(rl.rlim_cur);
+}
+
+}  // namespace
+
+TEST_CASE("TCP to TCP: a bulk transfer arrives byte for byte (hash compared)") {
+    const std::size_t total = relay_test_mib() * 1024 * 1024;
+    MESSAGE("relaying " << total / (1024 * 1024) << " MiB (PIPEWORKS_RELAY_TEST_MIB)");
+    Loop loop;
+    auto sink = must(Pipe::listen(loop, lo(Family::ipv4)));
+    StreamHash received;
+    std::optional<EndInfo> sink_end;
+    sink->on_message([&](Pipe&, const Message& m) { received.add(m.data); });
+    sink->on_accept([&](Pipe&, const PipePtr& c) {
+        c->on_end([&](Pipe&, const EndInfo& e) { sink_end = e; });
+    });
+    TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, sink->local_address()));
+    auto client = must(Pipe::connect(loop, relay.addr()));
+
+    ByteSource source;
+    StreamHash sent;
+    std::string chunk;
+    std::size_t produced = 0;
+    bool shut = false;
+    // Keeps the client's queue above its high watermark until everything is sent, then
+    // half-closes it: the sink sees the end after the last byte.
+    auto pump = [&] {
+        while (produced < total && client->writable()) {
+            source.fill(chunk, std::min<std::size_t>(256 * 1024, total - produced));
+            sent.add(chunk);
+            REQUIRE(!client->send(chunk));
+            produced += chunk.size();
+        }
+        if (produced == total && !shut) {
+            shut = true;
+            client->close();
+        }
+    };
+    client->on_drain([&](Pipe&) { pump(); });
+    pump();
+    const auto t0 = std::chrono::steady_clock::now();
+    run_until(
+        loop, [&] { return sink_end.has_value() && relay.reports.size() == 1; },
+        "the whole transfer", 120s);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    MESSAGE("relayed in " << secs << " s: " << total / secs / (1 << 20) << " MiB/s");
+    CHECK(received.total == total);
+    CHECK(received.digest() == sent.digest());
+    CHECK(sink_end->reason == EndReason::peer_close);
+    REQUIRE(relay.reports.size() == 1);
+    CHECK(relay.reports[0].up_bytes == total);
+    CHECK(relay.reports[0].down_bytes == 0);
+    CHECK(relay.reports[0].reason == "peer_close");
+    CHECK(relay.server->counters().up_bytes == total);
+}
+
+TEST_CASE("1,000 concurrent relayed connections, each one's bytes verified") {
+    constexpr std::size_t n = 1000;
+    raise_fd_limit(8 * n);
+    if (open_fd_limit() < 5 * n) {
+        MESSAGE("skipped: the open-files limit is " << open_fd_limit());
+        return;
+    }
+    Loop loop;
+    NetConf deep;
+    deep.backlog = 4096;  // every client connects in the same iteration
+    auto upstream = echo_server(loop, Family::ipv4, deep);
+    RelayConfig c = config(Scheme::tcp, Scheme::tcp, upstream->local_address());
+    c.conf.backlog = 4096;
+    c.connect_timeout = 20s;
+    TestRelay relay(loop, c);
+    std::vector<PipePtr> clients;
+    std::vector<std::string> want(n), got(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        want[i] =
+            "connection " + std::to_string(i) + ":" + std::string(1000 + i % 97, 'a' + i % 26);
+        auto p = must(Pipe::connect(loop, relay.addr(), [] {
+            NetConf nc;
+            nc.con_timeout = 20s;
+            return nc;
+        }()));
+        p->on_message([&got, i](Pipe&, const Message& m) { got[i] += m.data; });
+        REQUIRE(!p->send(want[i]));
+        clients.push_back(p);
+    }
+    std::size_t peak_open = 0;
+    run_until(
+        loop,
+        [&] {
+            peak_open = std::max(peak_open, relay.server->open_connections());
+            for (std::size_t i = 0; i < n; ++i)
+                if (got[i].size() < want[i].size()) return false;
+            return true;
+        },
+        "every echo through the relay", 30s);
+    std::size_t ok = 0;
+    for (std::size_t i = 0; i < n; ++i) ok += got[i] == want[i];
+    CHECK(ok == n);
+    CHECK(peak_open == n);
+    CHECK(relay.server->counters().accepted == n);
+    for (auto& p : clients) p->close();
+    run_until(
+        loop, [&] { return relay.reports.size() == n; }, "every connection reported", 30s);
+    CHECK(relay.server->open_connections() == 0);
+    CHECK(relay.server->counters().failed == 0);
+}
+
+TEST_CASE("half-close: the client shuts its write side; the server's reply still arrives") {
+    for (Family f : {Family::ipv4, Family::ipv6}) {
+        CAPTURE(static_cast<int>(f));
+        // A blocking upstream that reads to EOF, then answers and closes (as `nc` would).
+        const int lfd = ::socket(f == Family::ipv4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
+        REQUIRE(lfd >= 0);
+        Address bind_at = lo(f);
+        REQUIRE(::bind(lfd, bind_at.sockaddr(), bind_at.sockaddr_len()) == 0);
+        REQUIRE(::listen(lfd, 4) == 0);
+        sockaddr_storage ss{};
+        socklen_t sl = sizeof ss;
+        REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0);
+        const Address upstream = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+        std::atomic<bool> saw_eof{false};
+        std::string upstream_got;
+        std::thread server([&] {
+            timeval tv{5, 0};
+            ::setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            const int c = ::accept(lfd, nullptr, nullptr);
+            if (c < 0) return;
+            ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            char buf[4096];
+            for (;;) {
+                const ssize_t r = ::recv(c, buf, sizeof buf, 0);
+                if (r <= 0) {
+                    saw_eof = r == 0;
+                    break;
+                }
+                upstream_got.append(buf, static_cast<std::size_t>(r));
+            }
+            const std::string reply = "reply to " + upstream_got;
+            (void)::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+            ::close(c);
+        });
+
+        Loop loop;
+        TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, upstream, f));
+        auto client = must(Pipe::connect(loop, relay.addr()));
+        run_until(
+            loop, [&] { return client->is_up(); }, "client up");
+        REQUIRE(::send(client->native_handle(), "request", 7, MSG_NOSIGNAL) == 7);
+        REQUIRE(::shutdown(client->native_handle(), SHUT_WR) == 0);
+        std::string got;
+        std::optional<EndInfo> client_end;
+        client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+        client->on_end([&](Pipe&, const EndInfo& e) { client_end = e; });
+        run_until(
+            loop, [&] { return client_end && relay.reports.size() == 1; }, "everything ends");
+        server.join();
+        ::close(lfd);
+        CHECK(saw_eof);
+        CHECK(upstream_got == "request");
+        CHECK(got == "reply to request");
+        CHECK(client_end->reason == EndReason::peer_close);
+        REQUIRE(relay.reports.size() == 1);
+        CHECK(relay.reports[0].reason == "peer_close");
+        CHECK(relay.reports[0].up_bytes == 7);
+        CHECK(relay.reports[0].down_bytes == 16);
+    }
+}
+
+TEST_CASE("a reset passes through the relay both ways") {
+    for (bool client_resets : {true, false}) {
+        CAPTURE(client_resets);
+        Loop loop;
+        auto upstream = must(Pipe::listen(loop, lo(Family::ipv4)));
+        PipePtr upstream_conn;
+        std::optional<EndInfo> upstream_end;
+        upstream->on_accept([&](Pipe&, const PipePtr& c) {
+            upstream_conn = c;
+            c->on_end([&](Pipe&, const EndInfo& e) { upstream_end = e; });
+        });
+        upstream->on_message([](Pipe& p, const Message& m) { CHECK(!p.send(m.data)); });
+        TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, upstream->local_address()));
+        NetConf abortive;
+        abortive.linger = std::chrono::seconds(0);
+        auto client = must(Pipe::connect(loop, relay.addr(), abortive));
+        std::string got;
+        std::optional<EndInfo> client_end;
+        client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+        client->on_end([&](Pipe&, const EndInfo& e) { client_end = e; });
+        REQUIRE(!client->send("hi"));
+        run_until(
+            loop, [&] { return got == "hi"; }, "echo through the relay");
+        if (client_resets) {
+            client->close();  // linger 0: a reset
+            run_until(
+                loop, [&] { return upstream_end && relay.reports.size() == 1; }, "ends");
+            CHECK(upstream_end->reason == EndReason::peer_reset);
+            CHECK(relay.reports[0].side == "client");
+        } else {
+            // The upstream resets: an abortive close of the accepted pipe's socket.
+            linger l{1, 0};
+            ::setsockopt(upstream_conn->native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+            upstream_conn->close();
+            run_until(
+                loop, [&] { return client_end && relay.reports.size() == 1; }, "ends");
+            CHECK(client_end->reason == EndReason::peer_reset);
+            CHECK(relay.reports[0].side == "target");
+        }
+        CHECK(relay.reports[0].reason == "peer_reset");
+    }
+}
+
+TEST_CASE("a stalled consumer: the relay stops reading; queued bytes stay bounded") {
+    Loop loop;
+    RelayConfig c;
+    auto sink = must(Pipe::listen(loop, lo(Family::ipv4)));
+    PipePtr sink_conn;
+    std::size_t sunk = 0;
+    sink->on_accept([&](Pipe&, const PipePtr& p) {
+        sink_conn = p;
+        p->pause();  // the consumer does not read until told to
+    });
+    sink->on_message([&](Pipe&, const Message& m) { sunk += m.data.size(); });
+    c = config(Scheme::tcp, Scheme::tcp, sink->local_address());
+    c.conf.high_watermark = 256 * 1024;
+    c.conf.low_watermark = 64 * 1024;
+    TestRelay relay(loop, c);
+    auto producer = must(Pipe::connect(loop, relay.addr()));
+
+    const std::size_t total = 32 * 1024 * 1024;
+    const std::string chunk(64 * 1024, 'p');
+    std::size_t produced = 0, max_queued = 0;
+    auto pump = [&] {
+        while (produced < total && producer->write_queue_bytes() < 512 * 1024) {
+            REQUIRE(!producer->send(chunk));
+            produced += chunk.size();
+        }
+        max_queued = std::max(max_queued, relay.server->queued_bytes());
+    };
+    auto pump_for = [&](std::chrono::milliseconds d) {
+        for (auto end = std::chrono::steady_clock::now() + d;
+             std::chrono::steady_clock::now() < end;) {
+            pump();
+            run_for(loop, 5ms);
+        }
+    };
+    run_until(
+        loop,
+        [&] {
+            pump();
+            return sink_conn && relay.server->counters().up_bytes > 2 * 1024 * 1024;
+        },
+        "the relay reads");
+    pump_for(300ms);
+    const std::uint64_t in_before = relay.server->counters().up_bytes;
+    pump_for(300ms);
+    // Nothing more is read from the producer while the consumer stalls...
+    CHECK(relay.server->counters().up_bytes == in_before);
+    // ...and what the relay holds is bounded by the watermark plus one read.
+    const std::size_t bound = c.conf.high_watermark + c.conf.reader_limit;
+    MESSAGE("most bytes queued in the relay: " << max_queued << " (bound " << bound << ")");
+    CHECK(max_queued > 0);
+    CHECK(max_queued <= bound);
+
+    sink_conn->resume();
+    run_until(
+        loop,
+        [&] {
+            pump();
+            return sunk == total;
+        },
+        "every byte reaches the consumer", 60s);
+    CHECK(sunk == total);
+    CHECK(max_queued <= bound);
+}
+
+TEST_CASE("UDP to UDP: one target pipe per source, replies to their source, idle reaped") {
+    for (Family f : {Family::ipv4, Family::ipv6}) {
+        CAPTURE(static_cast<int>(f));
+        Loop loop;
+        auto echo = must(Pipe::udp(loop, lo(f)));
+        std::set<Address> seen_sources;
+        echo->on_message([&](Pipe& p, const Message& m) {
+            seen_sources.insert(m.from);
+            CHECK(!p.send_to("echo:" + std::string(m.data), m.from));
+        });
+        RelayConfig c = config(Scheme::udp, Scheme::udp, echo->local_address(), f);
+        c.idle_timeout = 300ms;
+        c.max_conns = 2;
+        TestRelay relay(loop, c);
+        auto a = must(Pipe::udp(loop, lo(f)));
+        auto b = must(Pipe::udp(loop, lo(f)));
+        auto third = must(Pipe::udp(loop, lo(f)));
+        std::vector<std::string> got_a, got_b, got_third;
+        a->on_message([&](Pipe&, const Message& m) {
+            got_a.emplace_back(m.data);
+            CHECK(m.from == relay.addr());
+        });
+        b->on_message([&](Pipe&, const Message& m) { got_b.emplace_back(m.data); });
+        third->on_message([&](Pipe&, const Message& m) { got_third.emplace_back(m.data); });
+        for (int i = 0; i < 3; ++i) {
+            REQUIRE(!a->send_to("a" + std::to_string(i), relay.addr()));
+            REQUIRE(!b->send_to("b" + std::to_string(i), relay.addr()));
+        }
+        run_until(
+            loop, [&] { return got_a.size() == 3 && got_b.size() == 3; }, "replies per source");
+        std::sort(got_a.begin(), got_a.end());
+        std::sort(got_b.begin(), got_b.end());
+        CHECK(got_a == std::vector<std::string>{"echo:a0", "echo:a1", "echo:a2"});
+        CHECK(got_b == std::vector<std::string>{"echo:b0", "echo:b1", "echo:b2"});
+        // Each source has a target pipe of its own (its own port at the echo server).
+        CHECK(seen_sources.size() == 2);
+        CHECK(relay.server->open_connections() == 2);
+        // A third source is over --max-conns: dropped.
+        REQUIRE(!third->send_to("t", relay.addr()));
+        run_for(loop, 100ms);
+        CHECK(got_third.empty());
+        CHECK(relay.server->counters().refused == 1);
+        // Silence reaps both sessions; then the third source gets in.
+        run_until(
+            loop, [&] { return relay.reports.size() == 2; }, "idle sources reaped");
+        CHECK(relay.server->open_connections() == 0);
+        for (const auto& r : relay.reports) {
+            CHECK(r.reason == "idle_timeout");
+            CHECK(r.up_bytes == 6);
+            CHECK(r.down_bytes == 21);
+            CHECK(r.duration >= 300ms);
+        }
+        REQUIRE(!third->send_to("t", relay.addr()));
+        run_until(
+            loop, [&] { return got_third.size() == 1; }, "the third source after the reaping");
+        CHECK(got_third[0] == "echo:t");
+    }
+}
+
+TEST_CASE("TCP to UDP and UDP to TCP with length framing on the TCP side") {
+    SUBCASE("tcp listen, udp target: each message is a datagram") {
+        Loop loop;
+        auto echo = udp_echo(loop, Family::ipv4);
+        RelayConfig c = config(Scheme::tcp, Scheme::udp, echo->local_address());
+        c.idle_timeout = 300ms;
+        TestRelay relay(loop, c);
+        auto client = must(Pipe::connect(loop, relay.addr(), framed(Framer::message())));
+        std::vector<std::string> got;
+        client->on_message([&](Pipe&, const Message& m) { got.emplace_back(m.data); });
+        REQUIRE(!client->send("first"));
+        REQUIRE(!client->send(""));
+        REQUIRE(!client->send(std::string(60000, 'x')));
+        run_until(
+            loop, [&] { return got.size() == 3; }, "messages back as messages");
+        CHECK(got[0] == "first");
+        CHECK(got[1].empty());
+        CHECK(got[2] == std::string(60000, 'x'));
+        // A FIN cannot be passed on to UDP (replies may still come): the session stays until
+        // it has been idle.
+        client->close();
+        run_until(
+            loop, [&] { return relay.reports.size() == 1; }, "closed");
+        REQUIRE(relay.reports.size() == 1);
+        CHECK(relay.reports[0].reason == "idle_timeout");
+        CHECK(relay.reports[0].up_bytes == 5 + 0 + 60000);  // message bytes
+        CHECK(relay.reports[0].down_bytes == 5 + 0 + 60000);
+    }
+    SUBCASE("udp listen, tcp target: each datagram is a message") {
+        Loop loop;
+        auto echo = echo_server(loop, Family::ipv4, framed(Framer::message()));
+        TestRelay relay(loop, config(Scheme::udp, Scheme::tcp, echo->local_address()));
+        auto client = must(Pipe::udp(loop, lo(Family::ipv4)));
+        std::vector<std::string> got;
+        client->on_message([&](Pipe&, const Message& m) { got.emplace_back(m.data); });
+        REQUIRE(!client->send_to("one", relay.addr()));
+        REQUIRE(!client->send_to("two", relay.addr()));
+        run_until(
+            loop, [&] { return got.size() == 2; }, "datagrams back");
+        CHECK(got == std::vector<std::string>{"one", "two"});
+        CHECK(relay.server->open_connections() == 1);
+    }
+}
+
+TEST_CASE("an unreachable target: the client is reset and the reason reported") {
+    Loop loop;
+    TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, closed_port(Family::ipv4)));
+    auto client = must(Pipe::connect(loop, relay.addr()));
+    std::optional<EndInfo> end;
+    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
+    REQUIRE(!client->send("lost"));
+    run_until(
+        loop, [&] { return end && relay.reports.size() == 1; }, "the client ends");
+    CHECK(end->reason == EndReason::peer_reset);
+    const ConnReport& r = relay.reports[0];
+    CHECK(r.side == "target");
+    CHECK(r.reason == "error");
+    CHECK(r.detail.find("refused") != std::string::npos);
+    CHECK(relay.server->counters().failed == 1);
+    REQUIRE(relay.logs.size() == 1);
+    CHECK(relay.logs[0].find("refused") != std::string::npos);
+}
+
+TEST_CASE("--max-conns: a client over the limit is reset; a freed slot takes the next") {
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    RelayConfig c = config(Scheme::tcp, Scheme::tcp, upstream->local_address());
+    c.max_conns = 2;
+    TestRelay relay(loop, c);
+    struct Client {
+        PipePtr pipe;
+        std::string got;
+        std::optional<EndInfo> end;
+    };
+    std::vector<std::unique_ptr<Client>> clients;
+    auto open_client = [&] {
+        auto cl = std::make_unique<Client>();
+        cl->pipe = must(Pipe::connect(loop, relay.addr()));
+        Client* raw = cl.get();
+        cl->pipe->on_message([raw](Pipe&, const Message& m) { raw->got += m.data; });
+        cl->pipe->on_end([raw](Pipe&, const EndInfo& e) { raw->end = e; });
+        REQUIRE(!cl->pipe->send("ping"));
+        clients.push_back(std::move(cl));
+        return raw;
+    };
+    Client* a = open_client();
+    Client* b = open_client();
+    run_until(
+        loop, [&] { return a->got == "ping" && b->got == "ping"; }, "two relayed");
+    Client* over = open_client();
+    run_until(
+        loop, [&] { return over->end.has_value(); }, "the third is refused");
+    // A reset; when it comes before the client's own connect completes (one loop runs both
+    // here), the library reports it as a connect error "connection reset by peer".
+    CHECK((over->end->reason == EndReason::peer_reset ||
+           over->end->error.message.find("reset by peer") != std::string::npos));
+    CHECK(over->got.empty());
+    CHECK(relay.server->counters().refused == 1);
+    CHECK(relay.server->open_connections() == 2);
+    a->pipe->close();
+    run_until(
+        loop, [&] { return relay.server->open_connections() == 1; }, "a slot frees");
+    Client* next = open_client();
+    run_until(
+        loop, [&] { return next->got == "ping"; }, "the next is relayed");
+    CHECK(!next->end);
+}
+
+TEST_CASE("--idle-timeout closes a silent connection, not a busy one") {
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    RelayConfig c = config(Scheme::tcp, Scheme::tcp, upstream->local_address());
+    c.idle_timeout = 300ms;
+    TestRelay relay(loop, c);
+    auto quiet = must(Pipe::connect(loop, relay.addr()));
+    auto busy = must(Pipe::connect(loop, relay.addr()));
+    std::optional<EndInfo> quiet_end, busy_end;
+    quiet->on_end([&](Pipe&, const EndInfo& e) { quiet_end = e; });
+    busy->on_end([&](Pipe&, const EndInfo& e) { busy_end = e; });
+    REQUIRE(!quiet->send("once"));
+    const auto t0 = std::chrono::steady_clock::now();
+    // The busy one sends every 50 ms.
+    std::function<void()> tick = [&] {
+        if (busy_end) return;
+        (void)busy->send("tick");
+        loop.call_later(50ms, tick);
+    };
+    tick();
+    run_until(
+        loop, [&] { return quiet_end.has_value(); }, "the silent one closes");
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    CHECK(waited >= 300ms);
+    CHECK(waited < 2s);
+    CHECK(quiet_end->reason == EndReason::peer_close);
+    run_until(
+        loop, [&] { return relay.reports.size() == 1; }, "reported");
+    CHECK(relay.reports[0].reason == "idle_timeout");
+    CHECK(relay.reports[0].side == "relay");
+    run_for(loop, 500ms);
+    CHECK(!busy_end);
+    busy->close();
+    run_until(
+        loop, [&] { return busy_end.has_value(); }, "busy closed");
+}
+
+TEST_CASE("shutdown: the listener closes, open connections finish within the grace period") {
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, upstream->local_address()));
+    const Address at = relay.addr();
+    auto first = must(Pipe::connect(loop, at));
+    auto second = must(Pipe::connect(loop, at));
+    std::string got;
+    first->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    REQUIRE(!first->send("before"));
+    run_until(
+        loop, [&] { return got == "before" && relay.server->open_connections() == 2; }, "relayed");
+    bool done = false;
+    relay.server->shutdown(400ms, [&] { done = true; });
+    // New clients are refused at once: nothing listens any more.
+    auto late = must(Pipe::connect(loop, at));
+    std::optional<EndInfo> late_end;
+    late->on_end([&](Pipe&, const EndInfo& e) { late_end = e; });
+    run_until(
+        loop, [&] { return late_end.has_value(); }, "the late client fails");
+    CHECK(late_end->reason == EndReason::error);
+    // Open connections go on.
+    REQUIRE(!first->send(" after"));
+    run_until(
+        loop, [&] { return got == "before after"; }, "still relayed after shutdown()");
+    first->close();
+    run_until(
+        loop, [&] { return relay.reports.size() == 1; }, "the first finishes on its own");
+    CHECK(!done);
+    // The second is closed when the grace period ends; then shutdown is done.
+    run_until(
+        loop, [&] { return done; }, "shutdown done");
+    REQUIRE(relay.reports.size() == 2);
+    CHECK(relay.reports[0].reason == "peer_close");
+    CHECK(relay.reports[1].reason == "shutdown");
+}
+
+TEST_CASE("the command line: endpoints, options, and what is refused") {
+    const char* ok[] = {
+        "--framing",         "length", "--max-conns=10", "--idle-timeout", "1.5",
+        "--connect-timeout", "0.25",   "--stats",        "--quiet",        "tcp://127.0.0.1:0",
+        "udp://[::1]:53"};
+    auto cl = parse_command_line(ok);
+    REQUIRE(cl.ok());
+    CHECK(cl->relay.framing == Framing::length);
+    CHECK(cl->relay.max_conns == 10);
+    CHECK(cl->relay.idle_timeout == std::chrono::milliseconds(1500));
+    CHECK(cl->relay.connect_timeout == 250ms);
+    CHECK(cl->stats);
+    CHECK(cl->quiet);
+    CHECK(cl->relay.listen.scheme == Scheme::tcp);
+    CHECK(cl->relay.target.scheme == Scheme::udp);
+    CHECK(cl->relay.target.address.to_string() == "[::1]:53");
+
+    auto error_of = [](std::vector<const char*> args) {
+        auto r = parse_command_line(args);
+        return r ? std::string() : r.error().message;
+    };
+    CHECK(error_of({"tcp://127.0.0.1:0"}).find("expected LISTEN and TARGET") != std::string::npos);
+    CHECK(error_of({"--bogus", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"}).find("--bogus") !=
+          std::string::npos);
+    CHECK(error_of({"--max-conns", "0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"})
+              .find("--max-conns") != std::string::npos);
+    CHECK(error_of({"--idle-timeout", "soon", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"})
+              .find("--idle-timeout") != std::string::npos);
+    CHECK(error_of({"--framing", "lines", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"})
+              .find("raw or length") != std::string::npos);
+    CHECK(error_of({"tcp://127.0.0.1:0", "udp://127.0.0.1:1"}).find("--framing length") !=
+          std::string::npos);
+    CHECK(error_of({"--framing", "length", "udp://127.0.0.1:0", "udp://127.0.0.1:1"})
+              .find("udp to udp") != std::string::npos);
+    CHECK(error_of({"tcp://127.0.0.1:0", "tcp://127.0.0.1:0"}).find("needs a port") !=
+          std::string::npos);
+    CHECK(error_of({"tcp://127.0.0.1:0", "tcp://::1:80"}).find("brackets") != std::string::npos);
+    CHECK(error_of({"sctp://127.0.0.1:0", "tcp://127.0.0.1:1"}).find("unknown scheme") !=
+          std::string::npos);
+    auto tls =
+        parse_command_line(std::vector<const char*>{"tls://127.0.0.1:0", "tcp://127.0.0.1:1"});
+    REQUIRE(!tls);
+    CHECK(tls.error() == errc::not_supported_yet);
+    CHECK(tls.error().message.find("not supported yet") != std::string::npos);
+    auto help = parse_command_line(std::vector<const char*>{"--bogus", "--help"});
+    REQUIRE(help);
+    CHECK(help->help);
+}
+
+// ---------------------------------------------------------------- the binary
+
+namespace {
+
+// The built pipeworks-relay, run as a child process with its output in pipes.
+struct Child {
+    pid_t pid = -1;
+    int out = -1, err = -1;
+    std::string out_text, err_text;
+    std::optional<int> status;  // the exit status once reaped (128 + signal when killed)
+
+    explicit Child(const std::vector<std::string>& args) {
+        int o[2], e[2];
+        REQUIRE(::pipe2(o, O_CLOEXEC) == 0);
+        REQUIRE(::pipe2(e, O_CLOEXEC) == 0);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, o[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, e[1], 2);
+        std::vector<char*> argv;
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        const int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&fa);
+        ::close(o[1]);
+        ::close(e[1]);
+        out = o[0];
+        err = e[0];
+        ::fcntl(out, F_SETFL, O_NONBLOCK);
+        ::fcntl(err, F_SETFL, O_NONBLOCK);
+        REQUIRE(rc == 0);
+    }
+    ~Child() {
+        if (!status && pid > 0) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+        ::close(out);
+        ::close(err);
+    }
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    // Reads what is there and reaps the child if it has exited. True once it has.
+    bool poll() {
+        char buf[4096];
+        for (auto [fd, text] : {std::pair{out, &out_text}, std::pair{err, &err_text}}) {
+            ssize_t n;
+            while ((n = ::read(fd, buf, sizeof buf)) > 0) text->append(buf, static_cast<size_t>(n));
+        }
+        if (!status) {
+            int ws = 0;
+            if (::waitpid(pid, &ws, WNOHANG) == pid)
+                status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+        }
+        if (status) {  // drain the last output
+            ssize_t n;
+            while ((n = ::read(out, buf, sizeof buf)) > 0) out_text.append(buf, std::size_t(n));
+            while ((n = ::read(err, buf, sizeof buf)) > 0) err_text.append(buf, std::size_t(n));
+        }
+        return status.has_value();
+    }
+    // Waits for pred() or the exit, with a deadline, running `loop` (if any) meanwhile: the
+    // test's own pipes go on. False on the deadline.
+    bool wait_for(const std::function<bool()>& pred, Loop* loop = nullptr,
+                  std::chrono::milliseconds deadline = kDeadline) {
+        const auto end = std::chrono::steady_clock::now() + deadline;
+        while (std::chrono::steady_clock::now() < end) {
+            poll();
+            if (pred()) return true;
+            if (status) return pred();
+            if (loop)
+                run_for(*loop, 5ms);
+            else
+                ::usleep(5000);
+        }
+        return false;
+    }
+    // Waits for the exit within the deadline; the status, or -1 on the deadline.
+    int wait_exit(Loop* loop = nullptr) {
+        if (wait_for([this] { return status.has_value(); }, loop)) return *status;
+        return -1;
+    }
+};
+
+std::string relay_bin() {
+    const char* b = std::getenv("PIPEWORKS_RELAY_BIN");
+    return b ? b : "";
+}
+
+}  // namespace
+
+TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a manual") {
+    const std::string bin = relay_bin();
+    if (bin.empty()) {
+        MESSAGE("skipped: PIPEWORKS_RELAY_BIN is not set (meson test sets it)");
+        return;
+    }
+    struct Case {
+        std::vector<std::string> args;
+        const char* says;
+    };
+    const std::vector<Case> cases = {
+        {{}, "expected LISTEN and TARGET"},
+        {{"--nope", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"}, "unknown option"},
+        {{"--max-conns", "-1", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"}, "--max-conns"},
+        {{"tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "not supported yet"},
+        {{"tcp://127.0.0.1:0", "udp://127.0.0.1:1"}, "needs --framing length"},
+        {{"tcp://127.0.0.1:0", "tcp://nonsense"}, "TARGET"},
+    };
+    for (const auto& c : cases) {
+        std::vector<std::string> argv{bin};
+        argv.insert(argv.end(), c.args.begin(), c.args.end());
+        CAPTURE(c.says);
+        Child child(argv);
+        CHECK(child.wait_exit() == 2);
+        CHECK(child.err_text.find("usage: pipeworks-relay") != std::string::npos);
+        CHECK(child.err_text.find(c.says) != std::string::npos);
+        CHECK(child.out_text.empty());
+    }
+    Child help({bin, "--help"});
+    CHECK(help.wait_exit() == 0);
+    for (const char* section : {"NAME", "SYNOPSIS", "OPTIONS", "SIGNALS", "EXAMPLES", "--max-conns",
+                                "--idle-timeout", "--connect-timeout", "--stats", "--quiet"})
+        CHECK(help.out_text.find(section) != std::string::npos);
+}
+
+TEST_CASE("pipeworks-relay: first line, relaying, --stats lines, SIGUSR1, SIGTERM exits 0") {
+    const std::string bin = relay_bin();
+    if (bin.empty()) {
+        MESSAGE("skipped: PIPEWORKS_RELAY_BIN is not set (meson test sets it)");
+        return;
+    }
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    Child relay(
+        {bin, "--stats", "tcp://127.0.0.1:0", "tcp://" + upstream->local_address().to_string()});
+    REQUIRE(relay.wait_for([&] { return relay.out_text.find('\n') != std::string::npos; }, &loop));
+    const std::string first = relay.out_text.substr(0, relay.out_text.find('\n'));
+    REQUIRE(first.starts_with("listening on 127.0.0.1:"));
+    auto at = Address::parse(first.substr(std::strlen("listening on ")));
+    REQUIRE(at.ok());
+    CHECK(at->port() != 0);
+
+    auto client = must(Pipe::connect(loop, *at));
+    std::string got;
+    client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    REQUIRE(!client->send("through the binary"));
+    run_until(
+        loop, [&] { return got == "through the binary"; }, "echo through pipeworks-relay");
+    client->close();
+    run_until(
+        loop, [&] { return client->ended(); }, "client closed");
+    CHECK(relay.wait_for([&] { return relay.out_text.find("closed id=1 ") != std::string::npos; },
+                         &loop));
+    CHECK(relay.out_text.find("up_bytes=18 down_bytes=18") != std::string::npos);
+    CHECK(relay.out_text.find("reason=peer_close side=client") != std::string::npos);
+
+    REQUIRE(::kill(relay.pid, SIGUSR1) == 0);
+    CHECK(relay.wait_for(
+        [&] { return relay.out_text.find("totals open=0 accepted=1") != std::string::npos; },
+        &loop));
+    REQUIRE(::kill(relay.pid, SIGTERM) == 0);
+    CHECK(relay.wait_exit(&loop) == 0);
+    CHECK(relay.err_text.find("SIGTERM") != std::string::npos);
+}
+
+TEST_CASE("pipeworks-relay: SIGTERM with a connection open waits for it, up to --grace") {
+    const std::string bin = relay_bin();
+    if (bin.empty()) {
+        MESSAGE("skipped: PIPEWORKS_RELAY_BIN is not set (meson test sets it)");
+        return;
+    }
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    Child relay({bin, "--quiet", "--stats", "--grace", "0.5", "tcp://127.0.0.1:0",
+                 "tcp://" + upstream->local_address().to_string()});
+    REQUIRE(relay.wait_for([&] { return relay.out_text.find('\n') != std::string::npos; }, &loop));
+    auto at = Address::parse(relay.out_text.substr(13, relay.out_text.find('\n') - 13));
+    REQUIRE(at.ok());
+    auto client = must(Pipe::connect(loop, *at));
+    std::string got;
+    std::optional<EndInfo> end;
+    client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
+    REQUIRE(!client->send("x"));
+    run_until(
+        loop, [&] { return got == "x"; }, "relayed");
+    REQUIRE(::kill(relay.pid, SIGTERM) == 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    // Still relayed during the grace period, then closed; the relay exits 0.
+    run_for(loop, 100ms);
+    REQUIRE(!client->send("y"));
+    run_until(
+        loop, [&] { return got == "xy"; }, "relayed during the grace period");
+    run_until(
+        loop, [&] { return end.has_value(); }, "closed at the end of the grace period");
+    CHECK(std::chrono::steady_clock::now() - t0 >= 400ms);
+    CHECK(relay.wait_exit(&loop) == 0);
+    CHECK(relay.out_text.find("reason=shutdown side=relay") != std::string::npos);
+    CHECK(relay.err_text.empty());  // --quiet
+}

@@ -1,0 +1,187 @@
+// pipeworks-relay [options] LISTEN TARGET: relays every TCP client (or UDP source) of LISTEN to
+// TARGET, both ways. The manual is --help (and docs/relays.md).
+#include "relay_server.hpp"
+
+#include <pipeworks/loop.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+using namespace pipeworks;
+using namespace pipeworks::relay;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: pipeworks-relay [--framing raw|length] [--max-conns N] [--idle-timeout S]\n"
+    "                       [--connect-timeout S] [--grace S] [--stats] [--quiet] LISTEN TARGET\n"
+    "       pipeworks-relay --help\n";
+
+constexpr const char* kManual = R"(NAME
+    pipeworks-relay - relay TCP connections and UDP flows to a target
+
+SYNOPSIS
+    pipeworks-relay [options] LISTEN TARGET
+
+DESCRIPTION
+    Listens on LISTEN. For every accepted TCP client (or every UDP source address) it opens a
+    pipe of its own to TARGET and relays both ways until either side ends. A half-close (FIN)
+    passes through; a reset on one side resets the other. A slow side stops the relay from
+    reading the other one (bounded memory).
+
+    The first line on standard output is "listening on HOST:PORT", the address actually bound
+    (the OS's port when 0 was given).
+
+ENDPOINTS
+    tcp://HOST:PORT     a TCP server (LISTEN) or a TCP connection per client (TARGET)
+    udp://HOST:PORT     a UDP socket; as LISTEN, one session (and one target pipe with its
+                        own port) per source address; replies go back to that source
+    tls://HOST:PORT     not supported yet (arrives with TLS)
+    IPv6 hosts go in brackets: tcp://[::1]:8080. Host names are resolved once, at start.
+
+OPTIONS
+    --framing raw|length
+        How the TCP sides are read: raw (default) relays bytes as they come; length reads and
+        writes 4-byte big-endian length-prefixed messages. TCP to UDP (either way) needs
+        length: each message is one datagram.
+    --max-conns N
+        At most N connections (TCP) or sources (UDP) at once. A TCP client over the limit is
+        reset at once; datagrams from a new source over the limit are dropped. Default: no
+        limit for TCP, 1024 sources for UDP.
+    --idle-timeout S
+        Close a connection after S seconds (decimals allowed) without a byte either way.
+        Default: none for TCP to TCP, 60 when a side is UDP (UDP has no end, and a TCP
+        client's FIN cannot be passed on to UDP: replies may still come).
+    --connect-timeout S
+        Bound on each TCP connect to TARGET (default 5). A client whose target cannot be
+        reached is reset.
+    --grace S
+        After SIGINT/SIGTERM, how long open connections may finish (default 5).
+    --stats
+        Print a line per connection when it closes, and totals on SIGUSR1 (below).
+    --quiet
+        No log lines on standard error (refused clients, unreachable targets, shutdown).
+    -h, --help
+        This manual.
+
+SIGNALS
+    SIGINT, SIGTERM
+        Stop accepting (the listening socket is closed), let open connections finish for up to
+        the grace period, close what is left, exit 0. A second signal closes everything now.
+    SIGUSR1
+        With --stats: print the totals line.
+
+STATS (--stats, on standard output)
+    closed id=ID client=ADDR target=ADDR up_bytes=N down_bytes=N duration_s=SECONDS
+        reason=REASON side=client|target|relay [detail="..."]
+    totals open=N accepted=N refused=N failed=N up_bytes=N down_bytes=N dropped=N uptime_s=S
+    up_bytes: received from the client; down_bytes: received from the target (as read from
+    each socket, length prefixes included). reason: peer_close, peer_reset, error, timeout,
+    framing_error, local_close, idle_timeout or shutdown; side: whose end closed it.
+
+EXIT STATUS
+    0 after SIGINT/SIGTERM, 1 when LISTEN cannot be opened, 2 on a bad argument.
+
+EXAMPLES
+    pipeworks-relay tcp://127.0.0.1:8080 tcp://10.0.0.5:80
+    pipeworks-relay --max-conns 100 --idle-timeout 300 tcp://[::]:2222 tcp://[fd00::5]:22
+    pipeworks-relay udp://0.0.0.0:5353 udp://10.0.0.53:53
+    pipeworks-relay --framing length tcp://127.0.0.1:9000 udp://127.0.0.1:9001
+)";
+
+int usage_error(const std::string& why) {
+    std::fprintf(stderr, "pipeworks-relay: %s\n%s", why.c_str(), kUsage);
+    return 2;
+}
+
+// A string as a double-quoted value on one line.
+std::string quoted(const std::string& s) {
+    std::string out = "\"";
+    for (char ch : s) {
+        if (ch == '"' || ch == '\\') out += '\\';
+        out += (ch == '\n' || ch == '\r') ? ' ' : ch;
+    }
+    return out + "\"";
+}
+
+void print_report(const ConnReport& r) {
+    std::string line = "closed id=" + std::to_string(r.id) + " client=" + r.client.to_string() +
+                       " target=" + r.target.to_string() +
+                       " up_bytes=" + std::to_string(r.up_bytes) +
+                       " down_bytes=" + std::to_string(r.down_bytes);
+    char dur[32];
+    std::snprintf(dur, sizeof dur, "%.3f", static_cast<double>(r.duration.count()) / 1000.0);
+    line += std::string(" duration_s=") + dur + " reason=" + r.reason + " side=" + r.side;
+    if (!r.detail.empty()) line += " detail=" + quoted(r.detail);
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+}
+
+void print_totals(const RelayCounters& t, std::uint64_t uptime_ms) {
+    std::printf(
+        "totals open=%llu accepted=%llu refused=%llu failed=%llu up_bytes=%llu down_bytes=%llu "
+        "dropped=%llu uptime_s=%.3f\n",
+        static_cast<unsigned long long>(t.open), static_cast<unsigned long long>(t.accepted),
+        static_cast<unsigned long long>(t.refused), static_cast<unsigned long long>(t.failed),
+        static_cast<unsigned long long>(t.up_bytes), static_cast<unsigned long long>(t.down_bytes),
+        static_cast<unsigned long long>(t.dropped), static_cast<double>(uptime_ms) / 1000.0);
+    std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    auto parsed = parse_command_line(std::span<const char* const>(argv + 1, argc - 1));
+    if (!parsed) return usage_error(parsed.error().message);
+    const CommandLine& cl = *parsed;
+    if (cl.help) {
+        std::fputs(kManual, stdout);
+        return 0;
+    }
+
+    Loop loop;
+    auto started = RelayServer::start(loop, cl.relay);
+    if (!started) {
+        std::fprintf(stderr, "pipeworks-relay: %s\n", started.error().message.c_str());
+        return 1;
+    }
+    std::shared_ptr<RelayServer> relay = *started;
+    const bool quiet = cl.quiet;
+    relay->on_log([quiet](const std::string& line) {
+        if (!quiet) std::fprintf(stderr, "pipeworks-relay: %s\n", line.c_str());
+    });
+    if (cl.stats) relay->on_close(print_report);
+
+    std::printf("listening on %s\n", relay->local_address().to_string().c_str());
+    std::fflush(stdout);
+    const std::uint64_t start_ms = loop.now_ms();
+
+    SignalWatch on_int, on_term, on_usr1;
+    bool stopping = false;
+    auto stop = [&](int signum) {
+        if (stopping) {  // a second signal: no more grace
+            relay->close_all();
+            return;
+        }
+        stopping = true;
+        if (!quiet)
+            std::fprintf(stderr, "pipeworks-relay: %s: stopping; %zu connection(s) open\n",
+                         signum == SIGINT ? "SIGINT" : "SIGTERM", relay->open_connections());
+        relay->shutdown(cl.grace, [&] {
+            on_int.cancel();
+            on_term.cancel();
+            on_usr1.cancel();
+            loop.stop();
+        });
+    };
+    on_int = loop.on_signal(SIGINT, stop);
+    on_term = loop.on_signal(SIGTERM, stop);
+    on_usr1 = loop.on_signal(SIGUSR1, [&](int) {
+        if (cl.stats) print_totals(relay->counters(), loop.now_ms() - start_ms);
+    });
+    loop.run();
+    if (cl.stats) print_totals(relay->counters(), loop.now_ms() - start_ms);
+    relay.reset();
+    return 0;
+}

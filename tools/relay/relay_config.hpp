@@ -1,0 +1,85 @@
+// RelayConfig: what pipeworks-relay relays (endpoints, framing, limits), and the parsing of
+// its command line into one. Plain values; thread-safe as values.
+#pragma once
+
+#include <pipeworks/address.hpp>
+#include <pipeworks/error.hpp>
+#include <pipeworks/net_conf.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace pipeworks::relay {
+
+enum class Scheme : std::uint8_t { tcp, udp };
+
+const char* to_string(Scheme s) noexcept;
+
+// One side of the relay: "tcp://HOST:PORT" or "udp://HOST:PORT" ("[v6]:port" for IPv6).
+struct Endpoint {
+    Scheme scheme = Scheme::tcp;
+    Address address;   // resolved when parsed
+    std::string text;  // as given, for messages
+};
+
+// Parses an endpoint; a host name is resolved (blocking). "tls://" is refused with
+// errc::not_supported_yet; anything else malformed with errc::invalid_address.
+Result<Endpoint> parse_endpoint(std::string_view text);
+
+// How the TCP sides split the byte stream into messages.
+enum class Framing : std::uint8_t {
+    raw,     // bytes as they come (TCP <-> TCP only)
+    length,  // 4-byte big-endian length, then that many bytes (Framer::message())
+};
+
+// UDP sources relayed at once when max_conns is not given: UDP has no close, so the table of
+// sources must have a bound of its own.
+inline constexpr std::size_t kDefaultMaxUdpSources = 1024;
+// How long a relay with a UDP side may stay silent before it is closed, unless idle_timeout is
+// given: UDP has no end, and a TCP side's FIN cannot be passed on to it.
+inline constexpr std::chrono::milliseconds kDefaultUdpIdleTimeout{60'000};
+
+struct RelayConfig {
+    Endpoint listen;
+    Endpoint target;
+    Framing framing = Framing::raw;
+    // Most connections (TCP) or sources (UDP) relayed at once; 0: no limit for TCP,
+    // kDefaultMaxUdpSources for UDP. A TCP client over the limit is reset at once; a datagram
+    // from a new source over the limit is dropped.
+    std::size_t max_conns = 0;
+    // Closes a connection (or reaps a UDP source) after this long without a byte in either
+    // direction. nullopt: never for TCP to TCP, kDefaultUdpIdleTimeout when a side is UDP.
+    std::optional<std::chrono::milliseconds> idle_timeout;
+    // Bound on each TCP connect to the target.
+    std::chrono::milliseconds connect_timeout{5000};
+    // The NetConf of every pipe the relay opens (watermarks, reader_limit, ...); its framer and
+    // con_timeout are replaced by `framing` and `connect_timeout`.
+    NetConf conf;
+
+    // Checks the combination: a TCP side relayed to a UDP side needs length framing, framing
+    // needs a TCP side. An empty Error when valid (errc::invalid_config otherwise).
+    Error validate() const;
+};
+
+// What the command line asks for beyond the relay itself.
+struct CommandLine {
+    RelayConfig relay;
+    bool help = false;   // --help: print the manual and exit
+    bool stats = false;  // --stats: a line per connection at close, totals on SIGUSR1
+    bool quiet = false;  // --quiet: no log lines on stderr (errors that stop the tool excepted)
+    std::chrono::milliseconds grace{5000};  // after SIGINT/SIGTERM, before closing what is open
+};
+
+// Parses the arguments after the program name. An Error (errc::invalid_config) says what is
+// wrong in a line fit for the user. With --help the rest is not checked.
+Result<CommandLine> parse_command_line(std::span<const char* const> args);
+
+// Parses a non-negative number of seconds ("5", "0.25") into milliseconds.
+Result<std::chrono::milliseconds> parse_seconds(std::string_view option, std::string_view text);
+
+}  // namespace pipeworks::relay

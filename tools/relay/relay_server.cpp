@@ -1,0 +1,386 @@
+#include "relay_server.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace pipeworks::relay {
+
+namespace {
+
+// SO_LINGER 0: closing the socket then sends a reset instead of a FIN.
+void set_reset_on_close(const PipePtr& p, bool on) {
+    const int fd = p->native_handle();
+    if (fd < 0) return;
+    linger l{};
+    l.l_onoff = on ? 1 : 0;
+    l.l_linger = 0;
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+// Whether a pipe ended only because its relay partner did (the library passes the end on).
+bool passed_on(const EndInfo& e) {
+    if (e.reason == EndReason::local_close) return e.error == errc::pipe_ended;
+    return e.reason == EndReason::peer_reset && e.error.message.starts_with("the relayed pipe");
+}
+
+// The reason as one token for the --stats line ("peer close" -> "peer_close").
+std::string reason_token(EndReason r) {
+    std::string s = to_string(r);
+    std::replace(s.begin(), s.end(), ' ', '_');
+    return s;
+}
+
+Framer framer_of(Framing f) {
+    return f == Framing::length ? Framer::message() : Framer::raw();
+}
+
+}  // namespace
+
+struct RelayServer::Conn {
+    std::uint64_t id = 0;
+    Address client_addr;
+    PipePtr client;  // null for a UDP source: its datagrams come through the listener
+    PipePtr target;
+    std::uint64_t start_ms = 0;
+    std::optional<EndInfo> client_end, target_end;
+    bool target_up = false;
+    const char* closed_by_relay = nullptr;  // "idle_timeout" or "shutdown"
+    std::uint64_t source_bytes = 0;         // UDP source: datagram bytes received from it
+    std::uint64_t last_seen_bytes = 0, last_active_ms = 0;
+
+    std::uint64_t up_bytes() const { return client ? client->stats().bytes_in : source_bytes; }
+    std::uint64_t down_bytes() const { return target->stats().bytes_in; }
+};
+
+RelayServer::RelayServer(Loop& loop, RelayConfig config) : loop_(loop), config_(std::move(config)) {
+    client_conf_ = config_.conf;
+    client_conf_.con_timeout = config_.connect_timeout;
+    client_conf_.framer = framer_of(config_.framing);
+    target_conf_ = client_conf_;
+    if (config_.listen.scheme == Scheme::udp) client_conf_.framer = Framer::raw();
+    if (config_.target.scheme == Scheme::udp) target_conf_.framer = Framer::raw();
+    idle_timeout_ = config_.idle_timeout;
+    if (!idle_timeout_ &&
+        (config_.listen.scheme == Scheme::udp || config_.target.scheme == Scheme::udp))
+        idle_timeout_ = kDefaultUdpIdleTimeout;
+}
+
+RelayServer::~RelayServer() {
+    idle_timer_.cancel();
+    grace_timer_.cancel();
+    // The pipes' callbacks hold weak references: none of them reaches this object any more.
+    for (auto& [id, c] : conns_) {
+        if (c->client) c->client->close();
+        if (c->target) c->target->close();
+    }
+    if (listener_) listener_->close();
+}
+
+Result<std::shared_ptr<RelayServer>> RelayServer::start(Loop& loop, RelayConfig config) {
+    if (auto e = config.validate()) return e;
+    std::shared_ptr<RelayServer> s(new RelayServer(loop, std::move(config)));
+    if (auto e = s->open_listener()) return e;
+    if (s->idle_timeout_) s->sweep_idle();
+    return s;
+}
+
+Error RelayServer::open_listener() {
+    NetConf conf = client_conf_;
+    conf.reuse_addr = true;
+    std::weak_ptr<RelayServer> weak = weak_from_this();
+    if (config_.listen.scheme == Scheme::tcp) {
+        auto server = Pipe::listen(loop_, config_.listen.address, conf);
+        if (!server) return server.error();
+        listener_ = *server;
+        listener_->on_accept([weak](Pipe&, const PipePtr& accepted) {
+            if (auto s = weak.lock()) s->accept_tcp(accepted);
+        });
+    } else {
+        auto udp = Pipe::udp(loop_, config_.listen.address, {}, conf);
+        if (!udp) return udp.error();
+        listener_ = *udp;
+        listener_->on_message([weak](Pipe&, const Message& m) {
+            if (auto s = weak.lock()) s->on_datagram(m);
+        });
+    }
+    return {};
+}
+
+Address RelayServer::local_address() const {
+    return listener_ ? listener_->local_address() : Address{};
+}
+
+std::size_t RelayServer::max_conns() const noexcept {
+    if (config_.max_conns > 0) return config_.max_conns;
+    return config_.listen.scheme == Scheme::udp ? kDefaultMaxUdpSources
+                                                : std::numeric_limits<std::size_t>::max();
+}
+
+void RelayServer::log(const std::string& line) const {
+    if (on_log_) on_log_(line);
+}
+
+Result<PipePtr> RelayServer::open_target(Conn& c) {
+    const Address& to = config_.target.address;
+    auto target = config_.target.scheme == Scheme::tcp ? Pipe::connect(loop_, to, target_conf_)
+                                                       : Pipe::udp(loop_, {}, to, target_conf_);
+    if (!target) return target;
+    c.target = *target;
+    std::weak_ptr<RelayServer> weak = weak_from_this();
+    const std::uint64_t id = c.id;
+    c.target->on_up([weak, id](Pipe&) {
+        auto s = weak.lock();
+        if (!s) return;
+        auto it = s->conns_.find(id);
+        if (it == s->conns_.end()) return;
+        Conn& conn = *it->second;
+        conn.target_up = true;
+        if (conn.client) set_reset_on_close(conn.client, false);
+    });
+    return target;
+}
+
+void RelayServer::watch(Conn& c) {
+    std::weak_ptr<RelayServer> weak = weak_from_this();
+    const std::uint64_t id = c.id;
+    if (c.client)
+        c.client->on_end([weak, id](Pipe&, const EndInfo& e) {
+            if (auto s = weak.lock()) s->pipe_ended(id, true, e);
+        });
+    c.target->on_end([weak, id](Pipe&, const EndInfo& e) {
+        if (auto s = weak.lock()) s->pipe_ended(id, false, e);
+    });
+    c.start_ms = c.last_active_ms = loop_.now_ms();
+}
+
+void RelayServer::accept_tcp(const PipePtr& accepted) {
+    const Address peer = accepted->peer_address();
+    if (!accepting_) {
+        accepted->close();
+        return;
+    }
+    if (conns_.size() >= max_conns()) {
+        ++closed_.refused;
+        set_reset_on_close(accepted, true);
+        accepted->close();
+        log("refused " + peer.to_string() + ": --max-conns " + std::to_string(max_conns()) +
+            " connections are open");
+        return;
+    }
+    // The library closes a server's accepted pipes with the server. Moving the connection onto
+    // a pipe of its own (a duplicate of its socket) lets shutdown() close the listening socket
+    // while the relayed connections finish. The accepted pipe has not read yet: nothing is lost.
+    const int fd = ::dup(accepted->native_handle());
+    accepted->pause();
+    accepted->close();
+    if (fd < 0) {
+        log("dropped " + peer.to_string() + ": dup failed");
+        return;
+    }
+    auto client = Pipe::adopt(loop_, fd, client_conf_);
+    if (!client) {
+        ::close(fd);
+        log("dropped " + peer.to_string() + ": " + client.error().message);
+        return;
+    }
+    auto c = std::make_unique<Conn>();
+    c->id = next_id_++;
+    c->client_addr = peer;
+    c->client = *client;
+    auto target = open_target(*c);
+    Error e = target ? Pipe::relay(c->client, c->target) : target.error();
+    if (e) {
+        ++closed_.failed;
+        log("conn " + std::to_string(c->id) + " from " + peer.to_string() + ": cannot relay to " +
+            config_.target.text + ": " + e.message);
+        set_reset_on_close(c->client, true);
+        c->client->close();
+        if (c->target) c->target->close();
+        return;
+    }
+    // Until the target is up, the client is reset if it goes away: a client whose target cannot
+    // be reached sees a reset, not an orderly (empty) end.
+    if (config_.target.scheme == Scheme::tcp) set_reset_on_close(c->client, true);
+    ++closed_.accepted;
+    watch(*c);
+    conns_.emplace(c->id, std::move(c));
+}
+
+void RelayServer::on_datagram(const Message& m) {
+    Conn* c = nullptr;
+    if (auto it = sources_.find(m.from); it != sources_.end()) {
+        c = conns_.at(it->second).get();
+    } else {
+        if (!accepting_ || conns_.size() >= max_conns()) {
+            ++closed_.refused;
+            ++closed_.dropped;
+            return;
+        }
+        auto conn = std::make_unique<Conn>();
+        conn->id = next_id_++;
+        conn->client_addr = m.from;
+        auto target = open_target(*conn);
+        if (!target) {
+            ++closed_.failed;
+            ++closed_.dropped;
+            log("source " + m.from.to_string() + ": cannot open a pipe to " + config_.target.text +
+                ": " + target.error().message);
+            return;
+        }
+        std::weak_ptr<RelayServer> weak = weak_from_this();
+        const std::uint64_t id = conn->id;
+        conn->target->on_message([weak, id](Pipe&, const Message& reply) {
+            auto s = weak.lock();
+            if (!s) return;
+            auto it = s->conns_.find(id);
+            if (it == s->conns_.end()) return;
+            // A UDP target pipe takes datagrams from anyone: only the target's are replies.
+            if (s->config_.target.scheme == Scheme::udp &&
+                reply.from != s->config_.target.address) {
+                ++s->closed_.dropped;
+                return;
+            }
+            if (s->listener_->send_to(reply.data, it->second->client_addr)) ++s->closed_.dropped;
+        });
+        ++closed_.accepted;
+        watch(*conn);
+        sources_.emplace(m.from, id);
+        c = conn.get();
+        conns_.emplace(id, std::move(conn));
+    }
+    c->source_bytes += m.data.size();
+    // A datagram may be lost; a queue toward a slow TCP target may not grow without bound.
+    if (!c->target->writable() || c->target->send(m.data)) ++closed_.dropped;
+}
+
+void RelayServer::pipe_ended(std::uint64_t id, bool client_side, const EndInfo& e) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    Conn& c = *it->second;
+    (client_side ? c.client_end : c.target_end) = e;
+    if (c.target_end && (!c.client || c.client_end)) finish(id);
+}
+
+void RelayServer::finish(std::uint64_t id) {
+    auto it = conns_.find(id);
+    std::unique_ptr<Conn> c = std::move(it->second);
+    conns_.erase(it);
+    if (!c->client) sources_.erase(c->client_addr);
+
+    ConnReport r;
+    r.id = c->id;
+    r.client = c->client_addr;
+    r.target = config_.target.address;
+    r.up_bytes = c->up_bytes();
+    r.down_bytes = c->down_bytes();
+    r.duration = std::chrono::milliseconds(loop_.now_ms() - c->start_ms);
+    const EndInfo* why = nullptr;
+    // The target never came up by its own failure, not because the client left first.
+    const bool target_failed = !c->target_up && !passed_on(*c->target_end);
+    if (c->closed_by_relay) {
+        r.reason = c->closed_by_relay;
+        r.side = "relay";
+    } else if (target_failed || !c->client || (c->client_end && passed_on(*c->client_end))) {
+        why = &*c->target_end;
+        r.side = "target";
+    } else {
+        why = &*c->client_end;
+        r.side = "client";
+    }
+    if (why) {
+        r.reason = reason_token(why->reason);
+        r.detail = why->error.message;
+    }
+    if (target_failed && !c->closed_by_relay) {
+        ++closed_.failed;
+        log("conn " + std::to_string(r.id) + " from " + r.client.to_string() + ": " +
+            (r.detail.empty() ? r.reason : r.detail));
+    }
+    closed_.up_bytes += r.up_bytes;
+    closed_.down_bytes += r.down_bytes;
+    if (on_close_) on_close_(r);
+    maybe_done();
+}
+
+RelayCounters RelayServer::counters() const {
+    RelayCounters t = closed_;
+    t.open = conns_.size();
+    for (const auto& [id, c] : conns_) {
+        t.up_bytes += c->up_bytes();
+        t.down_bytes += c->down_bytes();
+    }
+    return t;
+}
+
+std::size_t RelayServer::queued_bytes() const {
+    std::size_t n = listener_ ? listener_->write_queue_bytes() : 0;
+    for (const auto& [id, c] : conns_) {
+        if (c->client) n += c->client->write_queue_bytes();
+        n += c->target->write_queue_bytes();
+    }
+    return n;
+}
+
+void RelayServer::close_conn(Conn& c, const char* reason) {
+    if (!c.closed_by_relay && !c.client_end && !c.target_end) c.closed_by_relay = reason;
+    if (c.client) c.client->close();
+    c.target->close();
+}
+
+void RelayServer::close_all() {
+    std::vector<Conn*> open;
+    for (auto& [id, c] : conns_) open.push_back(c.get());
+    for (Conn* c : open) close_conn(*c, "shutdown");
+}
+
+void RelayServer::sweep_idle() {
+    const auto timeout = static_cast<std::uint64_t>(idle_timeout_->count());
+    const std::uint64_t now = loop_.now_ms();
+    std::vector<Conn*> idle;
+    for (auto& [id, c] : conns_) {
+        const std::uint64_t seen = c->up_bytes() + c->down_bytes();
+        if (seen != c->last_seen_bytes) {
+            c->last_seen_bytes = seen;
+            c->last_active_ms = now;
+        } else if (now - c->last_active_ms >= timeout) {
+            idle.push_back(c.get());
+        }
+    }
+    for (Conn* c : idle) close_conn(*c, "idle_timeout");
+    // A quarter of the timeout between sweeps: a connection is closed within 1.25 timeouts.
+    const auto period = std::clamp<std::uint64_t>(timeout / 4, 10, 1000);
+    std::weak_ptr<RelayServer> weak = weak_from_this();
+    idle_timer_ = loop_.call_later(std::chrono::milliseconds(period), [weak] {
+        if (auto s = weak.lock()) s->sweep_idle();
+    });
+}
+
+void RelayServer::shutdown(std::chrono::milliseconds grace, std::function<void()> done) {
+    accepting_ = false;
+    done_ = std::move(done);
+    // TCP: the relayed connections are pipes of their own, so closing the server leaves them.
+    // UDP: the listener carries the replies; it closes once the last source is gone.
+    if (listener_ && config_.listen.scheme == Scheme::tcp) listener_->close();
+    std::weak_ptr<RelayServer> weak = weak_from_this();
+    grace_timer_.cancel();
+    grace_timer_ = loop_.call_later(grace, [weak] {
+        if (auto s = weak.lock()) s->close_all();
+    });
+    maybe_done();
+}
+
+void RelayServer::maybe_done() {
+    if (accepting_ || !conns_.empty() || !done_) return;
+    idle_timer_.cancel();
+    grace_timer_.cancel();
+    if (listener_) listener_->close();
+    auto done = std::move(done_);
+    done_ = nullptr;
+    done();
+}
+
+}  // namespace pipeworks::relay
