@@ -69,7 +69,8 @@ public:
     // Runs one iteration without waiting. Returns true if more work remains.
     bool run_nowait();
     // Runs until pred() is true (checked after each iteration) or the timeout passes.
-    // Returns pred()'s final value.
+    // Returns pred()'s final value. Not reentrant: do not call run*() from inside pred() or a
+    // callback of this loop (the loop has one deadline timer).
     bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
     // Makes run() return after the current iteration. Loop thread only (use post() elsewhere).
     void stop();

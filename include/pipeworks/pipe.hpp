@@ -250,7 +250,9 @@ public:
 
     // ---- Control.
     // Ends the pipe (reason local_close unless it already has one); `done` runs after the end
-    // callbacks, once the handle is closed. A server also closes its accepted pipes.
+    // callbacks, once the handle is closed. A server also closes its accepted pipes. Bytes
+    // already sent still go out first, for at most NetConf::con_timeout; what is left after it
+    // is dropped (wait for write_queue_bytes() == 0 first when every byte must arrive).
     void close(ClosedFn done = {});
     // Stops / restarts reading. Paused pipes still send. A paused server leaves new
     // connections in the OS backlog until resumed.
