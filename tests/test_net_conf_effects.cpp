@@ -869,6 +869,182 @@ TEST_CASE("recv_timeout: recv and accept without a timeout wait about that long"
     }
 }
 
+// ------------------------------------------------------------------------------- send_retry
+
+namespace {
+
+// A UDP echo that loses the first `lose` datagrams and counts what arrived.
+struct LossyEcho {
+    PipePtr pipe;
+    int seen = 0;
+};
+
+std::shared_ptr<LossyEcho> lossy_echo(Loop& loop, Family f, int lose) {
+    auto e = std::make_shared<LossyEcho>();
+    e->pipe = must(Pipe::udp(loop, lo(f)), "echo");
+    std::weak_ptr<LossyEcho> weak = e;
+    e->pipe->on_message([weak, lose](Pipe& p, const Message& m) {
+        auto self = weak.lock();
+        if (!self || ++self->seen <= lose) return;
+        REQUIRE(!p.send_to(m.data, m.from));
+    });
+    return e;
+}
+
+struct Outcome {
+    bool done = false;
+    int calls = 0;
+    RecvResult result;
+    Clock::duration waited{};
+};
+
+Pipe::RecvFn record(Outcome& o, Clock::time_point t0) {
+    return [&o, t0](Pipe&, RecvResult& r) {
+        ++o.calls;
+        o.result = std::move(r);
+        o.waited = Clock::now() - t0;
+        o.done = true;
+    };
+}
+
+}  // namespace
+
+TEST_CASE("send_retry: send_recv resends a datagram after each reply timeout") {
+    for (Family f : kFamilies) {
+        const char* family = f == Family::ipv4 ? "IPv4" : "IPv6";
+        CAPTURE(family);
+        Loop loop;
+        auto echo = lossy_echo(loop, f, 2);  // the first two requests are lost
+        NetConf c;
+        c.send_retry = 2;
+        auto client = must(Pipe::udp(loop, lo(f), echo->pipe->local_address(), c), "client");
+        Outcome o;
+        REQUIRE(!client->send_recv("ping", all_messages, 100ms, record(o, Clock::now())));
+        run_until(
+            loop, [&] { return o.done; }, "reply");
+        CHECK(o.calls == 1);
+        REQUIRE(o.result.status == RecvResult::Status::message);
+        CHECK(o.result.message.data == "ping");
+        CHECK(o.result.message.from == echo->pipe->local_address());
+        CHECK(echo->seen == 3);  // the first send and two resends
+        CHECK(client->stats().msgs_out == 3);
+        CHECK(o.waited >= 200ms - 20ms);  // two timeouts passed before the answered resend
+        loop.run_until([] { return false; }, 150ms);
+        CHECK(o.calls == 1);     // no later callback
+        CHECK(echo->seen == 3);  // and no further resend
+    }
+}
+
+TEST_CASE("send_retry: after the last resend the handler gets status timeout") {
+    for (int retries : {0, 1, 3}) {
+        CAPTURE(retries);
+        Loop loop;
+        auto echo = lossy_echo(loop, Family::ipv4, 1000);  // answers nothing
+        NetConf c;
+        c.send_retry = retries;
+        c.recv_timeout = 60ms;  // the default wait of send_recv
+        auto client =
+            must(Pipe::udp(loop, lo(Family::ipv4), echo->pipe->local_address(), c), "client");
+        Outcome o;
+        REQUIRE(!client->send_recv("ping", all_messages, std::nullopt, record(o, Clock::now())));
+        run_until(
+            loop, [&] { return o.done; }, "timeout");
+        CHECK(o.calls == 1);
+        CHECK(o.result.status == RecvResult::Status::timeout);
+        run_until(
+            loop, [&] { return echo->seen == retries + 1; }, "every datagram arrived");
+        CHECK(echo->seen == retries + 1);
+        CHECK(o.waited >= (retries + 1) * 60ms - 20ms);
+        loop.run_until([] { return false; }, 100ms);
+        CHECK(echo->seen == retries + 1);
+        CHECK(o.calls == 1);
+    }
+}
+
+TEST_CASE("send_retry: the reply is the next message of the subscription; send_to form") {
+    Loop loop;
+    auto echo = lossy_echo(loop, Family::ipv6, 1);
+    NetConf c;
+    c.send_retry = 2;
+    auto client = must(Pipe::udp(loop, lo(Family::ipv6), {}, c), "client without destination");
+    // Only replies that start with "pong" count; the echo of "ping" would not.
+    SubId pongs = client->subscribe(Pattern::prefix("pong"));
+    Outcome o;
+    REQUIRE(!client->send_recv("pong 7", pongs, 80ms, record(o, Clock::now()),
+                               echo->pipe->local_address()));
+    run_until(
+        loop, [&] { return o.done; }, "reply");
+    REQUIRE(o.result.status == RecvResult::Status::message);
+    CHECK(o.result.message.data == "pong 7");
+    CHECK(echo->seen == 2);
+
+    // Without `to` and without a default destination nothing can be sent: an Error at once.
+    Outcome none;
+    Error e = client->send_recv("x", pongs, 50ms, record(none, Clock::now()));
+    CHECK(e == errc::not_connected);
+    // A subscription that does not exist: refused before anything is sent.
+    auto before = client->stats().msgs_out;
+    e = client->send_recv("x", 12345, 50ms, record(none, Clock::now()),
+                          echo->pipe->local_address());
+    CHECK(e == errc::invalid_config);
+    CHECK(e.message.find("12345") != std::string::npos);
+    CHECK(client->stats().msgs_out == before);
+    loop.run_until([] { return false; }, 100ms);
+    CHECK(none.calls == 0);
+}
+
+TEST_CASE("send_retry: a pipe that ends while waiting wakes the handler with status ended") {
+    Loop loop;
+    auto echo = lossy_echo(loop, Family::ipv4, 1000);
+    NetConf c;
+    c.send_retry = 5;
+    auto client = must(Pipe::udp(loop, lo(Family::ipv4), echo->pipe->local_address(), c), "client");
+    Outcome o;
+    REQUIRE(!client->send_recv("ping", all_messages, 50ms, record(o, Clock::now())));
+    loop.call_later(120ms, [&] { client->close(); });
+    run_until(
+        loop, [&] { return o.done; }, "ended");
+    CHECK(o.calls == 1);
+    CHECK(o.result.status == RecvResult::Status::ended);
+    CHECK(o.result.end.reason == EndReason::local_close);
+    CHECK(echo->seen >= 2);
+    CHECK(echo->seen <= 4);
+}
+
+TEST_CASE("send_retry: TCP sends once and waits once, whatever send_retry says") {
+    for (Family f : kFamilies) {
+        const char* family = f == Family::ipv4 ? "IPv4" : "IPv6";
+        CAPTURE(family);
+        Loop loop;
+        NetConf c;
+        c.send_retry = 3;
+        auto server = must(Pipe::listen(loop, lo(f)), "server");
+        int requests = 0;
+        bool answer = false;
+        server->on_message([&](Pipe& p, const Message& m) {
+            ++requests;
+            if (answer) REQUIRE(!p.send(m.data));
+        });
+        auto client = must(Pipe::connect(loop, server->local_address(), c), "client");
+        Outcome o;
+        REQUIRE(!client->send_recv("ping", all_messages, 80ms, record(o, Clock::now())));
+        run_until(
+            loop, [&] { return o.done; }, "timeout");
+        CHECK(o.result.status == RecvResult::Status::timeout);
+        CHECK(o.waited < 80ms * 3);
+        loop.run_until([] { return false; }, 100ms);
+        CHECK(requests == 1);
+
+        answer = true;
+        Outcome o2;
+        REQUIRE(!client->send_recv("pong", all_messages, 2000ms, record(o2, Clock::now())));
+        run_until(
+            loop, [&] { return o2.done; }, "reply");
+        REQUIRE(o2.result.status == RecvResult::Status::message);
+        CHECK(o2.result.message.data == "pong");
+    }
+}
+
 // ------------------------------------------------------------------------------ dns_timeout
 
 TEST_CASE("dns_timeout: a name resolves through the system resolver within it") {

@@ -37,7 +37,7 @@ struct NetConf {
     // SO_LINGER on close: 0 s sends a reset; more lets the OS keep sending that long after
     // the end (the lingering close runs off the loop thread).
     std::optional<std::chrono::seconds> linger;
-    int send_retry = 2;    // UDP: retries of a datagram refused by a full socket buffer
+    int send_retry = 2;    // UDP send_recv(): resends after a reply timeout
     Loop* loop = nullptr;  // the loop used by open calls that are given none
 
     // --- beyond P2PD ---

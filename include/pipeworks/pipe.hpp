@@ -213,6 +213,17 @@ public:
     // pipe ends (or the subscription is removed) while waiting.
     void recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, RecvFn fn);
     void recv(RecvFn fn) { recv(all_messages, std::nullopt, std::move(fn)); }
+    // A request and its reply, P2PD's UDP await pattern: sends `bytes` (a datagram to `to`, or
+    // to the default destination when `to` is empty; on TCP to the peer), then recv()s the next
+    // message of `sub`. On UDP, when `timeout` (default conf().recv_timeout) passes without a
+    // message, the datagram is sent again, up to conf().send_retry times; TCP delivers or fails
+    // on its own, so a stream pipe sends once and waits once. The handler runs exactly once, as
+    // for recv(): the reply, status timeout after the last attempt, or status ended (also when a
+    // resend is refused: EndInfo::error says why). A first send that is refused returns its
+    // Error and the handler does not run. A message already queued in `sub` is the reply.
+    Error send_recv(std::string_view bytes, SubId sub,
+                    std::optional<std::chrono::milliseconds> timeout, RecvFn fn,
+                    const Address& to = {});
     // The next queued message of `sub`, if any, without waiting.
     std::optional<Received> try_recv(SubId sub = all_messages);
     // Messages waiting in `sub`'s queue.

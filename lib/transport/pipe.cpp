@@ -124,11 +124,19 @@ struct UdpSendReq {
     uv_udp_send_t req;
     std::weak_ptr<PipeImpl> pipe;
     Address to;
-    int retries;
     std::string data;
 };
 
-void udp_send_done(uv_udp_send_t* req, int status);
+void udp_send_done(uv_udp_send_t* req, int status) {
+    auto* r = static_cast<UdpSendReq*>(req->data);
+    auto p = r->pipe.lock();
+    if (p) {
+        p->udp_queued_ -= r->data.size();
+        if (status != 0 && status != UV_ECANCELED) ++p->dropped_;
+        if (!p->handle_closing_) p->after_written();
+    }
+    delete r;
+}
 
 int submit_udp(UdpSendReq* r, uv_udp_t* u) {
     r->req.data = r;
@@ -136,22 +144,6 @@ int submit_udp(UdpSendReq* r, uv_udp_t* u) {
     // An empty `to`: the socket is connected and sends to its peer (libuv refuses an address).
     return uv_udp_send(&r->req, u, &b, 1, r->to.empty() ? nullptr : r->to.sockaddr(),
                        udp_send_done);
-}
-
-void udp_send_done(uv_udp_send_t* req, int status) {
-    auto* r = static_cast<UdpSendReq*>(req->data);
-    auto p = r->pipe.lock();
-    bool transient = status == UV_ENOBUFS || status == UV_EAGAIN || status == UV_ENOMEM;
-    if (p && transient && r->retries > 0 && !p->handle_closing_) {
-        --r->retries;  // NetConf::send_retry: the socket buffer was full
-        if (submit_udp(r, &p->h_.udp) == 0) return;
-    }
-    if (p) {
-        p->udp_queued_ -= r->data.size();
-        if (status != 0 && status != UV_ECANCELED) ++p->dropped_;
-        if (!p->handle_closing_) p->after_written();
-    }
-    delete r;
 }
 
 // Closes fd on libuv's thread pool (a lingering close may block).
@@ -1333,8 +1325,7 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to) {
     }
     if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
     // The datagram waits for the socket: the request owns a copy of the bytes.
-    auto* r =
-        new UdpSendReq{{}, self_, to_peer ? Address{} : to, conf_->send_retry, std::string(bytes)};
+    auto* r = new UdpSendReq{{}, self_, to_peer ? Address{} : to, std::string(bytes)};
     if (int rc = submit_udp(r, &h_.udp); rc != 0) {
         delete r;
         return uv_fail("send_to", rc, to);

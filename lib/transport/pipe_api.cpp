@@ -316,6 +316,52 @@ void Pipe::recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, Rec
     s->waiters.push_back(detail::RecvWaiter{id, std::move(fn), t});
 }
 
+namespace {
+
+// One send_recv(): what to send again and how many more times.
+struct Exchange {
+    std::string bytes;
+    Address to;
+    SubId sub;
+    std::optional<std::chrono::milliseconds> timeout;
+    Pipe::RecvFn fn;
+    int resends_left;
+};
+
+void await_reply(Pipe& pipe, std::shared_ptr<Exchange> x) {
+    pipe.recv(x->sub, x->timeout, [x](Pipe& p, RecvResult& r) mutable {
+        if (r.status != RecvResult::Status::timeout || x->resends_left == 0) return x->fn(p, r);
+        --x->resends_left;
+        if (Error e = x->to.empty() ? p.send(x->bytes) : p.send_to(x->bytes, x->to)) {
+            RecvResult refused;
+            refused.status = RecvResult::Status::ended;
+            refused.end = EndInfo{EndReason::local_close, std::move(e)};
+            return x->fn(p, refused);
+        }
+        await_reply(p, std::move(x));
+    });
+}
+
+}  // namespace
+
+Error Pipe::send_recv(std::string_view bytes, SubId sub,
+                      std::optional<std::chrono::milliseconds> timeout, RecvFn fn,
+                      const Address& to) {
+    auto& p = I(this);
+    // Checked before sending: a request whose reply can never be received is a mistake.
+    if ((sub == all_messages ? p.implicit_sub() : p.find_sub(sub)) == nullptr)
+        return Error(errc::invalid_config, "send_recv: no subscription " + std::to_string(sub));
+    if (Error e = to.empty() ? send(bytes) : send_to(bytes, to)) return e;
+    const int resends = p.transport() == Transport::udp ? p.conf_->send_retry : 0;
+    if (resends == 0) {
+        recv(sub, timeout, std::move(fn));
+        return {};
+    }
+    await_reply(*this, std::make_shared<Exchange>(
+                           Exchange{std::string(bytes), to, sub, timeout, std::move(fn), resends}));
+    return {};
+}
+
 std::optional<Received> Pipe::try_recv(SubId sub) {
     auto& p = I(this);
     detail::Subscription* s = sub == all_messages ? p.implicit_sub() : p.find_sub(sub);
