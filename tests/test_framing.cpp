@@ -123,6 +123,42 @@ TEST_CASE("a frame over max_message ends that pipe with a framing error; others 
     CHECK(good->is_up());
 }
 
+TEST_CASE("a stream that ends inside a frame ends with a framing error; between frames it is FIN") {
+    for (Family f : {Family::ipv4, Family::ipv6}) {
+        CAPTURE(f == Family::ipv4 ? "IPv4" : "IPv6");
+        for (bool cut : {true, false}) {
+            CAPTURE(cut);
+            Loop loop;
+            auto server = must(Pipe::listen(loop, lo(f), framed(Framer::message())), "listen");
+            std::vector<std::string> got;
+            std::optional<EndInfo> end;
+            server->on_message([&](Pipe&, const Message& m) { got.emplace_back(m.data); });
+            server->on_end([&](Pipe& p, const EndInfo& e) {
+                if (p.kind() == PipeKind::tcp_accepted) end = e;
+            });
+            // A raw client writes the frames by hand, then closes (FIN).
+            auto raw = must(Pipe::connect(loop, server->local_address()), "raw client");
+            std::string bytes = frame("one") + frame("two");
+            if (cut) bytes += frame("three").substr(0, 6);  // the length and 2 of 5 bytes
+            REQUIRE(!raw->send(bytes));
+            raw->close();
+            run_until(
+                loop, [&] { return end.has_value(); }, "the accepted pipe's end");
+            CHECK(got == std::vector<std::string>{"one", "two"});  // the whole frames arrive
+            if (cut) {
+                CHECK(end->reason == EndReason::framing_error);
+                CHECK(end->error == errc::framing_error);
+                CHECK(end->error.message.find("ended inside a frame") != std::string::npos);
+                CHECK(end->partial_frame_bytes == 6);
+            } else {
+                CHECK(end->reason == EndReason::peer_close);
+                CHECK(!end->error);
+                CHECK(end->partial_frame_bytes == 0);
+            }
+        }
+    }
+}
+
 TEST_CASE("framed pipes: recv and subscriptions get whole messages") {
     Loop loop;
     EchoServer server(loop, Family::ipv6, framed(Framer::lines()));

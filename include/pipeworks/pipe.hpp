@@ -45,7 +45,8 @@ enum class EndReason : std::uint8_t {
     peer_reset,     // the peer reset the connection (RST, or EPIPE on write)
     error,          // any other failure: see EndInfo::error
     timeout,        // a deadline passed (connect, name resolution)
-    framing_error,  // the bytes received broke the pipe's framer (see EndInfo::error)
+    framing_error,  // the bytes received broke the pipe's framer, or the stream ended inside a
+                    // frame (see EndInfo::error)
 };
 
 PIPEWORKS_API const char* to_string(PipeKind k) noexcept;
@@ -56,6 +57,8 @@ PIPEWORKS_API const char* to_string(EndReason r) noexcept;
 struct EndInfo {
     EndReason reason = EndReason::local_close;
     Error error;
+    // framing_error because the stream ended inside a frame: how many bytes of it arrived.
+    std::size_t partial_frame_bytes = 0;
 };
 
 // A message as delivered to a callback. `data` is valid only during the call; copy what you keep.

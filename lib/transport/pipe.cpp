@@ -815,6 +815,22 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
 
 void PipeImpl::read_failed(int status) {
     EndReason r = reason_for(status);
+    if (r == EndReason::peer_close && decoder_ && decoder_->buffered() > 0 && !paused_) {
+        // Whole frames a pause left behind go out first; what remains is a frame cut short.
+        feed_frames({}, peer_);
+        if (ending_ || paused_) return;
+        if (std::size_t held = decoder_ ? decoder_->buffered() : 0; held > 0) {
+            ending_ = true;
+            end_info_ =
+                EndInfo{EndReason::framing_error,
+                        Error(errc::framing_error,
+                              "read from " + describe() + ": the stream ended inside a frame (" +
+                                  std::to_string(held) + " bytes of an incomplete frame received)"),
+                        held};
+            begin_close(true);
+            return;
+        }
+    }
     if (r == EndReason::peer_close) {
         for (PipeImpl* t : links_)
             if (t->linked_to(this)) {
