@@ -16,6 +16,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 root=$(dirname "$here")
 
 build=${1:-build-bench}
@@ -65,11 +67,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-show_cmd() {
-    printf '$'
-    printf ' %q' "$@"
-    printf '\n'
-}
 
 free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -87,34 +84,8 @@ wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:P
     return 1
 }
 
-median() {
-    if (($# == 0)); then
-        echo FAIL
-        return
-    fi
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]
-        else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
-ratio() { # ratio A B: A / B with 2 decimals, n/a when either is missing
-    if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]]; then
-        awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f\n", a / b; else print "n/a" }'
-    else
-        echo n/a
-    fi
-}
 
-cpu_busy_pct() { # share of all CPUs' time not idle during the next second, in percent
-    local -a s0 s1
-    read -r -a s0 </proc/stat
-    sleep 1
-    read -r -a s1 </proc/stat
-    local i total=0 idle
-    for ((i = 1; i <= 8; i++)); do total=$((total + s1[i] - s0[i])); done
-    idle=$((s1[4] - s0[4] + s1[5] - s0[5]))
-    if ((total > 0)); then echo $((100 - 100 * idle / total)); else echo 0; fi
-}
 
 # ---------------------------------------------------------------- environment
 
@@ -249,10 +220,10 @@ for name in "${paths[@]}"; do
     # shellcheck disable=SC2086 # word splitting of the value list is intended
     MED[$name]=$(median ${GBPS[$name]:-})
     printf '| %s | %s | %s | %s |\n' "$name" "${GBPS[$name]:-none}" "${MED[$name]}" \
-        "$(ratio "${MED[$name]}" "${MED[direct]}")"
+        "$(ratio "${MED[direct]}" "${MED[$name]}")"
 done
 echo
-r=$(ratio "${MED[pipeworks-relay]}" "${MED[socat]}")
+r=$(ratio "${MED[socat]}" "${MED[pipeworks-relay]}")
 met=n/a
 if [[ $r != n/a ]]; then met=$(awk -v r="$r" 'BEGIN { print (r >= 2) ? "yes" : "no" }'); fi
 echo "pipeworks-relay / socat: $r (goal >= 2: $met)"

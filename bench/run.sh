@@ -34,6 +34,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 root=$(dirname "$here")
 
 build=${1:-build-bench}
@@ -142,11 +144,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-show_cmd() {
-    printf '$'
-    printf ' %q' "$@"
-    printf '\n'
-}
 
 # start_server BIN [ARGS...]: starts it on 127.0.0.1:0, sets SERVER_PID and SERVER_ADDR.
 start_server() {
@@ -202,16 +199,6 @@ cpu_ticks() { # utime + stime of a process, all threads, in clock ticks
     echo $((f[11] + f[12]))
 }
 
-cpu_busy_pct() { # share of all CPUs' time not idle during the next second, in percent
-    local -a s0 s1
-    read -r -a s0 </proc/stat
-    sleep 1
-    read -r -a s1 </proc/stat
-    local i total=0 idle
-    for ((i = 1; i <= 8; i++)); do total=$((total + s1[i] - s0[i])); done
-    idle=$((s1[4] - s0[4] + s1[5] - s0[5]))
-    if ((total > 0)); then echo $((100 - 100 * idle / total)); else echo 0; fi
-}
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
@@ -229,23 +216,7 @@ fmt_dec() { # a number with 3 decimals; anything else unchanged
     if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.3f\n' "$1"; else echo "$1"; fi
 }
 
-median() { # median of the numbers given as arguments, or FAIL when none
-    if (($# == 0)); then
-        echo FAIL
-        return
-    fi
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) printf "%.6g\n", v[(NR + 1) / 2]
-        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
-ratio() { # ratio A B: B / A with 2 decimals, n/a when either is missing
-    if [[ $1 =~ ^[0-9.e+]+$ && $2 =~ ^[0-9.e+]+$ ]]; then
-        awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f\n", b / a; else print "n/a" }'
-    else
-        echo n/a
-    fi
-}
 
 at_least() { # at_least RATIO GOAL: yes when RATIO >= GOAL, no when below, n/a without a ratio
     if [[ $1 =~ ^[0-9.e+]+$ ]]; then
