@@ -10,10 +10,16 @@
 namespace {
 
 std::atomic<std::size_t> g_allocations{0};
+// The largest single allocation since reset_largest_allocation(): a size a peer claims must
+// never be allocated, and only the size shows that (a count does not).
+std::atomic<std::size_t> g_largest_allocation{0};
 
 // Out of line, so the compiler does not pair malloc and free across the replaced operators.
 [[gnu::noinline]] void* counted_alloc(std::size_t n) noexcept {
     g_allocations.fetch_add(1, std::memory_order_relaxed);
+    std::size_t seen = g_largest_allocation.load(std::memory_order_relaxed);
+    while (n > seen && !g_largest_allocation.compare_exchange_weak(seen, n)) {
+    }
     return std::malloc(n == 0 ? 1 : n);
 }
 [[gnu::noinline]] void counted_free(void* p) noexcept {
@@ -52,6 +58,12 @@ namespace pw_test {
 
 inline std::size_t allocations() {
     return g_allocations.load(std::memory_order_relaxed);
+}
+inline std::size_t largest_allocation() {
+    return g_largest_allocation.load(std::memory_order_relaxed);
+}
+inline void reset_largest_allocation() {
+    g_largest_allocation.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace pw_test

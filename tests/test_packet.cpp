@@ -1,11 +1,15 @@
 // The packet layer: PacketConnection between two pipeworks peers over loopback (requests,
 // handlers, channels, timeouts, cancel, shutdown in both orders, a burst), and against a raw
 // pipe that plays a peer byte by byte (the wire vectors, and every kind of bad input).
+#include "alloc_counter.hpp"
 #include "support.hpp"
 
 #include <pipeworks/packet.hpp>
 
+#include <atomic>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -94,11 +98,21 @@ struct RawPeer {
     }
 };
 
+// Once it has ended, dropping the last reference of ours frees the connection: nothing it
+// left behind (a callback, a timer, a responder) still holds it.
+void expect_freed(Loop& loop, PacketConnectionPtr& conn) {
+    std::weak_ptr<PacketConnection> weak = conn;
+    conn.reset();
+    run_until(
+        loop, [&] { return weak.expired(); }, "the connection is freed");
+}
+
 // A request is pending on `peer.conn`, then the raw peer sends `wire`: the connection must end
 // with a protocol error naming `what`, and the pending request must fail with it.
 // With `then_close` the raw peer closes its side after the bytes.
 void expect_protocol_error(std::string_view wire, std::string_view what, PacketConf conf = {},
                            bool then_close = false) {
+    CAPTURE(what);
     Loop loop;
     RawPeer peer(loop, conf);
     std::optional<PacketResult> pending;
@@ -112,11 +126,13 @@ void expect_protocol_error(std::string_view wire, std::string_view what, PacketC
     CHECK_MESSAGE(mentions(*peer.end, what), peer.end->message);
     REQUIRE(pending);
     CHECK(pending->error == errc::protocol_error);
+    CHECK_MESSAGE(mentions(pending->error, what), pending->error.message);
     CHECK(!*pending);
     CHECK(peer.conn->ended());
     CHECK(peer.conn->stats().outstanding == 0);
     run_until(
         loop, [&] { return peer.raw_end.has_value(); }, "the raw peer sees the close");
+    expect_freed(loop, peer.conn);
 }
 
 }  // namespace
@@ -322,12 +338,16 @@ TEST_CASE("timeouts and cancel: the callback runs once; late responses are dropp
     CHECK(s.client->cancel(id));
     CHECK(!s.client->cancel(id));
     REQUIRE(cancelled);
-    CHECK(cancelled->error.code == std::errc::operation_canceled);
+    CHECK(cancelled->error == errc::request_cancelled);
+    CHECK(mentions(cancelled->error, "(channel 3, tag 0) cancelled"));
     run_until(
         loop, [&] { return timed.has_value(); }, "timeout");
-    CHECK(timed->error.code == std::errc::timed_out);
+    CHECK(timed->error == errc::request_timeout);
     CHECK(mentions(timed->error, "no response within the timeout"));
     CHECK(s.client->stats().timeouts == 1);
+    CHECK(make_error_code(errc::request_timeout).message() ==
+          "no response within the request's timeout");
+    CHECK(make_error_code(errc::request_cancelled).message() == "the request was cancelled");
     CHECK(s.client->stats().outstanding == 1);
     for (auto& h : held) h.answer(std::string("now"));
     run_until(
@@ -496,18 +516,72 @@ TEST_CASE("the peer's EOF fails what is pending with 'connection ended', answers
 }
 
 TEST_CASE("bad input: malformed varint") {
-    // A body whose F is cut inside a BSUInt: 02 05 81 (tag 5, F truncated).
-    expect_protocol_error(bytes({0x02, 0x05, 0x81}), "F: BSUInt truncated");
+    struct Case {
+        std::string wire;
+        std::string_view what;
+    };
+    const std::vector<Case> cases = {
+        // A body that the varint it starts with does not fit in: each field cut inside a BSUInt.
+        {bytes({0x01, 0x81}), "tag: BSUInt truncated"},
+        {bytes({0x02, 0x05, 0x81}), "F: BSUInt truncated"},
+        {bytes({0x03, 0x05, 0x03, 0x81}), "channel: BSUInt truncated"},
+        {bytes({0x03, 0x05, 0x02, 0x81}), "rq_type: BSUInt truncated"},
+        // An empty body has not even a tag.
+        {bytes({0x00}), "tag: BSUInt missing"},
+    };
+    for (const Case& c : cases) expect_protocol_error(c.wire, c.what);
 }
 
 TEST_CASE("bad input: a varint over 64 bits") {
     SUBCASE("in a body") {
         std::string body = bytes({0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00});
-        expect_protocol_error(bytes({static_cast<int>(body.size())}) + body, "overflows 64 bits");
+        expect_protocol_error(bytes({static_cast<int>(body.size())}) + body,
+                              "tag: BSUInt overflows 64 bits");
     }
     SUBCASE("as the length") {
         expect_protocol_error(
-            bytes({0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00}), "64 bits");
+            bytes({0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00}),
+            "overflows 64 bits");
+    }
+}
+
+TEST_CASE("bad input: redundant 0x80 bytes are read up to 10 bytes; a longer varint is refused") {
+    SUBCASE("10 bytes or fewer: accepted, as Python writes none but reads them") {
+        Loop loop;
+        RawPeer peer(loop);
+        add_example_handlers(*peer.conn);
+        std::optional<PacketResult> got;
+        peer.conn->submit(0, 0, "x", 0, [&](PacketResult& r) { got = std::move(r); });
+        const std::string nine(9, '\x80');
+        // The response to it (tag 2, ok, "hi"), with a 10-byte length and `80 02`, `80 04`.
+        const std::string response = nine + bytes({0x06, 0x80, 0x02, 0x80, 0x04, 'h', 'i'});
+        // A request: length `80 11`, tag `80 05`, F `80 80 02`, wire rq_type 1 in 10 bytes,
+        // "ab" for the echo.
+        const std::string request =
+            bytes({0x80, 0x11, 0x80, 0x05, 0x80, 0x80, 0x02}) + nine + bytes({0x01, 'a', 'b'});
+        REQUIRE(!peer.raw->send(response + request));
+        const std::string sent = bytes({0x04, 0x02, 0x02, 0x01, 'x'});
+        const std::string echo = bytes({0x04, 0x05, 0x04, 'a', 'b'});
+        run_until(
+            loop,
+            [&] { return got.has_value() && peer.received.size() >= sent.size() + echo.size(); },
+            "the response and the echo");
+        REQUIRE(got);
+        CHECK((got->ok && got->payload == "hi"));
+        CHECK(peer.received == sent + echo);
+        CHECK(!peer.conn->ended());
+    }
+    const std::string ten(10, '\x80');
+    SUBCASE("a length of 11 bytes") {
+        expect_protocol_error(ten + bytes({0x03, 0x05, 0x02, 0x01}), "longer than 10 bytes");
+    }
+    SUBCASE("a tag of 11 bytes") {
+        expect_protocol_error(bytes({0x0c}) + ten + bytes({0x02, 0x04}),
+                              "tag: BSUInt longer than 10 bytes");
+    }
+    SUBCASE("an rq_type of 11 bytes") {
+        expect_protocol_error(bytes({0x0d, 0x05, 0x02}) + ten + bytes({0x01}),
+                              "rq_type: BSUInt longer than 10 bytes");
     }
 }
 
@@ -518,48 +592,87 @@ TEST_CASE("bad input: a length over the maximum packet size is refused from the 
     expect_protocol_error(bytes({0x87, 0x69, 0x00, 0x02, 0x01}), "1000", conf);
     // The default maximum, 16 MiB: 2^40 claimed.
     expect_protocol_error(bytes({0xa0, 0x80, 0x80, 0x80, 0x80, 0x00}), "16777216");
+    // 1 GiB claimed: nothing of that size, nor of the maximum, is ever allocated (the whole
+    // exchange, connection setup included, is measured).
+    reset_largest_allocation();
+    expect_protocol_error(bytes({0x84, 0x80, 0x80, 0x80, 0x00, 0x05, 0x02, 0x01}), "16777216");
+    MESSAGE("largest allocation: " << largest_allocation() << " bytes");
+    CHECK(largest_allocation() < PacketConf{}.max_packet);
 }
 
 TEST_CASE("bad input: a response for no pending request is dropped and counted") {
     Loop loop;
     RawPeer peer(loop);
-    REQUIRE(!peer.raw->send(bytes({0x02, 0x03, 0x14})));  // OK response tag 3: nobody waits
-    run_until(
-        loop, [&] { return peer.conn->stats().unmatched_responses == 1; }, "counted");
-    CHECK(!peer.conn->ended());
     std::optional<PacketResult> r;
-    peer.conn->submit(0, 0, "", 0, [&](PacketResult& x) { r = std::move(x); });
-    REQUIRE(!peer.raw->send(bytes({0x02, 0x02, 0x04})));  // its response (tag 2)
+    peer.conn->submit(0, 0, "", 0, [&](PacketResult& x) { r = std::move(x); });  // tag 2
+    // OK responses for tag 3 (nobody waits) and for tag 2 on channel 5 (the tag of a request of
+    // ours, on another channel).
+    REQUIRE(!peer.raw->send(bytes({0x02, 0x03, 0x14, 0x03, 0x02, 0x05, 0x05})));
+    run_until(
+        loop, [&] { return peer.conn->stats().unmatched_responses == 2; }, "counted");
+    CHECK(!r);
+    CHECK(!peer.conn->ended());
+    CHECK(peer.conn->stats().outstanding == 1);
+    REQUIRE(!peer.raw->send(bytes({0x02, 0x02, 0x04})));  // its response (tag 2, channel 0)
     run_until(
         loop, [&] { return r.has_value(); }, "the connection still works");
+    REQUIRE(r);
     CHECK(r->ok);
+    CHECK(peer.conn->stats().responses_received == 1);
 }
 
-TEST_CASE("bad input: a request with a tag already in use is refused") {
+TEST_CASE("bad input: a request with a tag already in use ends the connection") {
     Loop loop;
     RawPeer peer(loop);
-    std::optional<PacketResponder> held;
+    std::vector<PacketResponder> held;
     peer.conn->handle(0, [&](PacketRequest& rq) -> HandlerResult {
-        held = rq.defer();
+        held.push_back(rq.defer());
         return {};
     });
-    // Two requests with tag 7 on channel 0; the first is still being handled.
-    REQUIRE(!peer.raw->send(bytes({0x04, 0x07, 0x02, 0x01, 'a', 0x04, 0x07, 0x02, 0x01, 'b'})));
-    const std::string why = "tag 7 already in use on channel 0";
-    const std::string refusal = bytes({static_cast<int>(2 + why.size()), 0x07, 0x00}) + why;
+    std::optional<PacketResult> pending;
+    peer.conn->submit(0, 0, "x", 0, [&](PacketResult& r) { pending = std::move(r); });
+    // Tag 7 on channel 0 and tag 7 on channel 1 (another channel: no reuse), both deferred;
+    // then tag 7 on channel 0 again, and a request after it that must reach no handler.
+    REQUIRE(!peer.raw->send(bytes({0x04, 0x07, 0x02, 0x01, 'a', 0x05, 0x07, 0x03, 0x01, 0x01, 'b',
+                                   0x04, 0x07, 0x02, 0x01, 'c', 0x04, 0x08, 0x02, 0x01, 'd'})));
     run_until(
-        loop, [&] { return peer.received.size() >= refusal.size(); }, "refusal");
-    CHECK(peer.received == refusal);
-    CHECK(held->answer(std::string("a")));
+        loop, [&] { return peer.end.has_value() && pending.has_value(); }, "protocol error");
+    REQUIRE(peer.end);
+    REQUIRE(pending);
+    CHECK(*peer.end == errc::protocol_error);
+    CHECK_MESSAGE(
+        mentions(*peer.end, "the peer reused tag 7 on channel 0 while it was still in use"),
+        peer.end->message);
+    CHECK(pending->error == errc::protocol_error);
+    CHECK(mentions(pending->error, "reused tag 7 on channel 0"));
+    CHECK(held.size() == 2);
+    CHECK(peer.conn->stats().requests_received == 2);
+    CHECK(peer.conn->stats().refused == 0);
+    // The deferred requests can no longer be answered.
+    for (PacketResponder& h : held) {
+        CHECK(!h.pending());
+        CHECK(!h.answer(std::string("too late")));
+    }
     run_until(
-        loop, [&] { return peer.received.size() >= refusal.size() + 4; }, "the real answer");
-    CHECK(peer.received.substr(refusal.size()) == bytes({0x03, 0x07, 0x04, 'a'}));
-    CHECK(!peer.conn->ended());
+        loop, [&] { return peer.raw_end.has_value(); }, "the raw peer sees the close");
+    CHECK(peer.received == bytes({0x04, 0x02, 0x02, 0x01, 'x'}));  // our request, nothing else
+    held.clear();
+    expect_freed(loop, peer.conn);
 }
 
 TEST_CASE("bad input: wire rq_type 0 that is neither EOF nor ERQ") {
-    expect_protocol_error(bytes({0x03, 0x05, 0x02, 0x00}), "neither EOF nor ERQ");
-    expect_protocol_error(bytes({0x04, 0x00, 0x02, 0x00, 'x'}), "neither EOF nor ERQ");
+    struct Case {
+        std::string wire;
+        std::string_view what;
+    };
+    const std::vector<Case> cases = {
+        {bytes({0x03, 0x05, 0x02, 0x00}), "neither EOF nor ERQ: tag 5"},
+        {bytes({0x04, 0x00, 0x02, 0x00, 'x'}), "neither EOF nor ERQ: a payload of 1 bytes"},
+        {bytes({0x04, 0x01, 0x02, 0x00, 'x'}), "neither EOF nor ERQ: a payload of 1 bytes"},
+        {bytes({0x03, 0x00, 0x06, 0x00}), "neither EOF nor ERQ: flags 1"},
+        {bytes({0x04, 0x00, 0x03, 0x01, 0x00}), "neither EOF nor ERQ: channel 1"},
+    };
+    for (const Case& c : cases) expect_protocol_error(c.wire, c.what);
 }
 
 TEST_CASE("bad input: a truncated final packet") {
@@ -574,8 +687,25 @@ TEST_CASE("bad input: a truncated final packet") {
         loop, [&] { return peer.end.has_value() && pending.has_value(); }, "the end");
     CHECK(*peer.end == errc::protocol_error);
     CHECK(mentions(*peer.end, "truncated final packet"));
+    CHECK(mentions(*peer.end, "after 2 bytes"));  // the length 0x10 and one byte of the body
     CHECK(pending->error == errc::protocol_error);
+    CHECK(mentions(pending->error, "truncated final packet"));
     CHECK(peer.conn->stats().unmatched_responses == 1);
+}
+
+TEST_CASE("bad input: the stream ends between packets without the peer's EOF") {
+    Loop loop;
+    RawPeer peer(loop);
+    std::optional<PacketResult> pending;
+    peer.conn->submit(0, 0, "x", 0, [&](PacketResult& r) { pending = std::move(r); });
+    REQUIRE(!peer.raw->send(bytes({0x02, 0x09, 0x04})));  // one whole (unmatched) response
+    peer.raw->close();
+    run_until(
+        loop, [&] { return peer.end.has_value() && pending.has_value(); }, "the end");
+    CHECK(*peer.end == errc::protocol_error);
+    CHECK(mentions(*peer.end, "between packets without the peer's EOF"));
+    CHECK_FALSE(mentions(*peer.end, "truncated"));
+    CHECK(pending->error == errc::protocol_error);
 }
 
 TEST_CASE("bad input: garbage") {
@@ -689,8 +819,9 @@ TEST_CASE("the pipe's end fails everything pending; a close timeout bounds the w
         peer.conn->close();  // the raw peer never sends EOF
         run_until(
             loop, [&] { return pending.has_value() && peer.end.has_value(); }, "timeout");
-        CHECK(pending->error.code == std::errc::timed_out);
-        CHECK(peer.end->code == std::errc::timed_out);
+        CHECK(pending->error == errc::close_timeout);
+        CHECK(*peer.end == errc::close_timeout);
         CHECK(mentions(*peer.end, "no EOF from the peer"));
+        CHECK(make_error_code(errc::close_timeout).message() == "close timed out");
     }
 }

@@ -25,6 +25,9 @@ enum class errc {
     queue_full,          // a bounded queue refused an element
     framing_error,       // received bytes break the pipe's Framer (length, header, delimiter)
     protocol_error,      // received packets break the packet protocol (PacketConnection)
+    request_timeout,     // a request had no response within its timeout (PacketConnection)
+    request_cancelled,   // a request was cancelled before its response (PacketConnection)
+    close_timeout,       // close() gave up waiting for the orderly end (PacketConf::close_timeout)
 };
 
 // The category of errc values ("pipeworks").

@@ -47,10 +47,11 @@ struct PacketConf {
     // decided from its length alone (the claimed size is never allocated); one longer to send
     // is refused with errc::message_too_large.
     std::size_t max_packet = 16 * 1024 * 1024;
-    // How long a request waits for its response unless submit() says otherwise; 0: forever.
+    // How long a request waits for its response unless submit() says otherwise (then it fails
+    // with errc::request_timeout); 0: forever.
     std::chrono::milliseconds request_timeout{0};
     // How long close() waits for local handlers and for the peer's EOF before it closes the
-    // pipe anyway (what is still pending then fails with std::errc::timed_out); 0: forever.
+    // pipe anyway (what is still pending then fails with errc::close_timeout); 0: forever.
     std::chrono::milliseconds close_timeout{10000};
 
     // An empty Error when valid, otherwise errc::invalid_config naming the field.
@@ -60,9 +61,10 @@ struct PacketConf {
 // The outcome of a request, handed to its callback (and later to the co_await and blocking
 // forms, which return it). Either an error, and no response; or the peer's response.
 struct PacketResult {
-    // No response: timeout (std::errc::timed_out), cancel() (std::errc::operation_canceled),
-    // the connection ended first (errc::pipe_ended: "connection ended ..."), the peer broke
-    // the protocol (errc::protocol_error), or the request could not be sent (its own code).
+    // No response: timeout (errc::request_timeout), cancel() (errc::request_cancelled),
+    // close() gave up waiting (errc::close_timeout), the connection ended first
+    // (errc::pipe_ended: "connection ended ..."), the peer broke the protocol
+    // (errc::protocol_error), or the request could not be sent (its own code).
     Error error;
     bool ok = false;          // the peer's handler succeeded; false: a failure response
     std::uint64_t flags = 0;  // the response flags (0 in a failure response)
@@ -161,7 +163,7 @@ struct PacketStats {
     std::uint64_t responses_received = 0;   // matched to a request still waiting
     std::uint64_t requests_received = 0;    // handed to a handler or refused (EOF/ERQ excluded)
     std::uint64_t responses_sent = 0;       // answers of every kind, refusals and failures too
-    std::uint64_t refused = 0;              // refusals: no handler, after ERQ, tag in use
+    std::uint64_t refused = 0;              // refusals: no handler, after ERQ
     std::uint64_t unmatched_responses = 0;  // responses for no request of ours: dropped
     std::uint64_t late_responses = 0;    // responses to requests that timed out or were cancelled
     std::uint64_t timeouts = 0;          // requests that timed out
@@ -205,7 +207,7 @@ public:
     RequestId submit(std::uint64_t rq_type, std::string_view payload, PacketCallback done) {
         return submit(rq_type, 0, payload, 0, std::move(done));
     }
-    // Gives up waiting: the callback runs now with std::errc::operation_canceled. The peer
+    // Gives up waiting: the callback runs now with errc::request_cancelled. The peer
     // still answers; that response is dropped (stats().late_responses). False when the request
     // is no longer waiting.
     bool cancel(RequestId id);
@@ -213,7 +215,9 @@ public:
     // ---- Requests the peer makes.
 
     // Handles requests of API type `rq_type` (replacing a handler already there; an empty
-    // function removes it). A request without a handler gets a failure response.
+    // function removes it). A request without a handler gets a failure response. A request
+    // whose tag is still in use on its channel (an earlier one of the peer's, deferred and not
+    // yet answered) ends the connection with errc::protocol_error.
     void handle(std::uint64_t rq_type, PacketHandler handler);
 
     // ---- Shutdown.

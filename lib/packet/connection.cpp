@@ -39,10 +39,6 @@ std::string where(std::uint64_t channel, std::uint64_t tag) {
     return "(channel " + num(channel) + ", tag " + num(tag) + ")";
 }
 
-Error timed_out(std::string message) {
-    return Error(std::make_error_code(std::errc::timed_out), std::move(message));
-}
-
 }  // namespace
 
 Error PacketConf::validate() const {
@@ -266,8 +262,7 @@ bool PacketConnectionImpl::cancel(RequestId id) {
     o->abandoned = true;
     ++abandoned_;
     PacketResult r;
-    r.error = Error(std::make_error_code(std::errc::operation_canceled),
-                    "request " + where(id.channel, id.tag) + " cancelled");
+    r.error = Error(errc::request_cancelled, "request " + where(id.channel, id.tag) + " cancelled");
     if (done) done(r);
     return true;
 }
@@ -321,7 +316,8 @@ void PacketConnectionImpl::on_deadlines() {
         ++abandoned_;
         ++stats_.timeouts;
         PacketResult r;
-        r.error = timed_out("request " + where(d.channel, d.tag) + " to " +
+        r.error = Error(errc::request_timeout,
+                        "request " + where(d.channel, d.tag) + " to " +
                             (pipe_ ? pipe_->peer_address().to_string() : std::string("the peer")) +
                             ": no response within the timeout");
         if (done) done(r);
@@ -376,6 +372,11 @@ void PacketConnectionImpl::on_request(const Packet& p) {
         peer_erq_ = true;
         return;
     }
+    // Python refuses a reused tag and stays up. Only a broken peer reuses a tag in use (Python's
+    // own sender never does), and it could not tell the two answers apart.
+    if (incoming_.find(p.channel, p.tag) != nullptr)
+        return protocol_error(describe() + ": the peer reused tag " + num(p.tag) + " on channel " +
+                              num(p.channel) + " while it was still in use");
     ++stats_.requests_received;
     if (sent_eof_) {
         ++stats_.unanswerable;  // our EOF is out: nothing may follow it
@@ -383,8 +384,6 @@ void PacketConnectionImpl::on_request(const Packet& p) {
     }
     // Python's texts, so that either peer's refusals read the same.
     if (peer_erq_) return refuse(p, "requests no longer allowed");
-    if (incoming_.find(p.channel, p.tag) != nullptr)
-        return refuse(p, "tag " + num(p.tag) + " already in use on channel " + num(p.channel));
     const std::uint64_t type = p.rq_type - 1;  // wire rq_type 0 is EOF or ERQ, handled above
     auto h = handlers_.find(type);
     if (h == handlers_.end()) return refuse(p, "no handler for rq_type " + num(type));
@@ -446,14 +445,16 @@ void PacketConnectionImpl::on_pipe_end(const EndInfo& info) {
         e = *end_error_;  // a protocol error or a close timeout closed the pipe
     } else if (peer_eof_ && sent_eof_) {
         // Both EOFs: the orderly end, however the pipe then closed.
+    } else if (info.reason == EndReason::framing_error && info.partial_frame_bytes > 0) {
+        e = Error(errc::protocol_error, describe() +
+                                            ": a truncated final packet: the stream ended after " +
+                                            num(info.partial_frame_bytes) + " bytes of it");
     } else if (info.reason == EndReason::framing_error) {
         // The length framer: a malformed or overlong length, or a body over max_packet.
         e = Error(errc::protocol_error, describe() + ": " + info.error.message);
     } else if (info.reason == EndReason::peer_close && !peer_eof_) {
         e = Error(errc::protocol_error,
-                  describe() +
-                      ": the stream ended before the peer's EOF (a truncated final packet, "
-                      "or no EOF)");
+                  describe() + ": the stream ended between packets without the peer's EOF");
     } else {
         std::string m = "connection ended: " + describe() + ": " + to_string(info.reason);
         if (info.error) m += ": " + info.error.message;
@@ -589,7 +590,7 @@ void PacketConnectionImpl::close() {
             else
                 m += "no EOF from the peer";
             m += " after " + num(static_cast<std::uint64_t>(c.conf_.close_timeout.count())) + " ms";
-            c.end_error_ = timed_out(std::move(m));
+            c.end_error_ = Error(errc::close_timeout, std::move(m));
             c.fail_pending(*c.end_error_);
             c.pipe_->close();
         });

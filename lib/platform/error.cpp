@@ -36,6 +36,12 @@ public:
                 return "framing error";
             case errc::protocol_error:
                 return "protocol error";
+            case errc::request_timeout:
+                return "no response within the request's timeout";
+            case errc::request_cancelled:
+                return "the request was cancelled";
+            case errc::close_timeout:
+                return "close timed out";
         }
         return "unknown pipeworks error";
     }
