@@ -60,12 +60,12 @@ int main(int argc, char** argv) {
         // Copied to every accepted pipe: each echoes to its own peer.
         server->on_message([](Pipe& p, const Message& m) { p.send(m.data); });
     }
-    std::printf("listening on %s\n", server->local_address().to_string().c_str());
-    std::fflush(stdout);
-
+    // Handlers first: whoever reads the line below may signal at once.
     auto stop = [&](int) { server->close(); };
     auto s1 = loop.on_signal(SIGINT, stop);
     auto s2 = loop.on_signal(SIGTERM, stop);
+    std::printf("listening on %s\n", server->local_address().to_string().c_str());
+    std::fflush(stdout);
     loop.run();
     return 0;
 }

@@ -76,9 +76,6 @@ int main(int argc, char** argv) {
         });
         clients.insert(c);
     });
-    std::printf("listening on %s\n", server->local_address().to_string().c_str());
-    std::fflush(stdout);
-
     auto stop = [&](int) {
         if (stopping) return;
         stopping = true;
@@ -91,6 +88,9 @@ int main(int argc, char** argv) {
     };
     auto s1 = loop.on_signal(SIGINT, stop);
     auto s2 = loop.on_signal(SIGTERM, stop);
+    // After the handlers: whoever reads this line may signal at once.
+    std::printf("listening on %s\n", server->local_address().to_string().c_str());
+    std::fflush(stdout);
     loop.run();
     return 0;
 }

@@ -2,16 +2,14 @@
 // half-close, resets, bounded memory, UDP per source, TCP <-> UDP, unreachable targets, limits,
 // shutdown), and the built binary as a subprocess (arguments, --help, first line, signals).
 #include "../tools/relay/relay_server.hpp"
+#include "child_process.hpp"
 #include "support.hpp"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,8 +22,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-extern char** environ;
 
 using namespace pipeworks;
 using namespace pipeworks::relay;
@@ -732,87 +728,6 @@ TEST_CASE("the command line: endpoints, options, and what is refused") {
 
 namespace {
 
-// The built pipeworks-relay, run as a child process with its output in pipes.
-struct Child {
-    pid_t pid = -1;
-    int out = -1, err = -1;
-    std::string out_text, err_text;
-    std::optional<int> status;  // the exit status once reaped (128 + signal when killed)
-
-    explicit Child(const std::vector<std::string>& args) {
-        int o[2], e[2];
-        REQUIRE(::pipe2(o, O_CLOEXEC) == 0);
-        REQUIRE(::pipe2(e, O_CLOEXEC) == 0);
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, o[1], 1);
-        posix_spawn_file_actions_adddup2(&fa, e[1], 2);
-        std::vector<char*> argv;
-        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-        argv.push_back(nullptr);
-        const int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&fa);
-        ::close(o[1]);
-        ::close(e[1]);
-        out = o[0];
-        err = e[0];
-        ::fcntl(out, F_SETFL, O_NONBLOCK);
-        ::fcntl(err, F_SETFL, O_NONBLOCK);
-        REQUIRE(rc == 0);
-    }
-    ~Child() {
-        if (!status && pid > 0) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-        }
-        ::close(out);
-        ::close(err);
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-
-    // Reads what is there and reaps the child if it has exited. True once it has.
-    bool poll() {
-        char buf[4096];
-        for (auto [fd, text] : {std::pair{out, &out_text}, std::pair{err, &err_text}}) {
-            ssize_t n;
-            while ((n = ::read(fd, buf, sizeof buf)) > 0) text->append(buf, static_cast<size_t>(n));
-        }
-        if (!status) {
-            int ws = 0;
-            if (::waitpid(pid, &ws, WNOHANG) == pid)
-                status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-        }
-        if (status) {  // drain the last output
-            ssize_t n;
-            while ((n = ::read(out, buf, sizeof buf)) > 0) out_text.append(buf, std::size_t(n));
-            while ((n = ::read(err, buf, sizeof buf)) > 0) err_text.append(buf, std::size_t(n));
-        }
-        return status.has_value();
-    }
-    // Waits for pred() or the exit, with a deadline, running `loop` (if any) meanwhile: the
-    // test's own pipes go on. False on the deadline.
-    bool wait_for(const std::function<bool()>& pred, Loop* loop = nullptr,
-                  std::chrono::milliseconds deadline = kDeadline) {
-        const auto end = std::chrono::steady_clock::now() + deadline;
-        while (std::chrono::steady_clock::now() < end) {
-            poll();
-            if (pred()) return true;
-            if (status) return pred();
-            if (loop)
-                run_for(*loop, 5ms);
-            else
-                ::usleep(5000);
-        }
-        return false;
-    }
-    // Waits for the exit within the deadline; the status, or -1 on the deadline.
-    int wait_exit(Loop* loop = nullptr) {
-        if (wait_for([this] { return status.has_value(); }, loop)) return *status;
-        return -1;
-    }
-};
-
 std::string relay_bin() {
     const char* b = std::getenv("PIPEWORKS_RELAY_BIN");
     return b ? b : "";
@@ -838,16 +753,7 @@ TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a ma
         {{"tcp://127.0.0.1:0", "udp://127.0.0.1:1"}, "needs --framing length"},
         {{"tcp://127.0.0.1:0", "tcp://nonsense"}, "TARGET"},
     };
-    for (const auto& c : cases) {
-        std::vector<std::string> argv{bin};
-        argv.insert(argv.end(), c.args.begin(), c.args.end());
-        CAPTURE(c.says);
-        Child child(argv);
-        CHECK(child.wait_exit() == 2);
-        CHECK(child.err_text.find("usage: pipeworks-relay") != std::string::npos);
-        CHECK(child.err_text.find(c.says) != std::string::npos);
-        CHECK(child.out_text.empty());
-    }
+    for (const auto& c : cases) expect_bad_arguments(bin, c.args, c.says, "usage: pipeworks-relay");
     Child help({bin, "--help"});
     CHECK(help.wait_exit() == 0);
     for (const char* section : {"NAME", "SYNOPSIS", "OPTIONS", "SIGNALS", "EXAMPLES", "--max-conns",

@@ -110,12 +110,12 @@ int run_broker(int argc, char** argv) {
     std::shared_ptr<pubsub::Broker> broker = *started;
     broker->on_log(
         [](const std::string& line) { std::fprintf(stderr, "pubsub: %s\n", line.c_str()); });
-    std::printf("listening on %s\n", broker->local_address().to_string().c_str());
-    std::fflush(stdout);
-
+    // Handlers first: whoever reads the line below may signal at once.
     auto stop = [&](int) { broker->close(); };
     auto on_int = loop.on_signal(SIGINT, stop);
     auto on_term = loop.on_signal(SIGTERM, stop);
+    std::printf("listening on %s\n", broker->local_address().to_string().c_str());
+    std::fflush(stdout);
     loop.run();
     return 0;
 }

@@ -153,8 +153,6 @@ int main(int argc, char** argv) {
     });
     if (cl.stats) relay->on_close(print_report);
 
-    std::printf("listening on %s\n", relay->local_address().to_string().c_str());
-    std::fflush(stdout);
     const std::uint64_t start_ms = loop.now_ms();
 
     SignalWatch on_int, on_term, on_usr1;
@@ -180,6 +178,9 @@ int main(int argc, char** argv) {
     on_usr1 = loop.on_signal(SIGUSR1, [&](int) {
         if (cl.stats) print_totals(relay->counters(), loop.now_ms() - start_ms);
     });
+    // After the handlers: whoever reads this line may signal at once.
+    std::printf("listening on %s\n", relay->local_address().to_string().c_str());
+    std::fflush(stdout);
     loop.run();
     if (cl.stats) print_totals(relay->counters(), loop.now_ms() - start_ms);
     relay.reset();

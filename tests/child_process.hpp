@@ -1,0 +1,158 @@
+// A built binary run as a child process with its stdout and stderr in pipes, for the suites that
+// test programs as a user runs them (pipeworks-relay, the examples). Every wait has a deadline,
+// and a child still running when its Child goes away is killed, so a hang fails one case only.
+#pragma once
+
+#include "support.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace pw_test {
+
+struct Child {
+    pid_t pid = -1;
+    int out = -1, err = -1;
+    std::string out_text, err_text;
+    std::optional<int> status;  // the exit status once reaped (128 + signal when killed)
+
+    // args[0] is the binary's path.
+    explicit Child(const std::vector<std::string>& args) {
+        int o[2], e[2];
+        REQUIRE(::pipe2(o, O_CLOEXEC) == 0);
+        REQUIRE(::pipe2(e, O_CLOEXEC) == 0);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, o[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, e[1], 2);
+        // A test run as a background job of a non-interactive shell inherits SIGINT ignored;
+        // the child starts as it would from a terminal, with default signals and none blocked.
+        posix_spawnattr_t attr;
+        posix_spawnattr_init(&attr);
+        sigset_t defaults, none;
+        sigemptyset(&defaults);
+        sigaddset(&defaults, SIGINT);
+        sigaddset(&defaults, SIGTERM);
+        sigemptyset(&none);
+        posix_spawnattr_setsigdefault(&attr, &defaults);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+        std::vector<char*> argv;
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        const int rc = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+        posix_spawnattr_destroy(&attr);
+        posix_spawn_file_actions_destroy(&fa);
+        ::close(o[1]);
+        ::close(e[1]);
+        out = o[0];
+        err = e[0];
+        ::fcntl(out, F_SETFL, O_NONBLOCK);
+        ::fcntl(err, F_SETFL, O_NONBLOCK);
+        if (rc != 0) {
+            // The destructor does not run for a constructor that throws.
+            ::close(out);
+            ::close(err);
+            FAIL("cannot run " << args[0] << ": " << std::strerror(rc));
+        }
+    }
+    ~Child() {
+        if (!status && pid > 0) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+        ::close(out);
+        ::close(err);
+    }
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    // Reads what is there and reaps the child if it has exited. True once it has.
+    bool poll() {
+        char buf[4096];
+        for (auto [fd, text] : {std::pair{out, &out_text}, std::pair{err, &err_text}}) {
+            ssize_t n;
+            while ((n = ::read(fd, buf, sizeof buf)) > 0) text->append(buf, static_cast<size_t>(n));
+        }
+        if (!status) {
+            int ws = 0;
+            if (::waitpid(pid, &ws, WNOHANG) == pid)
+                status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+        }
+        if (status) {  // drain the last output
+            ssize_t n;
+            while ((n = ::read(out, buf, sizeof buf)) > 0) out_text.append(buf, std::size_t(n));
+            while ((n = ::read(err, buf, sizeof buf)) > 0) err_text.append(buf, std::size_t(n));
+        }
+        return status.has_value();
+    }
+    // Waits for pred() or the exit, with a deadline, running `loop` (if any) meanwhile: the
+    // test's own pipes go on. False on the deadline.
+    bool wait_for(const std::function<bool()>& pred, pipeworks::Loop* loop = nullptr,
+                  std::chrono::milliseconds deadline = kDeadline) {
+        const auto end = std::chrono::steady_clock::now() + deadline;
+        while (std::chrono::steady_clock::now() < end) {
+            poll();
+            if (pred()) return true;
+            if (status) return pred();
+            if (loop)
+                run_for(*loop, 5ms);
+            else
+                ::usleep(5000);
+        }
+        return false;
+    }
+    // Waits for the first line on stdout and returns the moment it is there (wait_for checks
+    // every 5 ms): for tests that act on the line as fast as a supervisor would. False on the
+    // deadline or when stdout closes first.
+    bool wait_first_line(std::chrono::milliseconds deadline = kDeadline) {
+        const auto end = std::chrono::steady_clock::now() + deadline;
+        while (out_text.find('\n') == std::string::npos) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                end - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return false;
+            pollfd p{out, POLLIN, 0};
+            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+            char buf[4096];
+            const ssize_t n = ::read(out, buf, sizeof buf);
+            if (n == 0) return false;
+            if (n > 0) out_text.append(buf, static_cast<std::size_t>(n));
+        }
+        return true;
+    }
+    // Waits for the exit within the deadline; the status, or -1 on the deadline.
+    int wait_exit(pipeworks::Loop* loop = nullptr) {
+        if (wait_for([this] { return status.has_value(); }, loop)) return *status;
+        return -1;
+    }
+};
+
+// Runs `bin` with `args` and checks that it refuses them as a bad command line: exit status 2,
+// `says` and `usage` on stderr, nothing on stdout.
+inline void expect_bad_arguments(const std::string& bin, const std::vector<std::string>& args,
+                                 const std::string& says, const std::string& usage) {
+    std::vector<std::string> argv{bin};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CAPTURE(says);
+    Child child(argv);
+    CHECK(child.wait_exit() == 2);
+    CHECK(child.err_text.find(says) != std::string::npos);
+    CHECK(child.err_text.find(usage) != std::string::npos);
+    CHECK(child.out_text.empty());
+}
+
+}  // namespace pw_test
