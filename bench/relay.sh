@@ -126,6 +126,7 @@ start_path() {
             cmd=("${pin[@]}" "$relay_bin" "tcp://127.0.0.1:0" "tcp://127.0.0.1:$iperf_port")
             show_cmd "${cmd[@]}"
             : >"$tmp/relay.out" # not the last run's line: the child truncates it only later
+            : >"$tmp/relay.out" # exists before the reads below, however the start is scheduled
             "${cmd[@]}" >"$tmp/relay.out" 2>"$tmp/relay.err" &
             RELAY_PID=$!
             local line="" i

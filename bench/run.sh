@@ -152,6 +152,7 @@ start_server() {
     local cmd=("${server_pin[@]}" "$bin" "$@" --bind 127.0.0.1:0)
     show_cmd "${cmd[@]}"
     : >"$tmp/server.out"
+    : >"$tmp/server.out" # exists before the reads below, however the start is scheduled
     "${cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
     SERVER_PID=$!
     local line="" i
@@ -236,6 +237,7 @@ probe_pipeworks_framing() {
         pipeworks_framing_note="$pipeworks_bin is not built"
         return
     fi
+    : >"$tmp/probe.out" # exists before the reads below, however the start is scheduled
     "$pipeworks_bin" --framing length --bind 127.0.0.1:0 >"$tmp/probe.out" 2>"$tmp/probe.err" &
     SERVER_PID=$!
     local line="" i status=0
