@@ -403,21 +403,32 @@ int udp_open_keeping_reuse(uv_udp_t* u, int fd) {
 
 }  // namespace
 
-Error PipeImpl::open_tcp_socket(const Address& local, Family family, bool listening) {
-    int domain = family == Family::ipv6 ? AF_INET6 : AF_INET;
-    int fd = ::socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, conf_->sock_proto);
+Error PipeImpl::bound_socket(int type, Family family, const Address& local, int& fd) {
+    fd = ::socket(family == Family::ipv6 ? AF_INET6 : AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  conf_->sock_proto);
     if (fd < 0) return uv_fail("socket", os_error());
+    auto fail_fd = [&](Error e) {
+        ::close(fd);
+        fd = -1;
+        return e;
+    };
+    // libuv would set SO_REUSEADDR on every bind; pipeworks makes it NetConf::reuse_addr.
+    if (conf_->reuse_addr)
+        if (auto e = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")) return fail_fd(e);
+    if (type == SOCK_DGRAM && conf_->broadcast)
+        if (auto e = set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST")) return fail_fd(e);
+    if (!local.empty() && ::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
+        return fail_fd(uv_fail("bind", os_error(), local));
+    return {};
+}
+
+Error PipeImpl::open_tcp_socket(const Address& local, Family family, bool listening) {
+    int fd = -1;
+    if (Error e = bound_socket(SOCK_STREAM, family, local, fd)) return e;
     auto fail_fd = [&](Error e) {
         ::close(fd);
         return e;
     };
-    // libuv would set SO_REUSEADDR on every TCP bind; pipeworks makes it NetConf::reuse_addr.
-    if (conf_->reuse_addr)
-        if (auto e = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")) return fail_fd(e);
-    if (!local.empty()) {
-        if (::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
-            return fail_fd(uv_fail("bind", os_error(), local));
-    }
     int rc = uv_tcp_open(&h_.tcp, fd);
     if (rc != 0) return fail_fd(uv_fail("uv_tcp_open", rc));
     if (!listening) {
@@ -633,19 +644,12 @@ Error PipeImpl::open_udp(const Address& local_in, const Address& dest) {
         return Error(errc::invalid_address, "udp: local address " + local.to_string() +
                                                 " and destination " + dest.to_string() +
                                                 " are of different families");
-    int domain = local.is_v6() ? AF_INET6 : AF_INET;
-    int fd = ::socket(domain, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, conf_->sock_proto);
-    if (fd < 0) return uv_fail("socket", os_error());
+    int fd = -1;
+    if (Error e = bound_socket(SOCK_DGRAM, local.family(), local, fd)) return e;
     auto fail_fd = [&](Error e) {
         ::close(fd);
         return e;
     };
-    if (conf_->reuse_addr)
-        if (auto e = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")) return fail_fd(e);
-    if (conf_->broadcast)
-        if (auto e = set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST")) return fail_fd(e);
-    if (::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
-        return fail_fd(uv_fail("bind", os_error(), local));
     int rc = udp_open_keeping_reuse(&h_.udp, fd);
     if (rc != 0) return fail_fd(uv_fail("uv_udp_open", rc));
     if (!conf_->do_close) kept_fd_ = ::dup(fd);

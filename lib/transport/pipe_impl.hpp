@@ -83,6 +83,9 @@ public:
     static const PipeImpl& of(const Pipe& p) { return static_cast<const PipeImpl&>(p); }
 
     // ---- opening helpers
+    // A non-blocking socket of `type` with NetConf's reuse_addr (and broadcast on UDP), bound to
+    // `local` unless it is empty. On error nothing is left open.
+    Error bound_socket(int type, Family family, const Address& local, int& fd);
     Error open_tcp_socket(const Address& local, Family family, bool listening);
     Error start_connect(const Address& to);
     void start_resolve(std::string host, std::uint16_t port);
