@@ -30,6 +30,16 @@ inline void run_for(pipeworks::Loop& loop, std::chrono::milliseconds d) {
     loop.run_until([] { return false; }, d);
 }
 
+// Runs the loop for `d`, calling `step` every 5 ms: a producer that keeps a pipe's write
+// queue topped up while the test watches what the other side does.
+inline void run_for(pipeworks::Loop& loop, std::chrono::milliseconds d,
+                    const std::function<void()>& step) {
+    for (auto end = std::chrono::steady_clock::now() + d; std::chrono::steady_clock::now() < end;) {
+        step();
+        run_for(loop, std::chrono::milliseconds(5));
+    }
+}
+
 inline pipeworks::Address lo(pipeworks::Family f, std::uint16_t port = 0) {
     return pipeworks::Address::loopback(f, port);
 }

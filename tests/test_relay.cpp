@@ -397,13 +397,7 @@ TEST_CASE("a stalled consumer: the relay stops reading; queued bytes stay bounde
         }
         max_queued = std::max(max_queued, relay.server->queued_bytes());
     };
-    auto pump_for = [&](std::chrono::milliseconds d) {
-        for (auto end = std::chrono::steady_clock::now() + d;
-             std::chrono::steady_clock::now() < end;) {
-            pump();
-            run_for(loop, 5ms);
-        }
-    };
+    auto pump_for = [&](std::chrono::milliseconds d) { run_for(loop, d, pump); };
     run_until(
         loop,
         [&] {
