@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <functional>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 
 namespace pw_test {
 
@@ -42,6 +44,18 @@ inline void run_for(pipeworks::Loop& loop, std::chrono::milliseconds d,
 
 inline pipeworks::Address lo(pipeworks::Family f, std::uint16_t port = 0) {
     return pipeworks::Address::loopback(f, port);
+}
+
+// Bytes written as numbers, as the wire vectors are: bytes({0x05, 0x00, 0x02}).
+inline std::string bytes(std::initializer_list<int> v) {
+    std::string s;
+    for (int b : v) s.push_back(static_cast<char>(b));
+    return s;
+}
+
+// Whether an error's message says `what`.
+inline bool mentions(const pipeworks::Error& e, std::string_view what) {
+    return e.message.find(what) != std::string::npos;
 }
 
 // Unwraps a Result or fails the test with its error message.

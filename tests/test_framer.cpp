@@ -16,6 +16,7 @@
 #include <vector>
 
 using namespace pipeworks;
+using namespace pw_test;
 using namespace std::string_literals;
 using namespace std::string_view_literals;
 
@@ -95,16 +96,6 @@ std::string encode_all(const Framer& f, const std::vector<std::string>& payloads
         REQUIRE_MESSAGE(!e, e.message);
     }
     return out;
-}
-
-std::string bytes(std::initializer_list<int> v) {
-    std::string s;
-    for (int b : v) s.push_back(static_cast<char>(b));
-    return s;
-}
-
-bool mentions(const Error& e, std::string_view what) {
-    return e.message.find(what) != std::string::npos;
 }
 
 const std::vector<std::string> kSamples = {"hello",    "",    "a", std::string(200, 'x'),

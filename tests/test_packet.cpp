@@ -20,16 +20,6 @@ using namespace pw_test;
 
 namespace {
 
-std::string bytes(std::initializer_list<int> v) {
-    std::string s;
-    for (int b : v) s.push_back(static_cast<char>(b));
-    return s;
-}
-
-bool mentions(const Error& e, std::string_view what) {
-    return e.message.find(what) != std::string::npos;
-}
-
 // The handlers of the examples: 0 echoes, 1 answers flags = payload length, 2 fails, 3 echoes
 // flags and payload.
 void add_example_handlers(PacketConnection& c) {

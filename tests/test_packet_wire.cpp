@@ -3,8 +3,7 @@
 // length framer at every byte boundary.
 #include "../lib/message/frame_decoder.hpp"
 #include "../lib/packet/wire.hpp"
-
-#include <doctest/doctest.h>
+#include "support.hpp"
 
 #include <cstdint>
 #include <random>
@@ -13,20 +12,11 @@
 #include <vector>
 
 using namespace pipeworks;
+using namespace pw_test;
 using namespace pipeworks::packet_wire;
 using namespace std::string_literals;
 
 namespace {
-
-std::string bytes(std::initializer_list<int> v) {
-    std::string s;
-    for (int b : v) s.push_back(static_cast<char>(b));
-    return s;
-}
-
-bool mentions(const Error& e, std::string_view what) {
-    return e.message.find(what) != std::string::npos;
-}
 
 std::string encoded(const Packet& p) {
     std::string out;
