@@ -17,6 +17,8 @@
 // the server while held.
 #include <uv.h>
 
+#include "bench_args.hpp"
+
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -35,6 +37,9 @@
 #include <vector>
 
 namespace {
+
+using bench::parse_number;
+using bench::parse_target;
 
 struct Options {
     std::string target;
@@ -234,40 +239,6 @@ bool raise_nofile(rlim_t needed) {
     if (rl.rlim_cur >= needed) return true;
     rlimit more{needed, std::max(needed, rl.rlim_max)};  // needs privilege
     return setrlimit(RLIMIT_NOFILE, &more) == 0;
-}
-
-bool parse_target(const std::string& spec, sockaddr_storage* out) {
-    std::string host, port;
-    if (!spec.empty() && spec[0] == '[') {
-        size_t end = spec.find(']');
-        if (end == std::string::npos || end + 1 >= spec.size() || spec[end + 1] != ':') {
-            return false;
-        }
-        host = spec.substr(1, end - 1);
-        port = spec.substr(end + 2);
-    } else {
-        size_t colon = spec.rfind(':');
-        if (colon == std::string::npos) return false;
-        host = spec.substr(0, colon);
-        port = spec.substr(colon + 1);
-    }
-    char* end = nullptr;
-    long p = std::strtol(port.c_str(), &end, 10);
-    if (port.empty() || *end != '\0' || p <= 0 || p > 65535) return false;
-    *out = {};
-    if (uv_ip4_addr(host.c_str(), static_cast<int>(p), reinterpret_cast<sockaddr_in*>(out)) == 0) {
-        return true;
-    }
-    return uv_ip6_addr(host.c_str(), static_cast<int>(p), reinterpret_cast<sockaddr_in6*>(out)) ==
-           0;
-}
-
-bool parse_number(const char* s, double lo, double hi, double* out) {
-    char* end = nullptr;
-    double v = std::strtod(s, &end);
-    if (end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
-    *out = v;
-    return true;
 }
 
 int usage(const std::string& why) {

@@ -39,6 +39,8 @@
 // reported, not errors).
 #include <uv.h>
 
+#include "bench_args.hpp"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -53,6 +55,9 @@
 #include <vector>
 
 namespace {
+
+using bench::parse_number;
+using bench::parse_target;
 
 constexpr size_t kReadBufSize = 256 * 1024;
 constexpr size_t kUdpHeader = 16;  // seq (8) + slot (4) + socket index (4)
@@ -638,32 +643,6 @@ bool open_all() {
 
 // ------------------------------------------------------------------ CLI
 
-bool parse_target(const std::string& spec, sockaddr_storage* out) {
-    std::string host, port;
-    if (!spec.empty() && spec[0] == '[') {
-        size_t end = spec.find(']');
-        if (end == std::string::npos || end + 1 >= spec.size() || spec[end + 1] != ':') {
-            return false;
-        }
-        host = spec.substr(1, end - 1);
-        port = spec.substr(end + 2);
-    } else {
-        size_t colon = spec.rfind(':');
-        if (colon == std::string::npos) return false;
-        host = spec.substr(0, colon);
-        port = spec.substr(colon + 1);
-    }
-    char* end = nullptr;
-    long p = std::strtol(port.c_str(), &end, 10);
-    if (port.empty() || *end != '\0' || p <= 0 || p > 65535) return false;
-    *out = {};
-    if (uv_ip4_addr(host.c_str(), static_cast<int>(p), reinterpret_cast<sockaddr_in*>(out)) == 0) {
-        return true;
-    }
-    return uv_ip6_addr(host.c_str(), static_cast<int>(p), reinterpret_cast<sockaddr_in6*>(out)) ==
-           0;
-}
-
 int usage(const char* why) {
     std::fprintf(stderr,
                  "loadgen: %s\n"
@@ -674,14 +653,6 @@ int usage(const char* why) {
                  "               [--framing none|length]\n",
                  why);
     return 2;
-}
-
-bool parse_number(const char* s, double lo, double hi, double* out) {
-    char* end = nullptr;
-    double v = std::strtod(s, &end);
-    if (end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
-    *out = v;
-    return true;
 }
 
 }  // namespace

@@ -21,6 +21,8 @@
 // when errors=0.
 #include <uv.h>
 
+#include "bench_args.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -358,15 +360,9 @@ int main(int argc, char** argv) {
     }
     if (o.target.empty() || o.conns < 1 || o.inflight < 1 || o.duration <= 0)
         return usage("--target, --conns >= 1, --inflight >= 1 and --duration > 0 are needed");
-    const size_t colon = o.target.rfind(':');
-    if (colon == std::string::npos) return usage("--target: expected HOST:PORT");
-    std::string host = o.target.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-    const int port = std::atoi(o.target.c_str() + colon + 1);
     sockaddr_storage addr{};
-    if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
-        uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
-        return usage("--target: expected a numeric IPv4 or IPv6 address");
+    if (!bench::parse_target(o.target, &addr))
+        return usage("--target: expected HOST:PORT with a numeric IPv4 or [IPv6] address");
 
     app.loop = uv_default_loop();
     uv_timer_init(app.loop, &app.timer);
