@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/relay.sh [BUILD_DIR] - TCP relay throughput: iperf3 over loopback, side by side in one
-# run: direct (no relay), through BUILD/tools/pipeworks-relay, and through socat
-# (socat TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:Q). Prints Gbit/s per run, the medians, and
-# the ratio pipeworks-relay / socat (goal: >= 2). BUILD_DIR defaults to build-bench (relative
-# to the current directory or to the repository); any build with -Dtools=true will do.
+# run: direct (no relay), through BUILD/tools/pipeworks-relay, through socat
+# (socat TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:Q), and through BUILD/bench/splice_relay
+# (the bound: bytes moved socket to socket inside the kernel). Prints Gbit/s per run, the
+# medians, and the ratio pipeworks-relay / socat (goal: >= 2). BUILD_DIR defaults to
+# build-bench (relative to the current directory or to the repository); any build with
+# -Dtools=true will do (the splice row needs -Dbenchmarks=true).
 # Needs iperf3 and socat (Debian: apt-get install iperf3 socat). Results go to stdout only.
 #
 # Environment (defaults in brackets):
@@ -30,6 +32,9 @@ if [[ ! -x $relay_bin ]]; then
     exit 2
 fi
 relay_bin=$(cd "$(dirname "$relay_bin")" && pwd)/pipeworks-relay
+# The splice(2) bound (built with -Dbenchmarks=true): a relay that never copies through user
+# space; the row is left out when it is not built.
+splice_bin=$build/bench/splice_relay
 for tool in iperf3 socat python3; do
     if ! command -v "$tool" >/dev/null; then
         echo "relay.sh: $tool is missing (Debian: apt-get install iperf3 socat)" >&2
@@ -122,11 +127,14 @@ start_path() {
     RELAY_PID=""
     case $1 in
         direct) PATH_PORT=$iperf_port ;;
-        pipeworks-relay)
-            cmd=("${pin[@]}" "$relay_bin" "tcp://127.0.0.1:0" "tcp://127.0.0.1:$iperf_port")
+        pipeworks-relay | splice)
+            if [[ $1 == splice ]]; then
+                cmd=("${pin[@]}" "$splice_bin" "$iperf_port")
+            else
+                cmd=("${pin[@]}" "$relay_bin" "tcp://127.0.0.1:0" "tcp://127.0.0.1:$iperf_port")
+            fi
             show_cmd "${cmd[@]}"
             : >"$tmp/relay.out" # not the last run's line: the child truncates it only later
-            : >"$tmp/relay.out" # exists before the reads below, however the start is scheduled
             "${cmd[@]}" >"$tmp/relay.out" 2>"$tmp/relay.err" &
             RELAY_PID=$!
             local line="" i
@@ -136,7 +144,7 @@ start_path() {
                 sleep 0.05
             done
             if [[ ! $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
-                echo "ERROR: pipeworks-relay printed no 'listening on' line: '$line'" \
+                echo "ERROR: $1 printed no 'listening on' line: '$line'" \
                     "$(head -c 500 "$tmp/relay.err")"
                 return 1
             fi
@@ -170,6 +178,7 @@ stop_path() {
 }
 
 paths=(direct pipeworks-relay socat)
+if [[ -x $splice_bin ]]; then paths+=(splice); fi
 declare -A GBPS
 failures=0
 iperf_extra=(-P "$PARALLEL")
@@ -228,6 +237,10 @@ r=$(ratio "${MED[socat]}" "${MED[pipeworks-relay]}")
 met=n/a
 if [[ $r != n/a ]]; then met=$(awk -v r="$r" 'BEGIN { print (r >= 2) ? "yes" : "no" }'); fi
 echo "pipeworks-relay / socat: $r (goal >= 2: $met)"
+if [[ -n ${MED[splice]:-} ]]; then
+    echo "pipeworks-relay / splice bound: $(ratio "${MED[splice]}" "${MED[pipeworks-relay]}");" \
+        "splice bound / socat: $(ratio "${MED[socat]}" "${MED[splice]}")"
+fi
 if ((failures > 0)); then
     echo "$failures run(s) failed"
     exit 1
