@@ -341,22 +341,29 @@ int main(int argc, char** argv) {
         std::string a = argv[i];
         if (i + 1 >= argc) return usage(("missing value for " + a).c_str());
         const char* v = argv[++i];
-        if (a == "--target")
+        double x = 0;
+        bool ok = true;
+        if (a == "--target") {
             o.target = v;
-        else if (a == "--conns")
-            o.conns = std::atoi(v);
-        else if (a == "--inflight")
-            o.inflight = std::atoi(v);
-        else if (a == "--size")
-            o.size = static_cast<size_t>(std::strtoull(v, nullptr, 10));
-        else if (a == "--duration")
-            o.duration = std::atof(v);
-        else if (a == "--warmup")
-            o.warmup = std::atof(v);
-        else if (a == "--drain-timeout")
-            o.drain_timeout = std::atof(v);
-        else
+        } else if (a == "--conns") {
+            ok = bench::parse_number(v, 1, 100000, &x);
+            o.conns = static_cast<int>(x);
+        } else if (a == "--inflight") {
+            ok = bench::parse_number(v, 1, 1000000, &x);
+            o.inflight = static_cast<int>(x);
+        } else if (a == "--size") {
+            ok = bench::parse_number(v, 0, 16 * 1024 * 1024, &x);
+            o.size = static_cast<size_t>(x);
+        } else if (a == "--duration") {
+            ok = bench::parse_number(v, 0.001, 3600, &o.duration);
+        } else if (a == "--warmup") {
+            ok = bench::parse_number(v, 0, 3600, &o.warmup);
+        } else if (a == "--drain-timeout") {
+            ok = bench::parse_number(v, 0, 3600, &o.drain_timeout);
+        } else {
             return usage(("unknown argument: " + a).c_str());
+        }
+        if (!ok) return usage(("bad value for " + a + ": " + v).c_str());
     }
     if (o.target.empty() || o.conns < 1 || o.inflight < 1 || o.duration <= 0)
         return usage("--target, --conns >= 1, --inflight >= 1 and --duration > 0 are needed");

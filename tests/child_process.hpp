@@ -13,10 +13,12 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -140,6 +142,39 @@ struct Child {
         return -1;
     }
 };
+
+// The built program whose path is in `var` (meson test sets it); empty, with a message saying
+// the case skips, when it is not set.
+inline std::string binary_from_env(const char* var) {
+    const char* b = std::getenv(var);
+    if (b == nullptr || *b == '\0') {
+        MESSAGE("skipped: " << var << " is not set (meson test sets it)");
+        return "";
+    }
+    REQUIRE_MESSAGE(::access(b, X_OK) == 0, b << " is not built: build the project first");
+    return b;
+}
+
+// Waits for the first line of a server program, checks that it is exactly
+// "listening on HOST:PORT" with the port the OS chose, and returns that address.
+inline pipeworks::Address listening_address(Child& server, std::string_view host,
+                                            pipeworks::Loop* loop = nullptr) {
+    REQUIRE_MESSAGE(
+        server.wait_for([&] { return server.out_text.find('\n') != std::string::npos; }, loop),
+        "no first line; stderr: " << server.err_text);
+    const std::string line = server.out_text.substr(0, server.out_text.find('\n'));
+    CAPTURE(line);
+    const std::string prefix = "listening on " + std::string(host) + ":";
+    REQUIRE(line.starts_with(prefix));
+    const std::string port = line.substr(prefix.size());
+    REQUIRE(!port.empty());
+    REQUIRE(port.find_first_not_of("0123456789") == std::string::npos);
+    auto at = pipeworks::Address::parse(line.substr(std::string_view("listening on ").size()));
+    REQUIRE(at.ok());
+    CHECK(at->port() != 0);
+    CHECK(std::to_string(at->port()) == port);
+    return *at;
+}
 
 // Runs `bin` with `args` and checks that it refuses them as a bad command line: exit status 2,
 // `says` and `usage` on stderr, nothing on stdout.

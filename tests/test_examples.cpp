@@ -20,17 +20,6 @@ using namespace pw_test;
 
 namespace {
 
-// The example whose path is in `var`; empty (and the case skips) when run outside meson test.
-std::string example_bin(const char* var) {
-    const char* b = std::getenv(var);
-    if (b == nullptr || *b == '\0') {
-        MESSAGE("skipped: " << var << " is not set (meson test sets it)");
-        return "";
-    }
-    REQUIRE_MESSAGE(::access(b, X_OK) == 0, b << " is not built: build the project first");
-    return b;
-}
-
 // The lines of `text`, without their newlines.
 std::vector<std::string> lines_of(const std::string& text) {
     std::vector<std::string> out;
@@ -39,26 +28,6 @@ std::vector<std::string> lines_of(const std::string& text) {
         out.push_back(text.substr(at, nl - at));
     if (at < text.size()) out.push_back(text.substr(at));
     return out;
-}
-
-// Waits for the first line of a server example, checks that it is exactly
-// "listening on HOST:PORT" with the port the OS chose, and returns that address.
-Address listening_address(Child& server, std::string_view host, Loop* loop = nullptr) {
-    REQUIRE_MESSAGE(
-        server.wait_for([&] { return server.out_text.find('\n') != std::string::npos; }, loop),
-        "no first line; stderr: " << server.err_text);
-    const std::string line = server.out_text.substr(0, server.out_text.find('\n'));
-    CAPTURE(line);
-    const std::string prefix = "listening on " + std::string(host) + ":";
-    REQUIRE(line.starts_with(prefix));
-    const std::string port = line.substr(prefix.size());
-    REQUIRE(!port.empty());
-    REQUIRE(port.find_first_not_of("0123456789") == std::string::npos);
-    auto at = Address::parse(line.substr(std::string_view("listening on ").size()));
-    REQUIRE(at.ok());
-    CHECK(at->port() != 0);
-    CHECK(std::to_string(at->port()) == port);
-    return *at;
 }
 
 std::string bind_host(Family f) {
@@ -91,7 +60,7 @@ void check_client_passed(Child& client, int count) {
 // ---------------------------------------------------------------- echo_server
 
 TEST_CASE("echo_server: the first line is the real address; TCP echo over IPv4 and IPv6") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
     if (bin.empty()) return;
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));
@@ -109,7 +78,7 @@ TEST_CASE("echo_server: the first line is the real address; TCP echo over IPv4 a
 }
 
 TEST_CASE("echo_server --udp: each datagram comes back to its sender, IPv4 and IPv6") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
     if (bin.empty()) return;
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));
@@ -137,7 +106,7 @@ TEST_CASE("echo_server --udp: each datagram comes back to its sender, IPv4 and I
 }
 
 TEST_CASE("echo_server --framing length: framed messages come back whole, one for one") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
     if (bin.empty()) return;
     Loop loop;
     Child server({bin, "--framing", "length", "--bind", "127.0.0.1:0"});
@@ -162,7 +131,7 @@ TEST_CASE("echo_server --framing length: framed messages come back whole, one fo
 }
 
 TEST_CASE("echo_server: SIGTERM and SIGINT each make it exit 0, a client connected or not") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
     if (bin.empty()) return;
     for (int sig : {SIGTERM, SIGINT}) {
         for (bool connected : {false, true}) {
@@ -217,7 +186,7 @@ TEST_CASE("servers and the relay take a signal sent as soon as they print their 
         {"PIPEWORKS_RELAY_BIN", {"tcp://127.0.0.1:0", "tcp://127.0.0.1:9"}, SIGTERM},
     };
     for (const Server& s : servers) {
-        const std::string bin = example_bin(s.env);
+        const std::string bin = binary_from_env(s.env);
         if (bin.empty()) continue;
         CAPTURE(bin);
         CAPTURE(s.sig);
@@ -234,7 +203,7 @@ TEST_CASE("servers and the relay take a signal sent as soon as they print their 
 }
 
 TEST_CASE("echo_server: a bad argument exits 2 with the reason and the usage on stderr") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
     if (bin.empty()) return;
     struct Case {
         std::vector<std::string> args;
@@ -253,7 +222,7 @@ TEST_CASE("echo_server: a bad argument exits 2 with the reason and the usage on 
 // ---------------------------------------------------------------- udp_await
 
 TEST_CASE("udp_await: the first request is lost, the reply comes after 2 requests") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_UDP_AWAIT");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT");
     if (bin.empty()) return;
     Child child({bin});
     CHECK(child.wait_exit() == 0);
@@ -279,8 +248,8 @@ TEST_CASE("udp_await: the first request is lost, the reply comes after 2 request
 // ---------------------------------------------------------------- packet_server, packet_client
 
 TEST_CASE("packet_client against packet_server: every request passes, with several options") {
-    const std::string server_bin = example_bin("PIPEWORKS_EXAMPLE_PACKET_SERVER");
-    const std::string client_bin = example_bin("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
+    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
     if (server_bin.empty() || client_bin.empty()) return;
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));
@@ -319,7 +288,7 @@ TEST_CASE("packet_client against packet_server: every request passes, with sever
 }
 
 TEST_CASE("packet_client: nothing listening exits non-zero at once, every request failed") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
     if (bin.empty()) return;
     Loop loop;
     const Address nowhere = closed_tcp_port(loop, Family::ipv4);
@@ -334,7 +303,7 @@ TEST_CASE("packet_client: nothing listening exits non-zero at once, every reques
 }
 
 TEST_CASE("packet_client: a bad argument exits 2 with the usage on stderr") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
     if (bin.empty()) return;
     for (const auto& args :
          std::vector<std::vector<std::string>>{{},
@@ -351,7 +320,7 @@ TEST_CASE("packet_client: a bad argument exits 2 with the usage on stderr") {
 }
 
 TEST_CASE("packet_server: SIGTERM or SIGINT shuts an open connection down in order, exits 0") {
-    const std::string bin = example_bin("PIPEWORKS_EXAMPLE_PACKET_SERVER");
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
     if (bin.empty()) return;
     for (int sig : {SIGTERM, SIGINT}) {
         CAPTURE(sig);

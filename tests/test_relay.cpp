@@ -720,21 +720,9 @@ TEST_CASE("the command line: endpoints, options, and what is refused") {
 
 // ---------------------------------------------------------------- the binary
 
-namespace {
-
-std::string relay_bin() {
-    const char* b = std::getenv("PIPEWORKS_RELAY_BIN");
-    return b ? b : "";
-}
-
-}  // namespace
-
 TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a manual") {
-    const std::string bin = relay_bin();
-    if (bin.empty()) {
-        MESSAGE("skipped: PIPEWORKS_RELAY_BIN is not set (meson test sets it)");
-        return;
-    }
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
     struct Case {
         std::vector<std::string> args;
         const char* says;
@@ -756,23 +744,15 @@ TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a ma
 }
 
 TEST_CASE("pipeworks-relay: first line, relaying, --stats lines, SIGUSR1, SIGTERM exits 0") {
-    const std::string bin = relay_bin();
-    if (bin.empty()) {
-        MESSAGE("skipped: PIPEWORKS_RELAY_BIN is not set (meson test sets it)");
-        return;
-    }
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
     Loop loop;
     auto upstream = echo_server(loop, Family::ipv4);
     Child relay(
         {bin, "--stats", "tcp://127.0.0.1:0", "tcp://" + upstream->local_address().to_string()});
-    REQUIRE(relay.wait_for([&] { return relay.out_text.find('\n') != std::string::npos; }, &loop));
-    const std::string first = relay.out_text.substr(0, relay.out_text.find('\n'));
-    REQUIRE(first.starts_with("listening on 127.0.0.1:"));
-    auto at = Address::parse(first.substr(std::strlen("listening on ")));
-    REQUIRE(at.ok());
-    CHECK(at->port() != 0);
+    const Address at = listening_address(relay, "127.0.0.1", &loop);
 
-    auto client = must(Pipe::connect(loop, *at));
+    auto client = must(Pipe::connect(loop, at));
     std::string got;
     client->on_message([&](Pipe&, const Message& m) { got += m.data; });
     REQUIRE(!client->send("through the binary"));
@@ -796,19 +776,14 @@ TEST_CASE("pipeworks-relay: first line, relaying, --stats lines, SIGUSR1, SIGTER
 }
 
 TEST_CASE("pipeworks-relay: SIGTERM with a connection open waits for it, up to --grace") {
-    const std::string bin = relay_bin();
-    if (bin.empty()) {
-        MESSAGE("skipped: PIPEWORKS_RELAY_BIN is not set (meson test sets it)");
-        return;
-    }
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
     Loop loop;
     auto upstream = echo_server(loop, Family::ipv4);
     Child relay({bin, "--quiet", "--stats", "--grace", "0.5", "tcp://127.0.0.1:0",
                  "tcp://" + upstream->local_address().to_string()});
-    REQUIRE(relay.wait_for([&] { return relay.out_text.find('\n') != std::string::npos; }, &loop));
-    auto at = Address::parse(relay.out_text.substr(13, relay.out_text.find('\n') - 13));
-    REQUIRE(at.ok());
-    auto client = must(Pipe::connect(loop, *at));
+    const Address at = listening_address(relay, "127.0.0.1", &loop);
+    auto client = must(Pipe::connect(loop, at));
     std::string got;
     std::optional<EndInfo> end;
     client->on_message([&](Pipe&, const Message& m) { got += m.data; });
