@@ -824,14 +824,9 @@ void PipeImpl::read_failed(int status) {
         feed_frames({}, peer_);
         if (ending_ || paused_) return;
         if (std::size_t held = decoder_ ? decoder_->buffered() : 0; held > 0) {
-            ending_ = true;
-            end_info_ =
-                EndInfo{EndReason::framing_error,
-                        Error(errc::framing_error,
-                              "read from " + describe() + ": the stream ended inside a frame (" +
-                                  std::to_string(held) + " bytes of an incomplete frame received)"),
-                        held};
-            begin_close(true);
+            end_framing("the stream ended inside a frame (" + std::to_string(held) +
+                            " bytes of an incomplete frame received)",
+                        held);
             return;
         }
     }
@@ -881,18 +876,22 @@ void PipeImpl::feed_frames(std::string_view data, const Address& from) {
             ++dropped_;  // a datagram that breaks the framer is dropped; the pipe stays up
             return;
         }
-        // The messages before the bad frame were delivered: their replies still go out.
-        ending_ = true;
-        end_info_ =
-            EndInfo{EndReason::framing_error,
-                    Error(errc::framing_error, "read from " + describe() + ": " + e.message)};
-        begin_close(true);
+        end_framing(e.message);
         return;
     }
     if (framer_switch_ && !ending_) {
         switch_decoder();
         deliver_kept();
     }
+}
+
+void PipeImpl::end_framing(const std::string& what, std::size_t partial_frame_bytes) {
+    // The messages before the bad frame were delivered: their replies still go out.
+    ending_ = true;
+    end_info_ = EndInfo{EndReason::framing_error,
+                        Error(errc::framing_error, "read from " + describe() + ": " + what),
+                        partial_frame_bytes};
+    begin_close(true);
 }
 
 void PipeImpl::switch_decoder() {

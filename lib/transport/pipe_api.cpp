@@ -328,11 +328,15 @@ struct Exchange {
     int resends_left;
 };
 
+Error send_request(Pipe& pipe, std::string_view bytes, const Address& to) {
+    return to.empty() ? pipe.send(bytes) : pipe.send_to(bytes, to);
+}
+
 void await_reply(Pipe& pipe, std::shared_ptr<Exchange> x) {
     pipe.recv(x->sub, x->timeout, [x](Pipe& p, RecvResult& r) mutable {
         if (r.status != RecvResult::Status::timeout || x->resends_left == 0) return x->fn(p, r);
         --x->resends_left;
-        if (Error e = x->to.empty() ? p.send(x->bytes) : p.send_to(x->bytes, x->to)) {
+        if (Error e = send_request(p, x->bytes, x->to)) {
             RecvResult refused;
             refused.status = RecvResult::Status::ended;
             refused.end = EndInfo{EndReason::local_close, std::move(e)};
@@ -351,7 +355,7 @@ Error Pipe::send_recv(std::string_view bytes, SubId sub,
     // Checked before sending: a request whose reply can never be received is a mistake.
     if ((sub == all_messages ? p.implicit_sub() : p.find_sub(sub)) == nullptr)
         return Error(errc::invalid_config, "send_recv: no subscription " + std::to_string(sub));
-    if (Error e = to.empty() ? send(bytes) : send_to(bytes, to)) return e;
+    if (Error e = send_request(*this, bytes, to)) return e;
     const int resends = p.transport() == Transport::udp ? p.conf_->send_retry : 0;
     if (resends == 0) {
         recv(sub, timeout, std::move(fn));

@@ -107,6 +107,8 @@ public:
     // Framed pipes: decodes `data` (a read, or one datagram) and delivers each whole message.
     void feed_frames(std::string_view data, const Address& from);
     // Installs conf_->framer's decoder, carrying over what the old one kept undelivered.
+    // Ends a stream pipe whose received bytes broke its framer (EndReason::framing_error).
+    void end_framing(const std::string& what, std::size_t partial_frame_bytes = 0);
     void switch_decoder();
     // Delivers what a pause or a framer switch left undelivered (unless paused or ending).
     void deliver_kept();
