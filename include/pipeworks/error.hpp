@@ -27,7 +27,12 @@ enum class errc {
     protocol_error,      // received packets break the packet protocol (PacketConnection)
     request_timeout,     // a request had no response within its timeout (PacketConnection)
     request_cancelled,   // a request was cancelled before its response (PacketConnection)
-    close_timeout,       // close() gave up waiting for the orderly end (PacketConf::close_timeout)
+    close_timeout,       // close() gave up waiting: queued bytes were dropped and the
+                         // connection reset (NetConf / PacketConf close_timeout)
+    idle_timeout,        // nothing was received or sent for NetConf::idle_timeout
+    frame_timeout,       // a frame that had started did not complete within NetConf::frame_timeout
+    callback_threw,      // a callback of the pipe threw: the pipe ended (EndInfo::error says what)
+    accept_failed,       // a server could not accept a connection (EMFILE...); it keeps serving
 };
 
 // The category of errc values ("pipeworks").

@@ -50,6 +50,22 @@ struct NetConf {
     std::size_t max_queue_bytes = 16 * 1024 * 1024;  // bytes per subscription queue; 0 = unbounded
     std::size_t max_accept_queue = 1024;             // accepted pipes waiting for accept()
     int backlog = 511;                               // listen() backlog
+    // Servers: most accepted pipes open at once; at the limit new connections wait in the OS
+    // backlog until one ends (0 = no limit).
+    std::size_t max_clients = 4096;
+    // A stream pipe whose own write queue is above high_watermark stops reading until it falls
+    // to low_watermark, so a peer that sends without reading cannot grow the replies without
+    // bound. Relays keep their own rule (a full target stops the pipes that feed it).
+    bool read_backpressure = true;
+    // close(): how long queued bytes may take to reach the OS. When it passes with bytes still
+    // queued the connection is reset and the pipe ends with errc::close_timeout.
+    ms close_timeout{5000};
+    // No byte received or sent for this long ends the pipe (EndReason::timeout,
+    // errc::idle_timeout); 0 = never. Accepted pipes inherit their server's.
+    ms idle_timeout{0};
+    // Framed stream pipes: a frame whose first byte has arrived must arrive whole within this
+    // (EndReason::timeout, errc::frame_timeout); 0 = no bound. Accepted pipes inherit it.
+    ms frame_timeout{0};
     // How received bytes become messages and how sent messages are framed (docs/framing.md).
     // Default raw: a TCP read is a message, a UDP datagram is a message.
     Framer framer;

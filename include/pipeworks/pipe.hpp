@@ -44,7 +44,8 @@ enum class EndReason : std::uint8_t {
     peer_close,     // the peer closed its side in order (FIN)
     peer_reset,     // the peer reset the connection (RST, or EPIPE on write)
     error,          // any other failure: see EndInfo::error
-    timeout,        // a deadline passed (connect, name resolution)
+    timeout,        // a deadline passed (connect, name resolution, idle, frame, close): see
+                    // EndInfo::error for which
     framing_error,  // the bytes received broke the pipe's framer, or the stream ended inside a
                     // frame (see EndInfo::error)
 };
@@ -59,6 +60,9 @@ struct EndInfo {
     Error error;
     // framing_error because the stream ended inside a frame: how many bytes of it arrived.
     std::size_t partial_frame_bytes = 0;
+    // Bytes send() had accepted that never reached the OS (dropped by this end). 0 on every
+    // orderly end: a graceful close or half-close ends only once all of them went out.
+    std::size_t unsent_bytes = 0;
 };
 
 // A message as delivered to a callback. `data` is valid only during the call; copy what you keep.
@@ -80,8 +84,10 @@ struct Received {
 };
 
 // What recv() hands over: a message, or why there is none.
+// `finished`: the peer finished sending (FIN) and the queue is empty; the pipe is still open
+// for sending (see Pipe::on_eof), so this is not the end of the pipe.
 struct RecvResult {
-    enum class Status : std::uint8_t { message, timeout, ended };
+    enum class Status : std::uint8_t { message, timeout, ended, finished };
     Status status = Status::timeout;
     Received message;  // valid when status == message
     EndInfo end;       // valid when status == ended
@@ -135,6 +141,8 @@ public:
     using RecvFn = std::function<void(Pipe&, RecvResult&)>;
     using AcceptResultFn = std::function<void(Pipe& server, AcceptResult&)>;
     using ClosedFn = std::function<void(Pipe&)>;
+    using EofFn = std::function<void(Pipe&)>;
+    using ErrorFn = std::function<void(Pipe&, const Error&)>;
 
     // ---- Opening. Configuration and synchronous failures (bind, listen) come back as an
     // Error; connection failures come later, as the pipe's end (reason error or timeout).
@@ -173,6 +181,14 @@ public:
     CallbackId on_end(EndFn fn);      // exactly once; after it only close()'s `done` runs
     CallbackId on_drain(DrainFn fn);  // queued write bytes fell to low_watermark after high
     CallbackId on_accept(AcceptFn fn);  // servers: each accepted pipe, in accept order
+    // Stream pipes: the peer finished sending (FIN); its earlier messages were all delivered.
+    // The pipe stays open for sending: call shutdown() once done (or close()), and it ends with
+    // peer_close. With no eof callback the pipe does that itself: it finishes writing what is
+    // queued, then ends with peer_close (so an echo server returns every byte).
+    CallbackId on_eof(EofFn fn);
+    // Failures the pipe survives, reported once per burst: a server that cannot accept
+    // (errc::accept_failed: out of file descriptors, ...) keeps serving.
+    CallbackId on_error(ErrorFn fn);
     // Removes the callback with this token. Returns false if there is none.
     bool remove(CallbackId id);
 
@@ -186,6 +202,14 @@ public:
     Error send(std::span<const std::byte> bytes);
     // UDP: one datagram to `to`.
     Error send_to(std::string_view bytes, const Address& to);
+    // Bytes past the framer, as they are: a CRLF-framed pipe sending a request that contains
+    // CRLF, a protocol switch's handshake. The caller frames them (or not).
+    Error send_raw(std::string_view bytes);
+    // json_header pipes: one message with this content type and encoding in its JSON header
+    // ("text/json", "utf-8"), as the Python application-protocol peers expect. Other framers:
+    // errc::invalid_config.
+    Error send_json(std::string_view content, std::string_view content_type,
+                    std::string_view content_encoding);
 
     // The framer (NetConf::framer) applies to every send: the message is framed on the way out
     // (a length field added, a delimiter appended, ...). A message the framer cannot carry
@@ -265,9 +289,14 @@ public:
     // ---- Control.
     // Ends the pipe (reason local_close unless it already has one); `done` runs after the end
     // callbacks, once the handle is closed. A server also closes its accepted pipes. Bytes
-    // already sent still go out first, for at most NetConf::con_timeout; what is left after it
-    // is dropped (wait for write_queue_bytes() == 0 first when every byte must arrive).
+    // already sent still go out first, for at most NetConf::close_timeout; if some are still
+    // queued then, the connection is reset (the peer sees an error, not a clean end) and the
+    // pipe ends with reason timeout, errc::close_timeout and EndInfo::unsent_bytes.
     void close(ClosedFn done = {});
+    // Stream pipes: sends FIN once what is queued has gone out, and keeps reading. send() is
+    // refused afterwards. The pipe ends (peer_close) when the peer has finished too.
+    // Errors: a server or UDP pipe (errc::wrong_pipe_kind), an ended pipe (errc::pipe_ended).
+    Error shutdown();
     // Stops / restarts reading. Paused pipes still send. A paused server leaves new
     // connections in the OS backlog until resumed.
     void pause();
@@ -280,6 +309,10 @@ public:
     bool is_up() const noexcept;   // connected (TCP) or open (UDP, servers) and not ending
     bool ending() const noexcept;  // close() called or a failure seen; end not yet delivered
     bool ended() const noexcept;   // the end callbacks have run
+    // Stream pipes: the peer has finished sending (FIN received).
+    bool peer_finished() const noexcept;
+    // Stream pipes: shutdown() was called (or a relay passed a FIN on).
+    bool write_shut() const noexcept;
     // Why the pipe ended (or is ending); nullopt while it is open.
     std::optional<EndInfo> end_info() const;
     Address local_address() const;

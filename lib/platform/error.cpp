@@ -42,6 +42,14 @@ public:
                 return "the request was cancelled";
             case errc::close_timeout:
                 return "close timed out";
+            case errc::idle_timeout:
+                return "idle timeout";
+            case errc::frame_timeout:
+                return "frame timeout";
+            case errc::callback_threw:
+                return "a callback threw";
+            case errc::accept_failed:
+                return "accept failed";
         }
         return "unknown pipeworks error";
     }

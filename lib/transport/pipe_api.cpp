@@ -605,3 +605,28 @@ PipeStats Pipe::stats() const {
 }
 
 }  // namespace pipeworks
+
+// ---- interim: the half-close / error API, implemented by the transport rewrite
+namespace pipeworks {
+CallbackId Pipe::on_eof(EofFn) {
+    return I(this).next_id_++;
+}
+CallbackId Pipe::on_error(ErrorFn) {
+    return I(this).next_id_++;
+}
+Error Pipe::send_raw(std::string_view bytes) {
+    return I(this).send_bytes(bytes);
+}
+Error Pipe::send_json(std::string_view, std::string_view, std::string_view) {
+    return Error(errc::not_supported_yet, "send_json: not yet");
+}
+Error Pipe::shutdown() {
+    return Error(errc::not_supported_yet, "shutdown: not yet");
+}
+bool Pipe::peer_finished() const noexcept {
+    return I(this).read_eof_;
+}
+bool Pipe::write_shut() const noexcept {
+    return I(this).shut_requested_;
+}
+}  // namespace pipeworks
