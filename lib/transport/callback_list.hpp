@@ -53,26 +53,32 @@ public:
         if (depth_ == 0) compact();
     }
 
-    // Calls every callback present when the call starts, unless stop() turns true.
+    // Calls every callback present when the call starts, unless stop() turns true. A callback
+    // that throws stops the call; the exception passes on and the list stays consistent.
     template <class Stop, class... Args>
     void call(Stop&& stop, Args&&... args) {
+        struct Depth {
+            CallbackList& l;
+            explicit Depth(CallbackList& list) : l(list) { ++l.depth_; }
+            ~Depth() {
+                if (--l.depth_ == 0 && l.dirty_) l.compact();
+            }
+        };
         if (items_.size() == 1 && !dirty_) {
             // The common case (one callback, nothing removed): no loop. A callback added or
             // removed during the call changes items_ or dirty_, handled as below.
             if (stop()) return;
-            ++depth_;
+            Depth d(*this);
             items_.front()->fn(args...);
-            if (--depth_ == 0 && dirty_) compact();
             return;
         }
-        ++depth_;
+        Depth d(*this);
         // Entries live on the heap, so growing items_ during a callback does not move them.
         for (std::size_t i = 0, n = items_.size(); i < n; ++i) {
             if (stop()) break;
             Entry* e = items_[i].get();
             if (e->id != 0) e->fn(args...);
         }
-        if (--depth_ == 0 && dirty_) compact();
     }
 
 private:

@@ -7,6 +7,44 @@
 
 namespace pipeworks {
 
+const char* to_string(PipeKind k) noexcept {
+    switch (k) {
+        case PipeKind::tcp_client:
+            return "tcp client";
+        case PipeKind::tcp_server:
+            return "tcp server";
+        case PipeKind::tcp_accepted:
+            return "tcp accepted";
+        case PipeKind::udp:
+            return "udp";
+    }
+    return "?";
+}
+
+const char* to_string(EndReason r) noexcept {
+    switch (r) {
+        case EndReason::local_close:
+            return "local close";
+        case EndReason::peer_close:
+            return "peer close";
+        case EndReason::peer_reset:
+            return "peer reset";
+        case EndReason::error:
+            return "error";
+        case EndReason::timeout:
+            return "timeout";
+        case EndReason::framing_error:
+            return "framing error";
+    }
+    return "?";
+}
+
+bool Pattern::matches(std::string_view message) const noexcept {
+    if (bytes.empty()) return true;
+    if (anchored) return message.substr(0, bytes.size()) == bytes;
+    return message.find(bytes) != std::string_view::npos;
+}
+
 using detail::PipeImpl;
 
 namespace {
@@ -37,6 +75,13 @@ Error abandon(const std::shared_ptr<PipeImpl>& p, Error e) {
     return e;
 }
 
+// The same for a socket pipeworks made: the duplicate do_close = false keeps is ours too, as
+// the caller never saw the pipe.
+Error abandon_own(const std::shared_ptr<PipeImpl>& p, Error e) {
+    p->discard_kept_fd();
+    return abandon(p, std::move(e));
+}
+
 Error check_loop(const NetConf& conf, Loop& loop) {
     if (conf.loop != nullptr && conf.loop != &loop)
         return Error(errc::invalid_config,
@@ -65,8 +110,8 @@ Result<PipePtr> Pipe::connect(Loop& loop, const Address& to, const NetConf& conf
                                                 local.to_string() + " is of another family");
     auto p = make(loop, PipeKind::tcp_client, conf);
     init_tcp(*p);
-    if (auto e = p->open_tcp_socket(local, to.family(), false)) return abandon(p, e);
-    if (auto e = p->start_connect(to)) return abandon(p, e);
+    if (auto e = p->open_tcp_socket(local, to.family(), false)) return abandon_own(p, e);
+    if (auto e = p->start_connect(to)) return abandon_own(p, e);
     return PipePtr(p);
 }
 
@@ -97,8 +142,8 @@ Result<PipePtr> Pipe::listen(Loop& loop, const Address& local, const NetConf& co
         return Error(errc::invalid_address, "listen: an address to listen on is required");
     auto p = make(loop, PipeKind::tcp_server, conf);
     init_tcp(*p);
-    if (auto e = p->open_tcp_socket(local, local.family(), true)) return abandon(p, e);
-    if (auto e = p->start_listen()) return abandon(p, e);
+    if (auto e = p->open_tcp_socket(local, local.family(), true)) return abandon_own(p, e);
+    if (auto e = p->start_listen()) return abandon_own(p, e);
     return PipePtr(p);
 }
 
@@ -115,7 +160,7 @@ Result<PipePtr> Pipe::udp(Loop& loop, const Address& local, const Address& dest,
     uv_udp_init_ex(p->core_->loop, &p->h_.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
     p->h_.handle.data = p.get();
     p->handle_inited_ = true;
-    if (auto e = p->open_udp(local, dest)) return abandon(p, e);
+    if (auto e = p->open_udp(local, dest)) return abandon_own(p, e);
     return PipePtr(p);
 }
 
@@ -185,10 +230,21 @@ CallbackId Pipe::on_accept(AcceptFn fn) {
     I(this).accept_cbs_.add(id, std::move(fn));
     return id;
 }
+CallbackId Pipe::on_eof(EofFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).eof_cbs_.add(id, std::move(fn));
+    return id;
+}
+CallbackId Pipe::on_error(ErrorFn fn) {
+    auto id = I(this).next_id_++;
+    I(this).error_cbs_.add(id, std::move(fn));
+    return id;
+}
 bool Pipe::remove(CallbackId id) {
     auto& p = I(this);
     return p.message_cbs_.remove(id) || p.up_cbs_.remove(id) || p.end_cbs_.remove(id) ||
-           p.drain_cbs_.remove(id) || p.accept_cbs_.remove(id);
+           p.drain_cbs_.remove(id) || p.accept_cbs_.remove(id) || p.eof_cbs_.remove(id) ||
+           p.error_cbs_.remove(id);
 }
 
 // ---- sending
@@ -206,9 +262,18 @@ Error Pipe::send_to(std::string_view bytes, const Address& to) {
     return I(this).send_datagram(bytes, to);
 }
 
+Error Pipe::send_raw(std::string_view bytes) {
+    return I(this).send_unframed(bytes);
+}
+
+Error Pipe::send_json(std::string_view content, std::string_view content_type,
+                      std::string_view content_encoding) {
+    return I(this).send_json(content, content_type, content_encoding);
+}
+
 Error Pipe::set_framer(const Framer& framer) {
     auto& p = I(this);
-    if (p.ending_ || p.ended_)
+    if (p.ending() || p.ended())
         return Error(errc::pipe_ended, "set_framer on " + p.describe() + ": the pipe has ended");
     if (Error e = framer.validate(transport()))
         return Error(e.code, "set_framer on " + p.describe() + ": " + e.message);
@@ -269,51 +334,13 @@ bool Pipe::unsubscribe(SubId sub) {
         r.status = RecvResult::Status::ended;
         r.end = EndInfo{EndReason::local_close,
                         Error(errc::pipe_ended, "recv: the subscription was removed")};
-        w.fn(*this, r);
+        p.call_recv(w.fn, r);
     }
     return true;
 }
 
 void Pipe::recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, RecvFn fn) {
-    auto& p = I(this);
-    detail::Subscription* s = sub == all_messages ? p.implicit_sub() : p.find_sub(sub);
-    RecvResult r;
-    if (s && !s->queue.empty()) {
-        r.status = RecvResult::Status::message;
-        r.message = std::move(s->queue.front());
-        s->queue.pop_front();
-        s->bytes -= r.message.data.size();
-        fn(*this, r);
-        return;
-    }
-    if (!s || p.ending_ || p.ended_) {
-        r.status = RecvResult::Status::ended;
-        r.end = p.ending_ || p.ended_
-                    ? p.end_info_
-                    : EndInfo{EndReason::local_close,
-                              Error(errc::invalid_config,
-                                    "recv: no subscription " + std::to_string(sub))};
-        fn(*this, r);
-        return;
-    }
-    auto id = p.next_waiter_++;
-    auto wait = timeout.value_or(p.conf_->recv_timeout);
-    std::weak_ptr<PipeImpl> weak = p.self_;
-    Timer t = p.loop_->call_later(wait, [weak, sub, id] {
-        auto pp = weak.lock();
-        if (!pp) return;
-        auto* s = pp->find_sub(sub);
-        if (!s) return;
-        auto it =
-            std::find_if(s->waiters.begin(), s->waiters.end(), [&](auto& w) { return w.id == id; });
-        if (it == s->waiters.end()) return;
-        auto w = std::move(*it);
-        s->waiters.erase(it);
-        RecvResult r;
-        r.status = RecvResult::Status::timeout;
-        w.fn(*pp, r);
-    });
-    s->waiters.push_back(detail::RecvWaiter{id, std::move(fn), t});
+    I(this).recv(sub, timeout, std::move(fn));
 }
 
 namespace {
@@ -367,13 +394,7 @@ Error Pipe::send_recv(std::string_view bytes, SubId sub,
 }
 
 std::optional<Received> Pipe::try_recv(SubId sub) {
-    auto& p = I(this);
-    detail::Subscription* s = sub == all_messages ? p.implicit_sub() : p.find_sub(sub);
-    if (!s || s->queue.empty()) return std::nullopt;
-    Received m = std::move(s->queue.front());
-    s->queue.pop_front();
-    s->bytes -= m.data.size();
-    return m;
+    return I(this).try_recv(sub);
 }
 
 std::size_t Pipe::queued(SubId sub) const noexcept {
@@ -386,51 +407,31 @@ std::size_t Pipe::queued(SubId sub) const noexcept {
 
 void Pipe::accept(std::optional<std::chrono::milliseconds> timeout, AcceptResultFn fn) {
     auto& p = I(this);
-    AcceptResult r;
-    if (p.kind_ != PipeKind::tcp_server) {
-        r.status = RecvResult::Status::ended;
-        r.end = EndInfo{EndReason::error, Error(errc::wrong_pipe_kind,
-                                                "accept on " + p.describe() + ": not a server")};
-        fn(*this, r);
-        return;
-    }
-    if (auto next = try_accept()) {
-        r.status = RecvResult::Status::message;
-        r.pipe = *next;
-        fn(*this, r);
-        return;
-    }
-    if (p.ending_ || p.ended_) {
-        r.status = RecvResult::Status::ended;
-        r.end = p.end_info_;
-        fn(*this, r);
-        return;
-    }
-    auto id = p.next_waiter_++;
-    std::weak_ptr<PipeImpl> weak = p.self_;
-    Timer t = p.loop_->call_later(timeout.value_or(p.conf_->recv_timeout), [weak, id] {
-        auto pp = weak.lock();
-        if (!pp) return;
-        auto& ws = pp->accept_waiters_;
-        auto it = std::find_if(ws.begin(), ws.end(), [&](auto& w) { return w.id == id; });
-        if (it == ws.end()) return;
-        auto w = std::move(*it);
-        ws.erase(it);
+    // Never inside this call (see recv()).
+    p.core_->defer([pp = std::static_pointer_cast<PipeImpl>(shared_from_this()), timeout,
+                    fn = std::move(fn)]() mutable {
         AcceptResult r;
-        r.status = RecvResult::Status::timeout;
-        w.fn(*pp, r);
+        if (pp->kind_ != PipeKind::tcp_server) {
+            r.status = RecvResult::Status::ended;
+            r.end = EndInfo{EndReason::error,
+                            Error(errc::wrong_pipe_kind,
+                                  "accept on " + pp->describe() + ": not a server")};
+        } else if (auto next = pp->try_accept()) {
+            r.status = RecvResult::Status::message;
+            r.pipe = *next;
+        } else if (pp->ending()) {
+            r.status = RecvResult::Status::ended;
+            r.end = pp->end_info_;
+        } else {
+            pp->wait_for_accept(timeout, std::move(fn));
+            return;
+        }
+        pp->guarded("accept", [&] { fn(*pp, r); });
     });
-    p.accept_waiters_.push_back(detail::AcceptWaiter{id, std::move(fn), t});
 }
 
 std::optional<PipePtr> Pipe::try_accept() {
-    auto& p = I(this);
-    while (p.accept_queue_ && !p.accept_queue_->empty()) {
-        auto c = std::move(p.accept_queue_->front());
-        p.accept_queue_->pop_front();
-        return PipePtr(c);
-    }
-    return std::nullopt;
+    return I(this).try_accept();
 }
 
 std::vector<PipePtr> Pipe::clients() const {
@@ -452,7 +453,7 @@ Error Pipe::link(const PipePtr& target) {
         return Error(code, "link " + p.describe() + " to " + t.describe() + ": " + why);
     };
     if (&t == &p) return refuse(errc::invalid_config, "a pipe cannot be linked to itself");
-    if (p.ending_ || p.ended_ || t.ending_ || t.ended_)
+    if (p.ending() || p.ended() || t.ending() || t.ended())
         return refuse(errc::pipe_ended, "the pipe has ended");
     if (p.kind_ == PipeKind::tcp_server || t.kind_ == PipeKind::tcp_server)
         return refuse(errc::wrong_pipe_kind,
@@ -512,15 +513,16 @@ std::vector<PipePtr> Pipe::links() const {
 
 void Pipe::close(ClosedFn done) {
     auto& p = I(this);
-    if (p.ended_) {
+    if (p.ended()) {
         if (done) done(*this);
         return;
     }
     if (done) p.closed_fns_.push_back(std::move(done));
-    if (p.ending_) return;
-    p.ending_ = true;
-    p.end_info_ = EndInfo{EndReason::local_close, {}};
-    p.begin_close(true);
+    p.end(EndReason::local_close, {}, detail::Drain::graceful);
+}
+
+Error Pipe::shutdown() {
+    return I(this).request_shutdown();
 }
 
 void Pipe::pause() {
@@ -538,7 +540,7 @@ void Pipe::resume() {
         p.on_connection(0);
     }
     p.start_reading();
-    p.schedule_kept();
+    p.schedule_kept();  // kept messages, then a FIN that came while paused
 }
 
 bool Pipe::paused() const noexcept {
@@ -554,16 +556,16 @@ Transport Pipe::transport() const noexcept {
     return I(this).kind_ == PipeKind::udp ? Transport::udp : Transport::tcp;
 }
 bool Pipe::is_up() const noexcept {
-    return I(this).connected_ && !I(this).ending_;
+    return I(this).connected_ && !I(this).ending();
 }
 bool Pipe::ending() const noexcept {
-    return I(this).ending_ && !I(this).ended_;
+    return I(this).ending() && !I(this).ended();
 }
 bool Pipe::ended() const noexcept {
-    return I(this).ended_;
+    return I(this).ended();
 }
 std::optional<EndInfo> Pipe::end_info() const {
-    if (!I(this).ending_) return std::nullopt;
+    if (!I(this).ending()) return std::nullopt;
     return I(this).end_info_;
 }
 Address Pipe::local_address() const {
@@ -582,7 +584,7 @@ Loop& Pipe::loop() const noexcept {
 int Pipe::native_handle() const noexcept {
     auto& p = I(this);
     if (p.kept_fd_ >= 0) return p.kept_fd_;
-    if (!p.handle_inited_ || p.handle_closing_) return -1;
+    if (!p.handle_inited_ || p.closing()) return -1;
     uv_os_fd_t fd;
     if (uv_fileno(&p.h_.handle, &fd) != 0) return -1;
     return fd;
@@ -606,27 +608,3 @@ PipeStats Pipe::stats() const {
 
 }  // namespace pipeworks
 
-// ---- interim: the half-close / error API, implemented by the transport rewrite
-namespace pipeworks {
-CallbackId Pipe::on_eof(EofFn) {
-    return I(this).next_id_++;
-}
-CallbackId Pipe::on_error(ErrorFn) {
-    return I(this).next_id_++;
-}
-Error Pipe::send_raw(std::string_view bytes) {
-    return I(this).send_bytes(bytes);
-}
-Error Pipe::send_json(std::string_view, std::string_view, std::string_view) {
-    return Error(errc::not_supported_yet, "send_json: not yet");
-}
-Error Pipe::shutdown() {
-    return Error(errc::not_supported_yet, "shutdown: not yet");
-}
-bool Pipe::peer_finished() const noexcept {
-    return I(this).read_eof_;
-}
-bool Pipe::write_shut() const noexcept {
-    return I(this).shut_requested_;
-}
-}  // namespace pipeworks

@@ -1,45 +1,41 @@
-// The one implementation behind every Pipe.
+// PipeImpl: the one implementation behind every Pipe, made of the transport's parts. The
+// class holds their state in one allocation (an idle pipe is small); each part's code lives in
+// a file of its own, named in the part's block below:
+//   lifecycle.cpp    the state, the one end path, closing, the deadlines (idle, frame, close)
+//   socket_io.cpp    opening sockets, the libuv handle, reading
+//   connector.cpp    a client's resolve and connect
+//   server.cpp       listening, accepting, the connection limit
+//   input_stage.cpp  every received byte not yet delivered; the framer's decoding
+//   dispatcher.cpp   a message to links, callbacks, subscriptions, waiters; recv completions
+//   write_queue.cpp  a stream's queued bytes and their one path to the socket; half-close
+//   datagram.cpp     UDP sends
+//   link.cpp         relays
+// A message's walk: socket I/O -> byte filter -> input stage -> dispatcher; a send's walk:
+// framer -> write queue -> byte filter -> socket I/O.
+//
+// Threading: bound to its loop's thread, like Pipe.
 #pragma once
 
 #include <pipeworks/loop.hpp>
 #include <pipeworks/pipe.hpp>
 
 #include "message/frame_decoder.hpp"
+#include "platform/deadlines.hpp"
 #include "platform/loop_core.hpp"
+#include "transport/byte_filter.hpp"
 #include "transport/callback_list.hpp"
+#include "transport/rate_window.hpp"
 
 #include <uv.h>
 
-#include <array>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <string>
 #include <unordered_set>
 #include <vector>
 
 namespace pipeworks::detail {
-
-// Bytes per second over the last few seconds, in one-second buckets.
-class RateWindow {
-public:
-    static constexpr unsigned kBuckets = 5;
-    void add(std::uint64_t now_ms, std::uint64_t n) noexcept {
-        // Most adds fall in the current second: skip the division.
-        if (now_ms < cur_end_ms_) {
-            bytes_[cur_] += n;
-            return;
-        }
-        roll(now_ms, n);
-    }
-    double rate(std::uint64_t now_ms, std::uint64_t since_ms) const noexcept;
-
-private:
-    std::array<std::uint32_t, kBuckets> sec_{};
-    std::array<std::uint64_t, kBuckets> bytes_{};
-    std::uint64_t cur_end_ms_ = 0;  // end of the current bucket's second
-    unsigned cur_ = 0;
-    void roll(std::uint64_t now_ms, std::uint64_t n) noexcept;
-};
 
 struct RecvWaiter {
     std::uint64_t id;
@@ -53,10 +49,16 @@ struct Subscription {
     Address from;
     Pipe::MessageFn handler;
     std::deque<Received> queue;
-    std::size_t bytes = 0;
+    std::size_t bytes = 0;  // what the queue holds, entry overhead included (see entry_bytes)
     std::vector<RecvWaiter> waiters;
     bool removed = false;  // unsubscribed during a dispatch; erased after it
 };
+
+// What a queued message costs its subscription's byte bound: its bytes and its entry, so that
+// empty datagrams cannot grow a bounded queue without end.
+inline std::size_t entry_bytes(const Received& r) noexcept {
+    return r.data.size() + r.json_header.size() + sizeof(Received);
+}
 
 // Bytes queued for a write: a slice of a read block a relay kept (no copy), or owned bytes.
 struct WriteSeg {
@@ -72,6 +74,16 @@ struct AcceptWaiter {
     Timer timer;
 };
 
+// The lifecycle. open: opening or open; draining: ending, queued bytes still going out
+// (bounded by close_timeout); closing: uv_close called; ended: the end callbacks have run.
+enum class Life : std::uint8_t { open, draining, closing, ended };
+
+// How an end treats the bytes still queued.
+enum class Drain : std::uint8_t {
+    graceful,  // they go out first (within close_timeout), then the handle closes
+    now,       // the handle closes at once; they are counted in EndInfo::unsent_bytes
+};
+
 class PipeImpl final : public Pipe, public Resource, public Flushable {
 public:
     PipeImpl(Loop& loop, PipeKind kind, const NetConf& conf);
@@ -82,63 +94,237 @@ public:
     static PipeImpl& of(Pipe& p) { return static_cast<PipeImpl&>(p); }
     static const PipeImpl& of(const Pipe& p) { return static_cast<const PipeImpl&>(p); }
 
-    // ---- opening helpers
+    // ================================================================ lifecycle.cpp
+    bool ending() const noexcept { return life_ >= Life::draining; }
+    bool closing() const noexcept { return life_ >= Life::closing; }
+    bool ended() const noexcept { return life_ == Life::ended; }
+    // The one path that ends a pipe. The first call decides the reason; a later call with
+    // Drain::now cuts a graceful end short (its bytes can no longer go out).
+    void end(EndReason reason, Error error, Drain drain);
+    // A failure: the end, without waiting for queued bytes.
+    void fail(EndReason reason, Error error) { end(reason, std::move(error), Drain::now); }
+    void close_handle_now();
+    void on_handle_closed();
+    void shutdown_silently() override;
+    // The pipe is open for traffic: arms its idle deadline.
+    void opened();
+    void touch() noexcept { last_activity_ms_ = uv_now(core_->loop); }
+    static void idle_expired(Deadline& d);
+    static void frame_expired(Deadline& d);
+    // Runs a user callback; an exception from it ends the pipe (errc::callback_threw).
+    template <class F>
+    void guarded(const char* what, F&& f) {
+        try {
+            f();
+        } catch (...) {
+            callback_threw(what, std::current_exception());
+        }
+    }
+    [[gnu::noinline]] void callback_threw(const char* what, std::exception_ptr e);
+    std::string describe() const;
+    Error uv_fail(const char* op, int status, const Address& addr = {}) const;
+
+    Loop* loop_;
+    LoopCore* core_;
+    PipeKind kind_;
+    Life life_ = Life::open;
+    // Shared with the server's other accepted pipes; edit_conf() copies it before a change.
+    std::shared_ptr<NetConf> conf_;
+    NetConf& edit_conf() {
+        if (conf_.use_count() > 1) conf_ = std::make_shared<NetConf>(*conf_);
+        return *conf_;
+    }
+    std::shared_ptr<PipeImpl> self_;  // held while the handle is open
+    EndInfo end_info_;
+    std::vector<Pipe::ClosedFn> closed_fns_;
+    Timer close_timer_;
+    void close_timed_out();
+    struct PipeDeadline : Deadline {
+        PipeImpl* pipe = nullptr;
+    };
+    PipeDeadline idle_deadline_;
+    PipeDeadline frame_deadline_;
+    std::uint64_t last_activity_ms_ = 0;
+
+    // ================================================================ socket_io.cpp
     // A non-blocking socket of `type` with NetConf's reuse_addr (and broadcast on UDP), bound to
     // `local` unless it is empty. On error nothing is left open.
     Error bound_socket(int type, Family family, const Address& local, int& fd);
     Error open_tcp_socket(const Address& local, Family family, bool listening);
-    Error start_connect(const Address& to);
-    void start_resolve(std::string host, std::uint16_t port);
-    Error start_listen();
     Error open_udp(const Address& local, const Address& dest);
     Error adopt_fd(int fd);
+    void set_stream_options(uv_tcp_t* tcp);
     void schedule_up();
-    void finish_open_failure();
-
-    // ---- events
-    void on_connected(int status);
+    void start_reading();
+    void stop_reading();
+    // Reading is wanted but held back: paused, a relay's backpressure, its own write queue.
+    bool read_held() const noexcept {
+        return paused_ || flow_blocked_ > 0 || self_throttled_ || read_eof_;
+    }
     void on_read(ssize_t nread, const uv_buf_t* buf);
     [[gnu::noinline]] void read_failed(int status);  // EOF or a read error
+    // The read side ended (FIN): delivers what is kept, then the end of input (a relay passes
+    // it on; otherwise eof callbacks, or the default graceful end). Once.
+    void finish_input();
     void on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* addr, unsigned flags);
+    void discard_kept_fd() noexcept;
+
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_udp_t udp;
+    } h_;
+    bool handle_inited_ = false;
+    bool connected_ = false;  // TCP connected / UDP and server open
+    bool reading_ = false;
+    bool paused_ = false;
+    bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it
+    // An adopted UDP socket that was connect()ed: its sends to peer_ carry no address.
+    bool udp_connected_ = false;
+    bool read_eof_ = false;        // FIN received
+    bool eof_delivered_ = false;   // finish_input() has passed the FIN on
+    int kept_fd_ = -1;       // do_close == false: the fd that survives the pipe
+    Address local_, peer_;
+    std::unique_ptr<ByteFilter> filter_;  // null: bytes pass as they are
+
+    // ================================================================ connector.cpp
+    Error start_connect(const Address& to);
+    void on_connected(int status);
+    void start_resolve(std::string host, std::uint16_t port);
+    std::unique_ptr<uv_connect_t> connect_req_;  // made on first use
+    Timer connect_timer_, up_timer_;
+
+    // ================================================================ server.cpp
+    Error start_listen();
     void on_connection(int status);
-    void on_write_done(int status);
-    void deliver(std::string_view data, const Address& from,
-                 const JsonMessageHeader* json = nullptr);
-    // Framed pipes: decodes `data` (a read, or one datagram) and delivers each whole message.
+    void handle_accepted(const std::shared_ptr<PipeImpl>& client);
+    // An accepted pipe of this server closed: take a connection the limit held back.
+    void client_closed();
+    std::optional<PipePtr> try_accept();
+    void wait_for_accept(std::optional<std::chrono::milliseconds> timeout, AcceptResultFn fn);
+    std::unique_ptr<std::deque<std::shared_ptr<PipeImpl>>> accept_queue_;  // made on first use
+    std::vector<AcceptWaiter> accept_waiters_;
+    PipeImpl* server_ = nullptr;  // accepted pipes: the server, while both are open
+    PipeImpl* first_client_ = nullptr;
+    PipeImpl* last_client_ = nullptr;
+    PipeImpl* client_prev_ = nullptr;
+    PipeImpl* client_next_ = nullptr;
+    std::size_t open_clients_ = 0;
+    // A connection waits in libuv (paused server, or max_clients reached): uv_accept takes it.
+    bool accept_pending_ = false;
+    bool accept_error_reported_ = false;  // once per burst of accept failures
+
+    // ================================================================ input_stage.cpp
+    // Received bytes (a read, or one datagram) on their way to the dispatcher.
+    void input(std::string_view data, const Address& from) {
+        if (framed_)
+            feed_frames(data, from);
+        else if (raw_kept_.empty()) [[likely]]
+            deliver(data, from);
+        else
+            input_behind_kept(data);
+    }
+    // Raw pipes with kept bytes: new bytes queue behind them, so order holds.
+    [[gnu::noinline]] void input_behind_kept(std::string_view data);
+    // Framed pipes: decodes `data` and delivers each whole message.
     void feed_frames(std::string_view data, const Address& from);
-    // Installs conf_->framer's decoder, carrying over what the old one kept undelivered.
-    // Ends a stream pipe whose received bytes broke its framer (EndReason::framing_error).
     void end_framing(const std::string& what, std::size_t partial_frame_bytes = 0);
+    // Installs conf_->framer's decoder; what the old one held moves to the new home.
     void switch_decoder();
     // Delivers what a pause or a framer switch left undelivered (unless paused or ending).
     void deliver_kept();
-    // Runs deliver_kept() on the next loop iteration when there is something kept: not inside
-    // resume() or set_framer(), which may run inside a callback.
+    // Runs deliver_kept() on a later loop iteration when something is kept.
     void schedule_kept();
-    // Appends `payload` as the framer frames it to `out`.
-    Error frame_into(std::string_view payload, std::string& out);
+    bool has_kept() const noexcept {
+        return !raw_kept_.empty() || (decoder_ && decoder_->buffered() > 0);
+    }
+    // Framed streams: the frame deadline follows the decoder's partial frame.
+    void update_frame_deadline(bool delivered_some);
+    bool framed_ = false;  // conf_->framer is not raw
+    // Undelivered input has one home: the decoder's carry on a framed pipe, raw_kept_ on a raw
+    // one (bytes a pause or a switch to raw left). A switch moves them to the new home.
+    std::unique_ptr<FrameDecoder> decoder_;  // made on the first read
+    std::string raw_kept_;
+    bool feeding_ = false;        // decoder_->feed() is running
+    bool framer_switch_ = false;  // set_framer() during a feed: switch when it returns
+    bool kick_scheduled_ = false;
+
+    // ================================================================ dispatcher.cpp
+    void deliver(std::string_view data, const Address& from,
+                 const JsonMessageHeader* json = nullptr);
     void enqueue(Subscription& sub, const Message& msg);
-    // Out of line, so the raw path through deliver() stays small.
     [[gnu::noinline]] void dispatch_to_subs(const Message& msg);
     [[gnu::noinline]] bool seen_before(std::string_view data, const Address& from);
-    void handle_accepted(const std::shared_ptr<PipeImpl>& client);
+    Subscription* find_sub(SubId id);
+    Subscription* implicit_sub();
+    void erase_removed_subs();
+    // recv(): completes on a later loop iteration, never inside the call.
+    void recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, RecvFn fn);
+    std::optional<Received> try_recv(SubId sub);
+    void wait_for(Subscription& s, SubId sub, std::optional<std::chrono::milliseconds> timeout,
+                  RecvFn fn);
+    // The read side ended: waiters get `finished`.
+    void wake_waiters_finished();
+    // The pipe ended: every waiter gets `ended`, then the end callbacks run.
+    void run_end_callbacks();
+    void call_recv(const RecvFn& fn, RecvResult& r);
 
-    // ---- sending
+    CallbackId next_id_ = 1;
+    CallbackList<MessageFn> message_cbs_;
+    CallbackList<UpFn> up_cbs_;
+    CallbackList<EndFn> end_cbs_;
+    CallbackList<DrainFn> drain_cbs_;
+    CallbackList<AcceptFn> accept_cbs_;
+    CallbackList<EofFn> eof_cbs_;
+    CallbackList<ErrorFn> error_cbs_;
+    // Subscriptions in creation order; the implicit one (all_messages) is made on first use,
+    // so an idle pipe carries no queue.
+    std::vector<std::unique_ptr<Subscription>> subs_;
+    bool implicit_sub_ = false;  // this pipe has the implicit subscription
+    unsigned dispatch_depth_ = 0;
+    bool subs_removed_ = false;  // some are marked removed, waiting for the dispatch to end
+    SubId next_sub_ = 1;
+    std::uint64_t next_waiter_ = 1;
+    struct SeenIds {  // duplicate datagram suppression (enable_msg_ids)
+        std::unordered_set<std::uint64_t> set;
+        std::deque<std::uint64_t> order;
+    };
+    std::unique_ptr<SeenIds> seen_;
+    std::uint64_t bytes_in_ = 0, bytes_out_ = 0, msgs_in_ = 0, msgs_out_ = 0, dropped_ = 0;
+    std::uint64_t opened_ms_ = 0;
+    RateWindow rate_in_, rate_out_;
+
+    // ================================================================ write_queue.cpp
     Error send_bytes(std::string_view bytes);
     // send() on a pipe that is not an open TCP stream: the error, or the datagram for UDP.
     [[gnu::noinline]] Error send_not_stream(std::string_view bytes);
     [[gnu::noinline]] Error send_framed(std::string_view bytes);
+    // Bytes past the framer (send_raw) and a json_header message with its own content type.
+    Error send_unframed(std::string_view bytes);
+    Error send_json(std::string_view content, std::string_view type, std::string_view encoding);
     // Forwarded bytes that lie in `block` (a relay's read): written at once when nothing is
     // queued, else the block is kept for the write instead of copying the bytes.
     Error send_kept(std::string_view bytes, ReadBlock* block);
     Error send_check() const;  // why send() is refused now, if it is
+    // Appends `payload` as the framer frames it to `out`.
+    Error frame_into(std::string_view payload, std::string& out);
+    void count_sent(std::size_t n) noexcept {
+        bytes_out_ += n;
+        ++msgs_out_;
+        rate_out_.add(uv_now(core_->loop), n);
+    }
+    void queue_owned_first();  // pending_ / borrowed_ into segs_, ahead of a kept block
     void flush_segs();
     void release_segs(std::vector<WriteSeg>& segs) noexcept;
-    Error send_datagram(std::string_view bytes, const Address& to);
     void flush() override;
+    [[gnu::noinline]] void filter_pending();
     // The part of flush() after a short or failed uv_try_write: uv_write the rest.
     [[gnu::noinline]] void write_rest(int n);
+    void on_write_done(int status);
     void after_written();
+    // A burst's buffer is not kept once the queue is empty.
+    void release_idle_buffers() noexcept;
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
         return pending_.size() + borrowed_.size() + segs_bytes_ +
@@ -149,108 +335,30 @@ public:
     }
     // Ends the pipe with errc::write_queue_full and returns that error.
     Error write_cap_error(std::size_t more);
-
-    // ---- linking (relays)
-    bool linked_to(const PipeImpl* target) const noexcept;
-    bool is_partner(const PipeImpl* other) const noexcept {  // linked both ways
-        return linked_to(other) && other->linked_to(this);
-    }
-    // Sends a message this pipe received down every linked pipe; false if this pipe ended.
-    bool forward(std::string_view data);
-    // Queued write bytes passed high_watermark: note it, and stop this pipe's feeders.
+    // Queued write bytes passed high_watermark: note it, stop this pipe's feeders (relays) or
+    // its own reading (read_backpressure).
     void note_queued() {
         if (queued_bytes() < conf_->high_watermark) return;
         above_high_ = true;
         if (!throttling_ && !feeders_.empty()) set_throttle(true);
+        if (feeders_.empty() && conf_->read_backpressure && kind_ != PipeKind::udp &&
+            !self_throttled_) {
+            self_throttled_ = true;
+            stop_reading();
+        }
     }
-    void set_throttle(bool on);
-    void block_flow();
-    void unblock_flow();
-    // The peer sent FIN while this pipe is in a relay: pass it on, keep the other direction.
-    void on_relay_fin();
-    // Shuts the write side down once what is queued has gone out (a relayed half-close).
-    void shutdown_write();
+    // The write side: FIN once what is queued has gone out (shutdown(), a relayed FIN).
+    Error request_shutdown();
     void try_shutdown();
     // Ends the pipe (peer_close) once both directions are done.
     void maybe_finish();
-    // The pipe is ending: drops its links, and passes the end on to its relay partners.
-    void end_links();
 
-    // ---- ending
-    void fail(EndReason reason, Error error);
-    void begin_close(bool graceful);
-    void close_handle_now();
-    void on_handle_closed();
-    void shutdown_silently() override;
-    void start_reading();
-    void stop_reading();
-
-    std::string describe() const;
-    Error uv_fail(const char* op, int status, const Address& addr = {}) const;
-
-    Loop* loop_;
-    LoopCore* core_;
-    PipeKind kind_;
-    // Shared with the server's other accepted pipes; edit_conf() copies it before a change.
-    std::shared_ptr<NetConf> conf_;
-    NetConf& edit_conf() {
-        if (conf_.use_count() > 1) conf_ = std::make_shared<NetConf>(*conf_);
-        return *conf_;
-    }
-    std::shared_ptr<PipeImpl> self_;  // held while the handle is open
-
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_udp_t udp;
-    } h_;
-    bool handle_inited_ = false;
-    int kept_fd_ = -1;  // do_close == false: the fd that survives the pipe
-    // An adopted UDP socket that was connect()ed: its sends to peer_ carry no address.
-    bool udp_connected_ = false;
-
-    Address local_, peer_;
-    bool connected_ = false;  // TCP connected / UDP and server open
-    bool reading_ = false;
-    bool paused_ = false;
-    bool ending_ = false;
-    bool handle_closing_ = false;
-    bool ended_ = false;
-    bool above_high_ = false;
-    bool close_after_flush_ = false;
-    bool accept_pending_ = false;
-    bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it  // a
-                            // paused server left a connection in the backlog
-    EndInfo end_info_;
-    std::vector<Pipe::ClosedFn> closed_fns_;
-
-    CallbackId next_id_ = 1;
-    CallbackList<MessageFn> message_cbs_;
-    CallbackList<UpFn> up_cbs_;
-    CallbackList<EndFn> end_cbs_;
-    CallbackList<DrainFn> drain_cbs_;
-    CallbackList<AcceptFn> accept_cbs_;
-
-    // Subscriptions in creation order; the implicit one (all_messages) is made on first use,
-    // so an idle pipe carries no queue.
-    std::vector<std::unique_ptr<Subscription>> subs_;
-    bool implicit_sub_ = false;  // this pipe has the implicit subscription
-    Subscription* find_sub(SubId id);
-    Subscription* implicit_sub();
-    void erase_removed_subs();
-    unsigned dispatch_depth_ = 0;
-    bool subs_removed_ = false;  // some are marked removed, waiting for the dispatch to end
-    SubId next_sub_ = 1;
-    std::uint64_t next_waiter_ = 1;
-
-    // TCP writes: `pending_` gathers sends until the flush; `inflight_` is under uv_write.
+    // `pending_` gathers sends until the flush; `inflight_` is under uv_write.
     std::string pending_;
     // Replies to the pipe's own read: a send of bytes that lie in the read's buffer (an echo)
     // is kept as a view and written from there by the flush at the end of on_read(), without a
     // copy into pending_. Only while pending_ and segs_ are empty; copied into pending_ by the
-    // next send, by a partial write, or when on_read() returns unwritten. Empty outside
-    // on_read().
+    // next send, by a partial write, or when on_read() returns unwritten.
     std::string_view read_data_;  // the bytes of the read being delivered
     std::string_view borrowed_;
     bool in_read_data(std::string_view b) const noexcept {
@@ -262,61 +370,47 @@ public:
     std::string inflight_;
     std::size_t inflight_off_ = 0;
     // Kept read blocks (relays) and owned bytes queued before pending_, in order; the ones
-    // under the write in flight; the iovec for them.
-    // (Vectors: an empty std::deque allocates, and most pipes never queue a segment.)
+    // under the write in flight; the iovec for them. (Vectors: an empty deque allocates.)
     std::vector<WriteSeg> segs_;
     std::size_t segs_bytes_ = 0;
     std::vector<WriteSeg> inflight_segs_;
     std::vector<uv_buf_t> iov_;
     bool write_in_flight_ = false;
-    // Requests are made on first use, so an idle accepted pipe does not carry them.
-    std::unique_ptr<uv_write_t> write_req_;
-    std::unique_ptr<uv_connect_t> connect_req_;
+    bool above_high_ = false;
+    bool self_throttled_ = false;  // read_backpressure: reading stopped by its own queue
+    bool shut_requested_ = false;  // write side to be shut down
+    bool shut_issued_ = false;
+    bool shut_done_ = false;
+    std::unique_ptr<uv_write_t> write_req_;  // made on first use
+    std::unique_ptr<uv_shutdown_t> shutdown_req_;
+
+    // ================================================================ datagram.cpp
+    Error send_datagram(std::string_view bytes, const Address& to, bool frame = true);
     std::size_t udp_queued_ = 0;  // bytes in uv_udp_send requests
-    Timer connect_timer_, close_timer_, up_timer_;
+    std::string frame_scratch_;   // the framed datagram being sent
 
-    // Servers
-    std::unique_ptr<std::deque<std::shared_ptr<PipeImpl>>> accept_queue_;  // made on first use
-    std::vector<AcceptWaiter> accept_waiters_;
-    PipeImpl* server_ = nullptr;  // accepted pipes: the server, while both are open
-    PipeImpl* first_client_ = nullptr;
-    PipeImpl* last_client_ = nullptr;
-    PipeImpl* client_prev_ = nullptr;
-    PipeImpl* client_next_ = nullptr;
-
-    // Framing (NetConf::framer). The decoder is made on the first read, so an idle pipe does not
-    // carry it; raw pipes never have one.
-    bool framed_ = false;  // conf_->framer is not raw
-    std::unique_ptr<FrameDecoder> decoder_;
-    bool feeding_ = false;        // decoder_->feed() is running
-    bool framer_switch_ = false;  // set_framer() during a feed: switch when it returns
-    std::string raw_kept_;        // switched to raw with bytes undelivered
-    std::string frame_scratch_;   // UDP: the framed datagram being sent
-    Timer kick_timer_;            // delivers kept messages after resume() / set_framer()
-
-    // Linking. Plain pointers: a pipe drops its links (both sides) when it starts ending, and
-    // at the latest when its handle closes.
+    // ================================================================ link.cpp
+    bool linked_to(const PipeImpl* target) const noexcept;
+    bool is_partner(const PipeImpl* other) const noexcept {  // linked both ways
+        return linked_to(other) && other->linked_to(this);
+    }
+    bool in_relay() const noexcept;
+    // Sends a message this pipe received down every linked pipe; false if this pipe ended.
+    bool forward(std::string_view data);
+    void set_throttle(bool on);
+    void block_flow();
+    void unblock_flow();
+    // The peer sent FIN while this pipe is in a relay: pass it on, keep the other direction.
+    void on_relay_fin();
+    // The pipe is ending: drops its links, and passes the end on to its relay partners.
+    void end_links();
+    // Plain pointers: a pipe drops its links (both sides) when it starts ending, and at the
+    // latest when its handle closes.
     std::vector<PipeImpl*> links_;    // the pipes this one sends its messages to
     std::vector<PipeImpl*> feeders_;  // the pipes linked to this one
     unsigned flow_blocked_ = 0;       // feeding targets above their high watermark
     bool throttling_ = false;         // above high_watermark with feeders stopped
-    bool read_eof_ = false;           // FIN received while in a relay
-    bool shut_requested_ = false;     // write side to be shut down (relayed FIN)
-    bool shut_issued_ = false;
-    bool shut_done_ = false;
-    std::unique_ptr<uv_shutdown_t> shutdown_req_;
-
-    // Duplicate datagram suppression (enable_msg_ids)
-    struct SeenIds {
-        std::unordered_set<std::uint64_t> set;
-        std::deque<std::uint64_t> order;
-    };
-    std::unique_ptr<SeenIds> seen_;
-
-    // Stats
-    std::uint64_t bytes_in_ = 0, bytes_out_ = 0, msgs_in_ = 0, msgs_out_ = 0, dropped_ = 0;
-    std::uint64_t opened_ms_ = 0;
-    RateWindow rate_in_, rate_out_;
+    bool relayed_eof_ = false;        // the FIN was passed on through a relay
 };
 
 }  // namespace pipeworks::detail

@@ -1,0 +1,44 @@
+// ByteFilter: the seam between a stream pipe's socket I/O and its input stage / write queue,
+// where a transformation of the byte stream (TLS) sits. Without a filter (the identity, and
+// the common case) bytes pass straight through and the pipe pays nothing for the seam.
+//
+// Threading: bound to its pipe's loop thread.
+#pragma once
+
+#include <pipeworks/error.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace pipeworks::detail {
+
+class ByteFilter {
+public:
+    virtual ~ByteFilter() = default;
+    // Bytes read from the socket. Calls `plain` with what the input stage receives (any
+    // number of times, also none). An Error ends the pipe.
+    virtual Error incoming(std::string_view wire,
+                           const std::function<void(std::string_view)>& plain) = 0;
+    // Bytes the write queue sends: appends what goes to the socket to `wire`.
+    virtual Error outgoing(std::string_view plain, std::string& wire) = 0;
+    // Bytes the filter itself must send now (a handshake, a close notice), appended to `wire`.
+    virtual void pending_output(std::string& wire) { (void)wire; }
+};
+
+// The identity: what every stream pipe does without a filter, as a class (tests put it in the
+// seam to show the data path through it is complete).
+class IdentityFilter final : public ByteFilter {
+public:
+    Error incoming(std::string_view wire,
+                   const std::function<void(std::string_view)>& plain) override {
+        if (!wire.empty()) plain(wire);
+        return {};
+    }
+    Error outgoing(std::string_view plain, std::string& wire) override {
+        wire.append(plain);
+        return {};
+    }
+};
+
+}  // namespace pipeworks::detail
