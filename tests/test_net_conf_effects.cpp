@@ -706,7 +706,7 @@ TEST_CASE("max_queue_bytes: a queue over its byte bound drops its oldest message
         CAPTURE(static_cast<int>(f));
         Loop loop;
         NetConf c;
-        c.max_queue_bytes = 250;
+        c.max_queue_bytes = 2 * (100 + queue_entry_overhead) + 50;  // two 100-byte messages
         auto rx = must(Pipe::udp(loop, lo(f), {}, c), "receiver");
         send_datagrams(loop, rx, 10, 100);
         CHECK(rx->queued() == 2);
@@ -714,19 +714,19 @@ TEST_CASE("max_queue_bytes: a queue over its byte bound drops its oldest message
         CHECK(drain(*rx) == std::vector<std::string>{"m8", "m9"});
 
         // A message larger than the bound does not stay either.
-        send_datagrams(loop, rx, 1, 300);
+        send_datagrams(loop, rx, 1, 600);
         CHECK(rx->queued() == 0);
         CHECK(rx->stats().dropped == 9);
 
         // Both bounds at once: whichever is reached first.
         NetConf both;
-        both.max_queue_bytes = 1000;
+        both.max_queue_bytes = 2 * (400 + queue_entry_overhead) + 10;
         both.max_qsize = 4;
         auto rx2 = must(Pipe::udp(loop, lo(f), {}, both), "receiver with both bounds");
-        send_datagrams(loop, rx2, 6, 100);  // 600 bytes, 6 messages: the count bounds it
+        send_datagrams(loop, rx2, 6, 100);  // 6 small messages: the count bounds it
         CHECK(rx2->queued() == 4);
         drain(*rx2);
-        send_datagrams(loop, rx2, 3, 400);  // 1200 bytes, 3 messages: the bytes bound it
+        send_datagrams(loop, rx2, 3, 400);  // 3 large messages: the bytes bound it
         CHECK(rx2->queued() == 2);
         CHECK(rx2->stats().dropped == 2 + 1);
 

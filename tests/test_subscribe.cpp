@@ -258,11 +258,14 @@ TEST_CASE("Subscriptions: recv hands over the next message with its source, or t
         CHECK(took < 1500ms);
         CHECK(rx->queued(sub) == 0);  // handed to the waiter, not queued
 
-        // A queued message is handed over at once.
+        // A queued message is handed over on the next iteration, never inside recv().
         send_all(loop, *tx, *rx, {"r-queued"});
         CHECK(rx->queued(sub) == 1);
         res.reset();
         rx->recv(sub, 1000ms, [&](Pipe&, RecvResult& r) { res = std::move(r); });
+        CHECK_FALSE(res.has_value());
+        run_until(
+            loop, [&] { return res.has_value(); }, "queued message");
         REQUIRE(res.has_value());
         CHECK(res->message.data == "r-queued");
 
@@ -313,9 +316,11 @@ TEST_CASE("Subscriptions: a waiting recv wakes with status ended when the pipe e
             CHECK(r.status == RecvResult::Status::ended);
             CHECK(r.end.reason == EndReason::local_close);
         }
-        // After the end, recv answers at once.
+        // After the end, recv answers on the next iteration.
         std::optional<RecvResult> late;
         rx->recv(sub, 1000ms, [&](Pipe&, RecvResult& r) { late = r; });
+        run_until(
+            loop, [&] { return late.has_value(); }, "recv after the end");
         REQUIRE(late.has_value());
         CHECK(late->status == RecvResult::Status::ended);
 
@@ -328,9 +333,9 @@ TEST_CASE("Subscriptions: a waiting recv wakes with status ended when the pipe e
         pair.accepted->close();
         run_until(
             loop, [&] { return tcp_res.has_value() && results.size() == 3; }, "tcp waiter");
-        CHECK(tcp_res->status == RecvResult::Status::ended);
-        CHECK(tcp_res->end.reason == EndReason::peer_close);
-        CHECK(results[2].status == RecvResult::Status::ended);
+        // The peer's FIN wakes waiters with "finished": the peer is done sending.
+        CHECK(tcp_res->status == RecvResult::Status::finished);
+        CHECK(results[2].status == RecvResult::Status::finished);
     }
 }
 
@@ -345,18 +350,21 @@ TEST_CASE("Subscriptions: unsubscribe wakes the waiters with status ended") {
         std::vector<RecvResult> results;
         rx->recv(sub, kDeadline, [&](Pipe&, RecvResult& r) { results.push_back(r); });
         rx->recv(sub, kDeadline, [&](Pipe&, RecvResult& r) { results.push_back(r); });
+        run_for(loop, 20ms);  // the recv() calls are waiting now
         CHECK(rx->unsubscribe(sub));
         REQUIRE(results.size() == 2);
         for (auto& r : results) CHECK(r.status == RecvResult::Status::ended);
         CHECK_FALSE(rx->unsubscribe(sub));
         CHECK(rx->is_up());  // the pipe itself goes on
 
-        // A removed subscription takes nothing more; recv on it answers ended at once.
+        // A removed subscription takes nothing more; recv on it answers ended.
         send_all(loop, *tx, *rx, {"after"});
         CHECK(rx->queued(sub) == 0);
         CHECK(rx->queued(keep) == 1);
         std::optional<RecvResult> late;
         rx->recv(sub, 1000ms, [&](Pipe&, RecvResult& r) { late = r; });
+        run_until(
+            loop, [&] { return late.has_value(); }, "recv on a removed subscription");
         REQUIRE(late.has_value());
         CHECK(late->status == RecvResult::Status::ended);
         // The timers of the woken waiters never fire later.
@@ -383,16 +391,19 @@ TEST_CASE("Subscriptions: bounded queues drop the oldest (max_qsize, max_queue_b
                 CHECK(r.status == RecvResult::Status::message);
                 got.push_back(r.message.data);
             });
+        run_until(
+            loop, [&] { return got.size() == 2; }, "two recv");
         CHECK(got == Strings{"m3", "m4"});
         CHECK(drain(*rx, all_messages) == Strings{"m3", "m4"});
         CHECK(rx->stats().dropped == 6);  // three from each queue
 
         NetConf bytes_conf;
-        bytes_conf.max_queue_bytes = 10;
+        // Each entry counts its bytes plus queue_entry_overhead: room for two 4-byte messages.
+        bytes_conf.max_queue_bytes = 2 * queue_entry_overhead + 10;
         auto rx2 = must(Pipe::udp(loop, lo(f), {}, bytes_conf), "receiver 2");
         SubId sub2 = rx2->subscribe(Pattern::any());
         send_all(loop, *tx, *rx2, {"aaaa", "bbbb", "cccc", "dddd"});
-        CHECK(drain(*rx2, sub2) == Strings{"cccc", "dddd"});  // 8 bytes: a third would pass 10
+        CHECK(drain(*rx2, sub2) == Strings{"cccc", "dddd"});  // a third would pass the bound
         CHECK(drain(*rx2, all_messages) == Strings{"cccc", "dddd"});
         send_all(loop, *tx, *rx2, {"1234567890", "x"});
         CHECK(drain(*rx2, sub2) == Strings{"x"});

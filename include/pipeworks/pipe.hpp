@@ -131,6 +131,10 @@ using SubId = std::uint64_t;
 // The implicit subscription of a pipe with no message callback: it takes every message.
 inline constexpr SubId all_messages = 0;
 
+// What a queued message costs NetConf::max_queue_bytes beyond its bytes (its entry and its
+// source address), so that empty datagrams cannot grow a bounded queue without end.
+inline constexpr std::size_t queue_entry_overhead = 128;
+
 class PIPEWORKS_API Pipe : public std::enable_shared_from_this<Pipe> {
 public:
     using MessageFn = std::function<void(Pipe&, const Message&)>;

@@ -54,10 +54,9 @@ struct Subscription {
     bool removed = false;  // unsubscribed during a dispatch; erased after it
 };
 
-// What a queued message costs its subscription's byte bound: its bytes and its entry, so that
-// empty datagrams cannot grow a bounded queue without end.
+// What a queued message costs its subscription's byte bound.
 inline std::size_t entry_bytes(const Received& r) noexcept {
-    return r.data.size() + r.json_header.size() + sizeof(Received);
+    return r.data.size() + r.json_header.size() + queue_entry_overhead;
 }
 
 // Bytes queued for a write: a slice of a read block a relay kept (no copy), or owned bytes.
