@@ -561,6 +561,12 @@ bool Pipe::is_up() const noexcept {
 bool Pipe::ending() const noexcept {
     return I(this).ending() && !I(this).ended();
 }
+bool Pipe::peer_finished() const noexcept {
+    return I(this).read_eof_;
+}
+bool Pipe::write_shut() const noexcept {
+    return I(this).shut_requested_;
+}
 bool Pipe::ended() const noexcept {
     return I(this).ended();
 }
