@@ -63,14 +63,21 @@ public:
     Loop& operator=(const Loop&) = delete;
 
     // Runs until stop() is called or nothing is left to do. Returns false after stop().
+    //
+    // Exceptions: an exception thrown by a function given to call_later(), post() or
+    // on_signal() (or by a pipe's callback the library routes here) never unwinds through
+    // libuv. It is caught, the loop stops at the end of that iteration (callbacks already due
+    // in it still run; a second exception there is dropped), and run(), run_once(),
+    // run_nowait() and run_until() rethrow the first one once libuv has returned. The loop
+    // stays usable: whatever was still pending runs when it is run again.
     bool run();
     // Runs one iteration, waiting for at least one event. Returns true if more work remains.
     bool run_once();
     // Runs one iteration without waiting. Returns true if more work remains.
     bool run_nowait();
-    // Runs until pred() is true (checked after each iteration) or the timeout passes.
-    // Returns pred()'s final value. Not reentrant: do not call run*() from inside pred() or a
-    // callback of this loop (the loop has one deadline timer).
+    // Runs until pred() is true (checked after each iteration) or the timeout, counted from
+    // this call, passes. Returns pred()'s final value. Not reentrant: do not call run*() from
+    // inside pred() or a callback of this loop (the loop has one deadline timer).
     bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
     // Makes run() return after the current iteration. Loop thread only (use post() elsewhere).
     void stop();
@@ -79,14 +86,19 @@ public:
     // the order posted. Ones still queued when the Loop is destroyed are discarded.
     void post(std::function<void()> fn);
 
-    // Calls fn once after delay (0 = next iteration). Loop thread only.
+    // Calls fn once, `delay` after this call (not after the start of the current iteration).
+    // A delay of 0 (or less) means a later iteration, never the current one: a callback that
+    // keeps re-arming call_later(0) advances one step per iteration, and I/O and other timers
+    // run in between. Zero-delay calls run in the order made. Either kind keeps run() going
+    // until it has run or is cancelled. Loop thread only.
     Timer call_later(std::chrono::milliseconds delay, std::function<void()> fn);
 
     // Calls fn(signum) on the loop thread each time the process receives signum, until
     // cancelled. The watch does not keep run() going by itself (a server's pipe does).
     SignalWatch on_signal(int signum, std::function<void(int)> fn);
 
-    // Milliseconds of the loop's cached clock (uv_now).
+    // Milliseconds of the loop's cached clock (uv_now), updated at the start of each
+    // iteration; it lags behind the real time during long callbacks.
     std::uint64_t now_ms() const;
 
     uv_loop_s* native() const noexcept;

@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <iterator>
 #include <new>
+#include <utility>
 
 namespace pipeworks {
 namespace detail {
@@ -18,12 +21,16 @@ struct TimerState final : Resource {
     std::function<void()> fn;
     bool active = false;
     bool closing = false;
-    std::shared_ptr<TimerState> self;  // alive until the handle's close callback
+    // A zero delay: no uv_timer (libuv 1.44 would run it in the timer phase that set it); the
+    // loop's deferred list runs it, and that entry ends the state.
+    bool deferred = false;
+    std::shared_ptr<TimerState> self;  // alive until the handle's close callback (or the entry)
 
     void close() {
         if (closing) return;
-        closing = true;
         active = false;
+        if (deferred) return;  // the deferred entry still points here; it finishes the state
+        closing = true;
         core->remove(this);
         close_handle(*core, reinterpret_cast<uv_handle_t*>(&timer), [](uv_handle_t* h) {
             auto* t = static_cast<TimerState*>(h->data);
@@ -33,7 +40,26 @@ struct TimerState final : Resource {
     }
     void shutdown_silently() override {
         fn = nullptr;
+        if (deferred) {
+            // The loop is going away and discards the deferred entry without running it.
+            active = false;
+            closing = true;
+            core->remove(this);
+            auto last = std::move(self);  // may destroy *this on return
+            return;
+        }
         close();
+    }
+    // The deferred entry's turn.
+    void run_deferred() {
+        auto keep = std::move(self);
+        closing = true;
+        core->remove(this);
+        if (!active) return;
+        active = false;
+        auto f = std::move(fn);
+        fn = nullptr;
+        if (f) f();
     }
 };
 
@@ -67,6 +93,11 @@ void closed_handle(LoopCore& core) noexcept {
     --core.closing_handles;
 }
 
+void LoopCore::report_exception(std::exception_ptr e) noexcept {
+    if (!pending_exception) pending_exception = std::move(e);
+    uv_stop(loop);
+}
+
 namespace {
 void run_flushes(LoopCore* core) {
     core->flushing.swap(core->flush_list);
@@ -76,11 +107,70 @@ void run_flushes(LoopCore* core) {
         Flushable* f = core->flushing[i];
         if (f == nullptr) continue;  // cancelled while flushing
         f->flush_scheduled = false;
-        f->flush();
+        // The other pipes' writes still go out: their flags were cleared with this swap.
+        try {
+            f->flush();
+        } catch (...) {
+            core->report_exception(std::current_exception());
+        }
     }
     core->flushing.clear();
 }
+
+void stop_deferring(LoopCore* c) {
+    uv_idle_stop(&c->defer_idle);
+    uv_check_stop(&c->defer_check);
+}
+
+// Check phase: what was deferred up to here runs in the next iteration's idle phase.
+void seal_deferred(LoopCore* c) {
+    if (c->ready.empty()) {
+        c->ready.swap(c->deferred);
+    } else {
+        c->ready.insert(c->ready.end(), std::make_move_iterator(c->deferred.begin()),
+                        std::make_move_iterator(c->deferred.end()));
+        c->deferred.clear();
+    }
+    if (c->ready.empty()) stop_deferring(c);
+}
+
+// Idle phase: runs the sealed batch. What these functions defer lands in `deferred`, so it
+// waits for this iteration's check and runs in the next one.
+void run_ready(LoopCore* c) {
+    std::size_t i = 0;
+    while (i < c->ready.size()) {
+        auto fn = std::move(c->ready[i]);
+        ++i;
+        try {
+            fn();
+        } catch (...) {
+            c->report_exception(std::current_exception());
+            break;  // the rest run when the loop runs again
+        }
+    }
+    c->ready.erase(c->ready.begin(), c->ready.begin() + static_cast<std::ptrdiff_t>(i));
+    if (c->ready.empty() && c->deferred.empty()) stop_deferring(c);
+}
 }  // namespace
+
+void LoopCore::defer(std::function<void()> fn) {
+    if (destroying) return;
+    const bool was_empty = deferred.empty() && ready.empty();
+    if (owned && !iterating) {
+        // No iteration is under way (only Loop::run*() runs an owned loop), so the next one is
+        // already a later one; what earlier iterations deferred goes first.
+        seal_deferred(this);
+        ready.push_back(std::move(fn));
+    } else {
+        deferred.push_back(std::move(fn));
+    }
+    if (was_empty) {
+        uv_idle_start(&defer_idle,
+                      [](uv_idle_t* h) { run_ready(static_cast<LoopCore*>(h->data)); });
+        uv_check_start(&defer_check,
+                       [](uv_check_t* h) { seal_deferred(static_cast<LoopCore*>(h->data)); });
+    }
+}
 
 void LoopCore::schedule_flush(Flushable* f) {
     if (f->flush_scheduled) return;
@@ -176,7 +266,21 @@ void init_core(detail::LoopCore& c) {
             std::lock_guard lock(core->posted_mu);
             batch.swap(core->posted);
         }
-        for (auto& fn : batch) fn();
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            try {
+                batch[i]();
+            } catch (...) {
+                core->report_exception(std::current_exception());
+                // The rest keep their place ahead of anything posted since.
+                std::lock_guard lock(core->posted_mu);
+                core->posted.insert(
+                    core->posted.begin(),
+                    std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(i + 1)),
+                    std::make_move_iterator(batch.end()));
+                uv_async_send(&core->async);
+                break;
+            }
+        }
     });
     c.async.data = &c;
     uv_unref(reinterpret_cast<uv_handle_t*>(&c.async));
@@ -189,6 +293,15 @@ void init_core(detail::LoopCore& c) {
     uv_timer_init(c.loop, &c.run_timer);
     c.run_timer.data = &c;
     uv_unref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
+    // Referenced: active only while something is deferred, and then run() must go on.
+    uv_idle_init(c.loop, &c.defer_idle);
+    c.defer_idle.data = &c;
+    uv_check_init(c.loop, &c.defer_check);
+    c.defer_check.data = &c;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&c.defer_check));
+    uv_timer_init(c.loop, &c.deadline_timer);
+    c.deadline_timer.data = &c;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&c.deadline_timer));
 }
 
 }  // namespace
@@ -213,10 +326,18 @@ Loop::~Loop() {
     auto& c = *core_;
     c.destroying = true;
     while (c.resources) c.resources->shutdown_silently();
+    {
+        // Dropped unrun; what they hold is released now, while the loop is still whole.
+        auto deferred = std::move(c.deferred);
+        auto ready = std::move(c.ready);
+    }
+    c.deadlines.clear();
     for (uv_handle_t* h :
          {reinterpret_cast<uv_handle_t*>(&c.async), reinterpret_cast<uv_handle_t*>(&c.check),
-          reinterpret_cast<uv_handle_t*>(&c.prepare),
-          reinterpret_cast<uv_handle_t*>(&c.run_timer)}) {
+          reinterpret_cast<uv_handle_t*>(&c.prepare), reinterpret_cast<uv_handle_t*>(&c.run_timer),
+          reinterpret_cast<uv_handle_t*>(&c.defer_idle),
+          reinterpret_cast<uv_handle_t*>(&c.defer_check),
+          reinterpret_cast<uv_handle_t*>(&c.deadline_timer)}) {
         detail::close_handle(c, h, [](uv_handle_t* handle) {
             detail::closed_handle(*static_cast<detail::LoopCore*>(handle->data));
         });
@@ -247,24 +368,48 @@ struct RunningScope {
     explicit RunningScope(std::atomic<std::thread::id>& s)
         : slot(s), previous(s.exchange(std::this_thread::get_id())) {}
     ~RunningScope() { slot.store(previous); }
+    RunningScope(const RunningScope&) = delete;
+    RunningScope& operator=(const RunningScope&) = delete;
 };
+
+int run_uv(detail::LoopCore& c, uv_run_mode mode) {
+    struct Iterating {
+        detail::LoopCore& c;
+        bool previous;
+        ~Iterating() { c.iterating = previous; }
+    } scope{c, std::exchange(c.iterating, true)};
+    return uv_run(c.loop, mode);
+}
+
+void rethrow_pending(detail::LoopCore& c) {
+    if (c.pending_exception) std::rethrow_exception(std::exchange(c.pending_exception, nullptr));
+}
 }  // namespace
 
 bool Loop::run() {
-    RunningScope scope(core_->running);
-    core_->stop_requested = false;
-    uv_run(core_->loop, UV_RUN_DEFAULT);
-    bool stopped = core_->stop_requested;
-    core_->stop_requested = false;
+    auto& c = *core_;
+    RunningScope scope(c.running);
+    c.stop_requested = false;
+    run_uv(c, UV_RUN_DEFAULT);
+    bool stopped = std::exchange(c.stop_requested, false);
+    rethrow_pending(c);
     return !stopped;
 }
 
 bool Loop::run_once() {
-    return uv_run(core_->loop, UV_RUN_ONCE) != 0;
+    auto& c = *core_;
+    RunningScope scope(c.running);
+    bool more = run_uv(c, UV_RUN_ONCE) != 0;
+    rethrow_pending(c);
+    return more;
 }
 
 bool Loop::run_nowait() {
-    return uv_run(core_->loop, UV_RUN_NOWAIT) != 0;
+    auto& c = *core_;
+    RunningScope scope(c.running);
+    bool more = run_uv(c, UV_RUN_NOWAIT) != 0;
+    rethrow_pending(c);
+    return more;
 }
 
 bool Loop::run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
@@ -273,6 +418,7 @@ bool Loop::run_until(const std::function<bool()>& pred, std::chrono::millisecond
     bool timed_out = false;
     c.run_timer.data = &timed_out;
     uv_ref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
+    uv_update_time(c.loop);  // the timeout counts from this call, not from the last iteration
     uv_timer_start(
         &c.run_timer,
         [](uv_timer_t* t) {
@@ -282,14 +428,21 @@ bool Loop::run_until(const std::function<bool()>& pred, std::chrono::millisecond
             uv_stop(t->loop);
         },
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())), 0);
+    struct Disarm {
+        detail::LoopCore& c;
+        ~Disarm() {
+            uv_timer_stop(&c.run_timer);
+            uv_unref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
+            c.run_timer.data = &c;
+        }
+    } disarm{c};
     bool done = pred();
     while (!done && !timed_out) {
-        uv_run(c.loop, UV_RUN_ONCE);
+        run_uv(c, UV_RUN_ONCE);
+        rethrow_pending(c);
         done = pred();
     }
-    uv_timer_stop(&c.run_timer);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
-    c.run_timer.data = &c;
+    rethrow_pending(c);
     return done;
 }
 
@@ -307,14 +460,27 @@ void Loop::post(std::function<void()> fn) {
 }
 
 Timer Loop::call_later(std::chrono::milliseconds delay, std::function<void()> fn) {
+    auto& c = *core_;
     auto state = std::make_shared<detail::TimerState>();
-    state->core = core_.get();
+    state->core = &c;
     state->fn = std::move(fn);
-    state->self = state;
     state->active = true;
-    uv_timer_init(core_->loop, &state->timer);
+    if (delay.count() <= 0) {
+        if (c.destroying) return Timer();
+        state->deferred = true;
+        // A raw pointer keeps the entry in std::function's inline buffer; `self` keeps the
+        // state alive until the entry runs, or until ~Loop shuts the state down.
+        c.defer([t = state.get()] { t->run_deferred(); });
+        state->self = state;
+        c.add(state.get());
+        return Timer(state);
+    }
+    state->self = state;
+    uv_timer_init(c.loop, &state->timer);
     state->timer.data = state.get();
-    core_->add(state.get());
+    c.add(state.get());
+    // From now, not from the start of the iteration: after blocking work the cached clock lags.
+    uv_update_time(c.loop);
     uv_timer_start(
         &state->timer,
         [](uv_timer_t* h) {
@@ -322,9 +488,13 @@ Timer Loop::call_later(std::chrono::milliseconds delay, std::function<void()> fn
             auto keep = t->self;
             auto fn = std::move(t->fn);
             t->close();
-            if (fn) fn();
+            try {
+                if (fn) fn();
+            } catch (...) {
+                t->core->report_exception(std::current_exception());
+            }
         },
-        static_cast<std::uint64_t>(std::max<std::int64_t>(0, delay.count())), 0);
+        static_cast<std::uint64_t>(delay.count()), 0);
     return Timer(state);
 }
 
@@ -342,8 +512,12 @@ SignalWatch Loop::on_signal(int signum, std::function<void(int)> fn) {
         [](uv_signal_t* h, int sig) {
             auto* s = static_cast<detail::SignalState*>(h->data);
             auto keep = s->self;
-            auto fn = s->fn;  // the handler may cancel its own watch
-            if (fn) fn(sig);
+            try {
+                auto fn = s->fn;  // the handler may cancel its own watch
+                if (fn) fn(sig);
+            } catch (...) {
+                s->core->report_exception(std::current_exception());
+            }
         },
         signum);
     uv_unref(reinterpret_cast<uv_handle_t*>(&state->signal));

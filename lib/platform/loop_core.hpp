@@ -1,14 +1,22 @@
-// The loop's private state, shared by the platform and transport layers.
+// The loop's private state, shared by the platform and transport layers. LoopCore owns the
+// loop's own libuv handles (cross-thread posts, write flushing, deferred functions, run_until's
+// timeout, the one deadline timer), the functions posted or deferred to it, the deadline heap,
+// the shared read buffers and the first exception a callback threw. It does not own the pipes
+// and timers on the loop: it lists them (Resource) so ~Loop can close what is still open.
 #pragma once
 
 #include <pipeworks/loop.hpp>
+
+#include "platform/deadlines.hpp"
 
 #include <uv.h>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -56,6 +64,10 @@ struct LoopCore {
     bool stop_requested = false;
     // The thread inside run*(), or none between runs (any one thread may then set up pipes).
     std::atomic<std::thread::id> running{};
+    // Inside uv_run called by Loop::run*(): a deferral then belongs to an iteration under way.
+    bool iterating = false;
+    // The first exception a callback threw since the last run*() returned (see Loop::run).
+    std::exception_ptr pending_exception;
 
     uv_async_t async{};
     std::mutex posted_mu;
@@ -69,6 +81,22 @@ struct LoopCore {
     std::vector<Flushable*> flushing;
 
     uv_timer_t run_timer{};
+
+    // Functions deferred to a later iteration. The check handle seals an iteration's
+    // deferrals into `ready`; the idle handle runs `ready` early in the next iteration. While
+    // either list is non-empty both handles are active, and the idle handle (referenced) keeps
+    // the poll from blocking and run() from returning, as a due timer would.
+    uv_idle_t defer_idle{};
+    uv_check_t defer_check{};
+    std::vector<std::function<void()>> deferred;  // deferred in the iteration under way
+    std::vector<std::function<void()>> ready;     // run by the next idle phase
+
+    // Deadlines (per-connection timeouts) share one unreferenced timer, set for the earliest:
+    // the pipes owning the deadlines keep the loop alive, not the timer.
+    DeadlineQueue deadlines;
+    uv_timer_t deadline_timer{};
+    std::uint64_t deadline_timer_at = std::numeric_limits<std::uint64_t>::max();  // max: stopped
+    bool expiring_deadlines = false;
 
     // One read buffer for the whole loop: libuv reads synchronously into it and pipeworks
     // dispatches before the next read, so an idle pipe holds no buffer. When a relay keeps the
@@ -106,10 +134,38 @@ struct LoopCore {
     static void retain(ReadBlock* b) noexcept { ++b->refs; }
     void release(ReadBlock* b) noexcept;
     void free_blocks() noexcept;
+
+    // The members below are exported (PIPEWORKS_API) so the white-box tests can call them.
+
+    // Runs fn on the loop thread in a later iteration: never inside this call, never in the
+    // iteration under way. Functions run in the order deferred; ones deferred while deferred
+    // functions run wait for the next iteration. Pending functions keep run() going and the
+    // poll from blocking. ~Loop discards them unrun. Loop thread only.
+    PIPEWORKS_API void defer(std::function<void()> fn);
+
+    // Arms d to expire at at_ms (loop clock, see fresh_now_ms), or moves it if it is armed.
+    // d.expired runs on the loop thread once at_ms has passed (deadlines due together run in
+    // at_ms order) and may arm or disarm any deadline. The owner must disarm d before
+    // destroying it; after ~Loop every deadline is not armed. Loop thread only.
+    PIPEWORKS_API void arm(Deadline& d, std::uint64_t at_ms);
+    // d will not expire (until armed again); harmless if it is not armed.
+    PIPEWORKS_API void disarm(Deadline& d) noexcept;
+    // The loop clock brought up to date (uv_update_time, uv_now): the base for arm().
+    PIPEWORKS_API std::uint64_t fresh_now_ms() noexcept;
+
+    // Keeps the first exception a callback threw and stops the loop; Loop::run*() rethrow it
+    // once libuv has returned. Trampolines call this instead of letting C++ unwind libuv.
+    // Loop thread only.
+    PIPEWORKS_API void report_exception(std::exception_ptr e) noexcept;
+
     bool in_loop_thread() const noexcept {
         auto r = running.load(std::memory_order_relaxed);
         return r == std::thread::id{} || r == std::this_thread::get_id();
     }
+
+    // For deadlines.cpp.
+    void start_deadline_timer(std::uint64_t at_ms, std::uint64_t min_delay) noexcept;
+    void expire_deadlines() noexcept;
 };
 
 // uv_close with the loop's bookkeeping: Loop's destructor waits for these callbacks.
