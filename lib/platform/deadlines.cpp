@@ -122,8 +122,7 @@ void LoopCore::start_deadline_timer(std::uint64_t at_ms, std::uint64_t min_delay
     const std::uint64_t now = uv_now(loop);
     const std::uint64_t delay = at_ms > now ? at_ms - now : 0;
     uv_timer_start(
-        &deadline_timer,
-        [](uv_timer_t* t) { static_cast<LoopCore*>(t->data)->expire_deadlines(); },
+        &deadline_timer, [](uv_timer_t* t) { static_cast<LoopCore*>(t->data)->expire_deadlines(); },
         delay > min_delay ? delay : min_delay, 0);
     deadline_timer_at = at_ms;
 }
@@ -143,6 +142,7 @@ void LoopCore::expire_deadlines() noexcept {
 }
 
 void LoopCore::arm(Deadline& d, std::uint64_t at_ms) {
+    if (destroying) return;  // the heap is being cleared; d must stay not armed
     deadlines.arm(d, at_ms);
     // Only an earlier deadline restarts the timer. When the earliest one moves later (an idle
     // timeout pushed back by a read), the timer fires early, finds nothing due, and is set

@@ -165,7 +165,8 @@ void LoopCore::defer(std::function<void()> fn) {
         deferred.push_back(std::move(fn));
     }
     if (was_empty) {
-        uv_idle_start(&defer_idle, [](uv_idle_t* h) { run_ready(static_cast<LoopCore*>(h->data)); });
+        uv_idle_start(&defer_idle,
+                      [](uv_idle_t* h) { run_ready(static_cast<LoopCore*>(h->data)); });
         uv_check_start(&defer_check,
                        [](uv_check_t* h) { seal_deferred(static_cast<LoopCore*>(h->data)); });
     }
@@ -272,9 +273,10 @@ void init_core(detail::LoopCore& c) {
                 core->report_exception(std::current_exception());
                 // The rest keep their place ahead of anything posted since.
                 std::lock_guard lock(core->posted_mu);
-                core->posted.insert(core->posted.begin(),
-                                    std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(i + 1)),
-                                    std::make_move_iterator(batch.end()));
+                core->posted.insert(
+                    core->posted.begin(),
+                    std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(i + 1)),
+                    std::make_move_iterator(batch.end()));
                 uv_async_send(&core->async);
                 break;
             }

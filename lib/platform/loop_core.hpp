@@ -135,25 +135,28 @@ struct LoopCore {
     void release(ReadBlock* b) noexcept;
     void free_blocks() noexcept;
 
+    // The members below are exported (PIPEWORKS_API) so the white-box tests can call them.
+
     // Runs fn on the loop thread in a later iteration: never inside this call, never in the
     // iteration under way. Functions run in the order deferred; ones deferred while deferred
     // functions run wait for the next iteration. Pending functions keep run() going and the
     // poll from blocking. ~Loop discards them unrun. Loop thread only.
-    void defer(std::function<void()> fn);
+    PIPEWORKS_API void defer(std::function<void()> fn);
 
     // Arms d to expire at at_ms (loop clock, see fresh_now_ms), or moves it if it is armed.
     // d.expired runs on the loop thread once at_ms has passed (deadlines due together run in
     // at_ms order) and may arm or disarm any deadline. The owner must disarm d before
     // destroying it; after ~Loop every deadline is not armed. Loop thread only.
-    void arm(Deadline& d, std::uint64_t at_ms);
+    PIPEWORKS_API void arm(Deadline& d, std::uint64_t at_ms);
     // d will not expire (until armed again); harmless if it is not armed.
-    void disarm(Deadline& d) noexcept;
+    PIPEWORKS_API void disarm(Deadline& d) noexcept;
     // The loop clock brought up to date (uv_update_time, uv_now): the base for arm().
-    std::uint64_t fresh_now_ms() noexcept;
+    PIPEWORKS_API std::uint64_t fresh_now_ms() noexcept;
 
     // Keeps the first exception a callback threw and stops the loop; Loop::run*() rethrow it
     // once libuv has returned. Trampolines call this instead of letting C++ unwind libuv.
-    void report_exception(std::exception_ptr e) noexcept;
+    // Loop thread only.
+    PIPEWORKS_API void report_exception(std::exception_ptr e) noexcept;
 
     bool in_loop_thread() const noexcept {
         auto r = running.load(std::memory_order_relaxed);
