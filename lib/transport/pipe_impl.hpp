@@ -335,12 +335,14 @@ public:
     // Ends the pipe with errc::write_queue_full and returns that error.
     Error write_cap_error(std::size_t more);
     // Queued write bytes passed high_watermark: note it, stop this pipe's feeders (relays) or
-    // its own reading (read_backpressure).
+    // its own reading (read_backpressure). The pipe stops itself only for replies, sends made
+    // while it handles its own input: a pipe that sends a large request and then reads the
+    // answers must keep reading, or it and an echoing peer would wait on each other forever.
     void note_queued() {
         if (queued_bytes() < conf_->high_watermark) return;
         above_high_ = true;
         if (!throttling_ && !feeders_.empty()) set_throttle(true);
-        if (feeders_.empty() && conf_->read_backpressure && kind_ != PipeKind::udp &&
+        if (in_read_ && feeders_.empty() && conf_->read_backpressure && kind_ != PipeKind::udp &&
             !self_throttled_) {
             self_throttled_ = true;
             stop_reading();
