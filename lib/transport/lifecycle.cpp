@@ -235,9 +235,9 @@ void PipeImpl::on_handle_closed() {
     eof_cbs_.clear();
     error_cbs_.clear();
     for (auto& s : subs_) s->handler = nullptr;
-    pending_ = std::string();
-    inflight_ = std::string();
-    raw_kept_ = std::string();
+    std::string().swap(pending_);
+    std::string().swap(inflight_);
+    std::string().swap(raw_kept_);
     decoder_.reset();
     release_segs(segs_);
     release_segs(inflight_segs_);

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 
+#include <limits>
 #include <string>
 
 namespace pipeworks {
@@ -45,9 +46,16 @@ Error NetConf::validate(Transport transport) const {
     if (reader_limit < 512 || reader_limit > 16 * 1024 * 1024)
         return field("reader_limit", "must be between 512 and 16777216 bytes");
     if (linger && linger->count() < 0) return field("linger", "must be >= 0 s");
+    // SO_LINGER takes an int of seconds; more would be truncated.
+    if (linger && linger->count() > std::numeric_limits<int>::max())
+        return field("linger", "must be <= " + std::to_string(std::numeric_limits<int>::max()) +
+                                   " s (SO_LINGER's limit)");
     if (linger && transport != Transport::tcp) return field("linger", "applies to TCP pipes only");
     if (send_retry < 0 || send_retry > 100) return field("send_retry", "must be from 0 to 100");
     if (keepalive && keepalive->count() <= 0) return field("keepalive", "must be > 0 s when set");
+    // Linux refuses a TCP_KEEPIDLE above 32767 s.
+    if (keepalive && keepalive->count() > 32767)
+        return field("keepalive", "must be <= 32767 s (TCP_KEEPIDLE's limit)");
     if (keepalive && transport != Transport::tcp)
         return field("keepalive", "applies to TCP pipes only");
     if (high_watermark == 0) return field("high_watermark", "must be > 0");
@@ -58,6 +66,9 @@ Error NetConf::validate(Transport transport) const {
         return field("max_write_queue", "must be 0 (no cap) or >= high_watermark (" +
                                             std::to_string(high_watermark) + ")");
     if (max_accept_queue == 0) return field("max_accept_queue", "must be > 0");
+    if (close_timeout.count() <= 0) return field("close_timeout", "must be > 0 ms");
+    if (idle_timeout.count() < 0) return field("idle_timeout", "must be >= 0 ms (0: none)");
+    if (frame_timeout.count() < 0) return field("frame_timeout", "must be >= 0 ms (0: none)");
     if (backlog <= 0) return field("backlog", "must be > 0");
     if (Error e = framer.validate(transport)) {
         // "Framer.length.width: ..." becomes "NetConf.framer.length.width: ...".

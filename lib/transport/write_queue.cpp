@@ -344,8 +344,9 @@ void PipeImpl::release_idle_buffers() noexcept {
     // A burst's buffers go back once the queue is empty; a steady flow stays below this and
     // keeps its capacity (no allocation per message).
     const std::size_t keep = 4 * conf_->reader_limit;
-    if (pending_.capacity() > keep) pending_ = std::string();
-    if (inflight_.capacity() > keep) inflight_ = std::string();
+    // (Assigning an empty string would keep the capacity: swap it out.)
+    if (pending_.capacity() > keep) std::string().swap(pending_);
+    if (inflight_.capacity() > keep) std::string().swap(inflight_);
 }
 
 Error PipeImpl::request_shutdown() {
