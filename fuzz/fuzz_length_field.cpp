@@ -92,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (udp) {
         // Datagrams: each chunk is one; a match delivers the whole datagram as one frame.
-        FrameDecoder d(f, Transport::udp);
+        FrameDecoder d(f, FrameInput::datagrams);
         std::size_t pos = 0;
         std::uint32_t s = seed;
         while (pos < stream.size()) {

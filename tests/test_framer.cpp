@@ -223,7 +223,7 @@ TEST_CASE("On UDP only raw and length_field apply") {
         CHECK(mentions(e, "datagram"));
         CHECK(!f.validate(Transport::tcp));
         // A decoder made from it reports the same error instead of decoding.
-        FrameDecoder d(f, Transport::udp);
+        FrameDecoder d(f, FrameInput::datagrams);
         int n = 0;
         CHECK(d.feed("abc\n", [&](const Frame&) { ++n; }) == errc::invalid_config);
         CHECK(n == 0);
@@ -1035,14 +1035,14 @@ TEST_CASE("What a pause kept is held to the same limits") {
 }
 
 TEST_CASE("UDP: a datagram is one message; a length field must match it") {
-    FrameDecoder raw(Framer::raw(), Transport::udp);
+    FrameDecoder raw(Framer::raw(), FrameInput::datagrams);
     int n = 0;
     CHECK(!raw.feed({}, [&](const Frame& f) {
         ++n;
         CHECK(f.message.empty());
     }));
     CHECK(n == 1);
-    FrameDecoder d(Framer::message(), Transport::udp);
+    FrameDecoder d(Framer::message(), FrameInput::datagrams);
     std::vector<std::string> got;
     auto take = [&](const Frame& f) { got.emplace_back(f.message); };
     std::string dgram;

@@ -28,6 +28,11 @@ std::uint8_t byte_at(std::string_view s, std::size_t i) {
     return static_cast<std::uint8_t>(s[i]);
 }
 
+// Framer::validate() speaks of transports; the rules it applies to UDP are those of datagrams.
+Error validate_for(const Framer& framer, FrameInput input) {
+    return framer.validate(input == FrameInput::datagrams ? Transport::udp : Transport::tcp);
+}
+
 }  // namespace
 
 // ---- CarryBuffer ----
@@ -104,8 +109,8 @@ struct FrameDecoder::Step {
     static Step error() { return {bad, 0, 0, 0}; }
 };
 
-FrameDecoder::FrameDecoder(const Framer& framer, Transport transport)
-    : framer_(framer), transport_(transport), error_(framer.validate(transport)) {
+FrameDecoder::FrameDecoder(const Framer& framer, FrameInput input)
+    : framer_(framer), input_(input), error_(validate_for(framer, input)) {
     if (!error_ && framer_.kind == FramerKind::json_header)
         json_ = std::make_unique<nlohmann::json>();
 }
@@ -118,7 +123,7 @@ void FrameDecoder::reset() {
     carry_.clear();
     scan_from_ = 0;
     json_ready_ = false;
-    error_ = framer_.validate(transport_);
+    error_ = validate_for(framer_, input_);
 }
 
 std::string FrameDecoder::take_buffered() {
@@ -167,7 +172,7 @@ bool FrameDecoder::deliver(std::string_view frame, std::size_t body, std::size_t
 
 Error FrameDecoder::feed_impl(std::string_view data, Sink sink, void* ctx) {
     if (error_) return error_;
-    if (transport_ == Transport::udp) return feed_datagram(data, sink, ctx);
+    if (input_ == FrameInput::datagrams) return feed_datagram(data, sink, ctx);
     switch (framer_.kind) {
         case FramerKind::raw:
             if (!data.empty()) deliver(data, 0, data.size(), sink, ctx);
@@ -185,7 +190,8 @@ Error FrameDecoder::feed_datagram(std::string_view data, Sink sink, void* ctx) {
         return {};
     }
     if (framer_.kind != FramerKind::length_field)
-        return framing(std::string(to_string(framer_.kind)) + " framing does not apply to UDP");
+        return framing(std::string(to_string(framer_.kind)) +
+                       " framing does not apply to datagrams");
     Error err;
     const Step s = parse_length(data, err);
     if (s.status == Step::bad) return err;

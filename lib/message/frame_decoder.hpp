@@ -12,7 +12,6 @@
 
 #include <pipeworks/error.hpp>
 #include <pipeworks/framer.hpp>
-#include <pipeworks/net_conf.hpp>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -78,25 +77,30 @@ private:
     char inline_[kInline];
 };
 
+// What one feed() is: the next bytes of a stream (a frame may span feeds, and a feed may hold
+// many), or one whole datagram (a frame per feed, nothing kept between them). The decoder needs
+// only this, not which transport carries the bytes.
+enum class FrameInput : std::uint8_t { stream, datagrams };
+
 class FrameDecoder {
 public:
-    // A decoder for `framer` on a pipe of `transport`. An invalid framer is not an assert: the
-    // first feed() returns its validation error. On UDP each feed() is one datagram.
-    explicit FrameDecoder(const Framer& framer, Transport transport = Transport::tcp);
+    // A decoder for `framer` fed `input`. An invalid framer is not an assert: the first feed()
+    // returns its validation error. With datagrams each feed() is one datagram.
+    explicit FrameDecoder(const Framer& framer, FrameInput input = FrameInput::stream);
     ~FrameDecoder();
     FrameDecoder(FrameDecoder&&) noexcept;
     FrameDecoder& operator=(FrameDecoder&&) noexcept;
     FrameDecoder(const FrameDecoder&) = delete;
     FrameDecoder& operator=(const FrameDecoder&) = delete;
 
-    // Decodes `data` (a read, or on UDP a datagram), calling on_frame(const Frame&) for each
-    // whole frame in order. on_frame may return bool: false pauses, and the decoder keeps the
+    // Decodes `data` (a read, or with datagrams one datagram), calling on_frame(const Frame&) for
+    // each whole frame in order. on_frame may return bool: false pauses, and the decoder keeps the
     // rest (copied) until the next feed(); feed({}) delivers what it kept. on_frame must not
     // feed this decoder, and the decoder must outlive the call.
     // Returns an errc::framing_error (or the framer's validation error) when the bytes break
     // the framer; on a stream that error is final: every later feed() returns it until reset().
-    // On UDP an error concerns that datagram only.
-    // raw: each non-empty feed is one message, never copied (on UDP an empty datagram is one).
+    // With datagrams an error concerns that datagram only.
+    // raw: each non-empty feed is one message, never copied (an empty datagram is one too).
     template <class F>
     Error feed(std::string_view data, F&& on_frame) {
         using Fn = std::remove_reference_t<F>;
@@ -151,7 +155,7 @@ private:
     Error fail(Error err);
 
     Framer framer_;
-    Transport transport_;
+    FrameInput input_;
     Error error_;                // final framing error of a stream (or the framer's invalidity)
     CarryBuffer carry_;          // bytes of the frame that has not arrived whole
     std::size_t scan_from_ = 0;  // delimiter: where in carry_ a delimiter may still start

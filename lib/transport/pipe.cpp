@@ -861,7 +861,10 @@ void PipeImpl::on_udp_read(ssize_t nread, const uv_buf_t* buf, const sockaddr* a
 }
 
 void PipeImpl::feed_frames(std::string_view data, const Address& from) {
-    if (!decoder_) decoder_ = std::make_unique<FrameDecoder>(conf_->framer, transport());
+    if (!decoder_)
+        decoder_ = std::make_unique<FrameDecoder>(conf_->framer, transport() == Transport::udp
+                                                                     ? FrameInput::datagrams
+                                                                     : FrameInput::stream);
     feeding_ = true;
     // A pause, a close or a framer switch stops the decoder after the message at hand; it
     // keeps the rest for deliver_kept().
@@ -901,7 +904,9 @@ void PipeImpl::switch_decoder() {
     framed_ = conf_->framer.kind != FramerKind::raw;
     if (kept.empty()) return;
     if (framed_) {
-        decoder_ = std::make_unique<FrameDecoder>(conf_->framer, transport());
+        decoder_ = std::make_unique<FrameDecoder>(conf_->framer, transport() == Transport::udp
+                                                                     ? FrameInput::datagrams
+                                                                     : FrameInput::stream);
         decoder_->prime(kept);
     } else {
         raw_kept_ = std::move(kept);
