@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,7 +16,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -142,6 +145,39 @@ struct Child {
         return -1;
     }
 };
+
+// Sends `sig` to the child, then the same again every 20 us or so until it has exited, running
+// `loop` (if any) meanwhile: a supervisor that repeats itself. The repeats land while the child
+// stops, some in its very last steps, where a signal whose handler is gone would kill it.
+// The exit status (128 + signal when killed), or -1 on the deadline.
+inline int signal_until_exit(Child& child, int sig, pipeworks::Loop* loop = nullptr,
+                             std::chrono::milliseconds deadline = kDeadline) {
+    REQUIRE(::kill(child.pid, sig) == 0);
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < end) {
+        ::usleep(20);
+        ::kill(child.pid, sig);  // harmless on an exited child until it is reaped below
+        if (loop) loop->run_nowait();
+        if (child.poll()) return *child.status;
+    }
+    return -1;
+}
+
+// Descriptors the child has open now.
+inline std::size_t open_fds(pid_t pid) {
+    const std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd");
+    return static_cast<std::size_t>(std::distance(begin(fds), end(fds)));
+}
+
+// Sets the child's soft limit of open files (its hard limit stays); the previous soft limit.
+inline rlim_t set_open_file_limit(pid_t pid, rlim_t soft) {
+    rlimit old{};
+    REQUIRE(::prlimit(pid, RLIMIT_NOFILE, nullptr, &old) == 0);
+    rlimit now = old;
+    now.rlim_cur = soft;
+    REQUIRE(::prlimit(pid, RLIMIT_NOFILE, &now, nullptr) == 0);
+    return old.rlim_cur;
+}
 
 // The built program whose path is in `var` (meson test sets it); empty, with a message saying
 // the case skips, when it is not set.

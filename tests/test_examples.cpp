@@ -1,6 +1,7 @@
 // The built examples run as a user runs them, each checked against what its header comment
 // promises: echo_server (first line, TCP / UDP / length-framed echo, signals, bad arguments),
-// udp_await (the lost first request and the resend), packet_server with packet_client.
+// udp_await (the lost first request and the resend), packet_server with packet_client, and
+// what the servers share: repeated stop signals, their limits' flags, accept failures.
 #include "child_process.hpp"
 #include "pipe_support.hpp"
 
@@ -9,6 +10,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -346,5 +349,349 @@ TEST_CASE("packet_server: SIGTERM or SIGINT shuts an open connection down in ord
         CHECK(!*end);
         CHECK(server.wait_exit(&loop) == 0);
         CHECK(server.err_text.empty());
+    }
+}
+
+// ---------------------------------------------------------------- what the servers share
+
+namespace {
+
+// pubsub is no dependency of this suite in tests/meson.build (the other examples are): it is
+// taken from PIPEWORKS_EXAMPLE_PUBSUB, else from beside echo_server, where the build puts it.
+std::string pubsub_binary() {
+    if (const char* b = std::getenv("PIPEWORKS_EXAMPLE_PUBSUB"); b != nullptr && *b != '\0')
+        return b;
+    const std::string echo = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    if (echo.empty()) return "";
+    const std::string bin = (std::filesystem::path(echo).parent_path() / "pubsub").string();
+    if (::access(bin.c_str(), X_OK) != 0) {
+        MESSAGE("skipped: " << bin << " is not built");
+        return "";
+    }
+    return bin;
+}
+
+// The two servers with the limit flags: their binary, name and framed arguments.
+struct LimitedServer {
+    const char* env;
+    const char* name;
+    std::vector<std::string> framed;  // the arguments that make it read frames
+};
+const LimitedServer kLimitedServers[] = {
+    {"PIPEWORKS_EXAMPLE_ECHO_SERVER", "echo_server", {"--framing", "length"}},
+    {"PIPEWORKS_EXAMPLE_PACKET_SERVER", "packet_server", {}},
+};
+
+std::vector<std::string> with(std::vector<std::string> argv, const std::vector<std::string>& more) {
+    argv.insert(argv.end(), more.begin(), more.end());
+    return argv;
+}
+
+// A client of one of the limited servers: an echo or a packet request, and its end.
+struct ServerClient {
+    PipePtr pipe;
+    PacketConnectionPtr packets;
+    std::shared_ptr<Sink> got;
+    std::optional<Error> packet_end;
+    std::shared_ptr<Ends> ends;
+    int answers = 0;
+
+    ServerClient(Loop& loop, const Address& at, bool packet) {
+        pipe = must(Pipe::connect(loop, at), "connect");
+        ends = watch_end(*pipe);
+        if (packet) {
+            packets = must(PacketConnection::open(pipe), "open");
+            packets->on_end([this](PacketConnection&, const Error& e) { packet_end = e; });
+        } else {
+            got = collect(*pipe);
+        }
+    }
+    // Sends one request (an echo), answered or not.
+    void ask(const std::string& what) {
+        if (packets)
+            packets->submit(0, what, [this](PacketResult& r) {
+                if (r.ok) ++answers;
+            });
+        else
+            REQUIRE(!pipe->send(what));
+    }
+    int answered() const { return packets ? answers : static_cast<int>(got->msgs.size()); }
+    bool ended() const { return packets ? packet_end.has_value() : ends->count > 0; }
+};
+
+}  // namespace
+
+TEST_CASE("a second SIGTERM or SIGINT while a server stops, a client connected: it exits 0") {
+    // A supervisor that signals again (or a second Ctrl-C) must not turn an orderly stop into
+    // a death by signal: echo_server, packet_server and the pubsub broker exit 0 whatever
+    // comes after the first signal.
+    const std::string echo = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string packet = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
+    const std::string pubsub = pubsub_binary();
+    for (int round = 0; round < 5; ++round) {
+        for (int sig : {SIGTERM, SIGINT}) {
+            CAPTURE(round);
+            CAPTURE(sig);
+            if (!echo.empty()) {
+                Loop loop;
+                Child server({echo, "--bind", "127.0.0.1:0"});
+                const Address at = listening_address(server, "127.0.0.1", &loop);
+                ServerClient client(loop, at, false);
+                client.ask("open");
+                run_until(
+                    loop, [&] { return client.answered() == 1; }, "the echo");
+                CHECK(signal_until_exit(server, sig, &loop) == 0);
+                CHECK(server.err_text.empty());
+            }
+            if (!packet.empty()) {
+                Loop loop;
+                Child server({packet, "--bind", "127.0.0.1:0"});
+                const Address at = listening_address(server, "127.0.0.1", &loop);
+                ServerClient client(loop, at, true);
+                client.ask("open");
+                run_until(
+                    loop, [&] { return client.answered() == 1; }, "the answer");
+                // The server's EOF makes this side close in order too, while the signals go on.
+                CHECK(signal_until_exit(server, sig, &loop) == 0);
+                run_until(
+                    loop, [&] { return client.ended(); }, "the orderly end");
+                CHECK(!*client.packet_end);
+                CHECK(server.err_text.empty());
+            }
+            if (!pubsub.empty()) {
+                Loop loop;
+                Child broker({pubsub, "broker", "--bind", "127.0.0.1:0"});
+                const Address at = listening_address(broker, "127.0.0.1", &loop);
+                NetConf conf;
+                conf.framer = Framer::message();
+                auto sub = must(Pipe::connect(loop, at, conf), "connect");
+                auto got = collect(*sub);
+                REQUIRE(!sub->send("SUB news"));
+                run_until(
+                    loop, [&] { return got->msgs.size() == 1; }, "the broker's answer");
+                CHECK(got->msgs[0] == "OK");
+                CHECK(signal_until_exit(broker, sig, &loop) == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("echo_server, packet_server: the limit flags refuse bad values; --help lists them") {
+    for (const LimitedServer& ls : kLimitedServers) {
+        const std::string bin = binary_from_env(ls.env);
+        if (bin.empty()) continue;
+        CAPTURE(ls.name);
+        const std::string usage = std::string("usage: ") + ls.name;
+        struct Case {
+            std::vector<std::string> args;
+            std::string says;
+        };
+        std::vector<Case> cases = {
+            {{"--idle-timeout", "soon"},
+             "--idle-timeout: expected seconds (e.g. 60 or 0.5), got \"soon\""},
+            {{"--idle-timeout", "-1"}, "--idle-timeout: expected seconds"},
+            {{"--idle-timeout", "5s"}, "--idle-timeout: expected seconds"},
+            {{"--idle-timeout", "inf"}, "--idle-timeout: expected seconds"},
+            {{"--idle-timeout"}, "--idle-timeout: needs SECONDS"},
+            {with(ls.framed, {"--frame-timeout", "nan"}), "--frame-timeout: expected seconds"},
+            {with(ls.framed, {"--frame-timeout", "2000000"}), "--frame-timeout: expected seconds"},
+            {{"--frame-timeout"}, "--frame-timeout: needs SECONDS"},
+            {{"--max-clients", "0"},
+             "--max-clients: expected a whole number from 1 to 1000000, got \"0\""},
+            {{"--max-clients", "-3"}, "--max-clients: expected a whole number"},
+            {{"--max-clients", "12x"}, "--max-clients: expected a whole number"},
+            {{"--max-clients", "1.5"}, "--max-clients: expected a whole number"},
+            {{"--max-clients", "99999999999999999999"}, "--max-clients: expected a whole number"},
+            {{"--max-clients"}, "--max-clients: needs N"},
+        };
+        if (std::string_view(ls.name) == "echo_server") {
+            // A limit that would do nothing is refused rather than ignored.
+            cases.push_back({{"--udp", "--idle-timeout", "5"}, "--idle-timeout applies to TCP"});
+            cases.push_back({{"--udp", "--max-clients", "5"}, "--max-clients applies to TCP"});
+            cases.push_back({{"--udp", "--framing", "length", "--frame-timeout", "5"},
+                             "--frame-timeout applies to TCP"});
+            cases.push_back(
+                {{"--frame-timeout", "5"}, "--frame-timeout applies to --framing length"});
+        }
+        for (const Case& c : cases) expect_bad_arguments(bin, c.args, c.says, usage);
+
+        Child help({bin, "--help"});
+        CHECK(help.wait_exit() == 0);
+        CHECK(help.err_text.empty());
+        CAPTURE(help.out_text);
+        for (const char* text :
+             {"--idle-timeout SECONDS", "(default 60; 0: never)", "--frame-timeout SECONDS",
+              "(default 10; 0: no bound)", "--max-clients N", "(default 1024)", usage.c_str()})
+            CHECK(help.out_text.find(text) != std::string::npos);
+
+        // Good values: the server starts and serves.
+        Loop loop;
+        Child server(with({bin, "--bind", "127.0.0.1:0"},
+                          with(ls.framed, {"--idle-timeout", "0.5", "--frame-timeout", "0",
+                                           "--max-clients", "3"})));
+        const Address at = listening_address(server, "127.0.0.1", &loop);
+        const bool packet = std::string_view(ls.name) == "packet_server";
+        NetConf framed;
+        framed.framer = Framer::message();
+        if (packet) {
+            ServerClient client(loop, at, true);
+            client.ask("limits");
+            run_until(
+                loop, [&] { return client.answered() == 1; }, "the answer");
+        } else {
+            auto client = must(Pipe::connect(loop, at, framed), "connect");
+            auto got = collect(*client);
+            REQUIRE(!client->send("limits"));
+            run_until(
+                loop, [&] { return got->msgs.size() == 1; }, "the echo");
+            CHECK(got->msgs[0] == "limits");
+        }
+        REQUIRE(::kill(server.pid, SIGTERM) == 0);
+        CHECK(server.wait_exit(&loop) == 0);
+    }
+}
+
+// The behaviour behind the flags is the library's (NetConf::idle_timeout, frame_timeout,
+// max_clients and Pipe::on_error); these cases wait for the transport to implement it.
+
+// enabled once the transport implements NetConf::idle_timeout
+TEST_CASE("echo_server, packet_server: --idle-timeout 1 closes a silent client, not a busy one" *
+          doctest::skip()) {
+    for (const LimitedServer& ls : kLimitedServers) {
+        const std::string bin = binary_from_env(ls.env);
+        if (bin.empty()) continue;
+        CAPTURE(ls.name);
+        const bool packet = std::string_view(ls.name) == "packet_server";
+        Loop loop;
+        Child server({bin, "--bind", "127.0.0.1:0", "--idle-timeout", "1"});
+        const Address at = listening_address(server, "127.0.0.1", &loop);
+        ServerClient quiet(loop, at, packet), busy(loop, at, packet);
+        quiet.ask("once");
+        run_until(
+            loop, [&] { return quiet.answered() == 1; }, "the quiet one's answer");
+        const auto t0 = std::chrono::steady_clock::now();
+        Timer tick;
+        std::function<void()> again = [&] {
+            busy.ask("tick");
+            tick = loop.call_later(200ms, again);
+        };
+        again();
+        run_until(
+            loop, [&] { return quiet.ended(); }, "the silent client is closed", 4s);
+        const auto waited = std::chrono::steady_clock::now() - t0;
+        CHECK(waited >= 900ms);
+        CHECK(waited < 3s);
+        CHECK(!busy.ended());
+        CHECK(busy.answered() >= 5);
+        tick.cancel();
+        REQUIRE(::kill(server.pid, SIGTERM) == 0);
+        CHECK(server.wait_exit(&loop) == 0);
+    }
+}
+
+// enabled once the transport implements NetConf::frame_timeout
+TEST_CASE("echo_server, packet_server: --frame-timeout 1 closes a client stopped inside a frame" *
+          doctest::skip()) {
+    for (const LimitedServer& ls : kLimitedServers) {
+        const std::string bin = binary_from_env(ls.env);
+        if (bin.empty()) continue;
+        CAPTURE(ls.name);
+        const bool packet = std::string_view(ls.name) == "packet_server";
+        Loop loop;
+        Child server(with({bin, "--bind", "127.0.0.1:0", "--frame-timeout", "1"}, ls.framed));
+        const Address at = listening_address(server, "127.0.0.1", &loop);
+        // Raw bytes: a frame begun and never finished (a 4-byte length of 5 and 2 bytes; a
+        // packet of 5 bytes with 1 of them).
+        auto stuck = must(Pipe::connect(loop, at), "connect");
+        auto stuck_end = watch_end(*stuck);
+        REQUIRE(!stuck->send(packet ? bytes({0x05, 0x02}) : bytes({0, 0, 0, 5, 'a', 'b'})));
+        // Whole frames, then silence: no frame has begun, the frame timeout does not apply.
+        ServerClient whole(loop, at, packet);
+        if (packet) {
+            whole.ask("whole");
+        } else {
+            REQUIRE(!whole.pipe->send(bytes({0, 0, 0, 5}) + "whole"));
+        }
+        run_until(
+            loop, [&] { return whole.answered() == 1 || whole.ended(); }, "the whole frame");
+        const auto t0 = std::chrono::steady_clock::now();
+        run_until(
+            loop, [&] { return stuck_end->count > 0; }, "the stuck client is closed", 4s);
+        const auto waited = std::chrono::steady_clock::now() - t0;
+        CHECK(waited >= 800ms);
+        CHECK(waited < 3s);
+        run_for(loop, 1500ms);
+        CHECK(!whole.ended());
+        REQUIRE(::kill(server.pid, SIGTERM) == 0);
+        CHECK(server.wait_exit(&loop) == 0);
+    }
+}
+
+// enabled once the transport implements NetConf::max_clients
+TEST_CASE("echo_server, packet_server: --max-clients 2 serves two; the third waits for a slot" *
+          doctest::skip()) {
+    for (const LimitedServer& ls : kLimitedServers) {
+        const std::string bin = binary_from_env(ls.env);
+        if (bin.empty()) continue;
+        CAPTURE(ls.name);
+        const bool packet = std::string_view(ls.name) == "packet_server";
+        Loop loop;
+        Child server({bin, "--bind", "127.0.0.1:0", "--max-clients", "2"});
+        const Address at = listening_address(server, "127.0.0.1", &loop);
+        auto a = std::make_unique<ServerClient>(loop, at, packet);
+        ServerClient b(loop, at, packet);
+        a->ask("a");
+        b.ask("b");
+        run_until(
+            loop, [&] { return a->answered() == 1 && b.answered() == 1; }, "two served");
+        ServerClient c(loop, at, packet);
+        c.ask("c");
+        run_for(loop, 300ms);
+        CHECK(c.answered() == 0);  // in the backlog, not refused
+        CHECK(!c.ended());
+        if (packet)
+            a->packets->close();
+        else
+            a->pipe->close();
+        run_until(
+            loop, [&] { return a->ended(); }, "a leaves");
+        run_until(
+            loop, [&] { return c.answered() == 1; }, "the third is served in the freed slot");
+        REQUIRE(::kill(server.pid, SIGTERM) == 0);
+        CHECK(server.wait_exit(&loop) == 0);
+    }
+}
+
+// enabled once the transport implements Pipe::on_error (errc::accept_failed)
+TEST_CASE("echo_server, packet_server: a failed accept is reported on stderr; serving goes on" *
+          doctest::skip()) {
+    for (const LimitedServer& ls : kLimitedServers) {
+        const std::string bin = binary_from_env(ls.env);
+        if (bin.empty()) continue;
+        CAPTURE(ls.name);
+        const bool packet = std::string_view(ls.name) == "packet_server";
+        Loop loop;
+        Child server({bin, "--bind", "127.0.0.1:0"});
+        const Address at = listening_address(server, "127.0.0.1", &loop);
+        // Not one descriptor more: the next accept fails with EMFILE.
+        const rlim_t before = set_open_file_limit(server.pid, open_fds(server.pid));
+        const std::string line = std::string(ls.name) + ": accept failed: ";
+        ServerClient refused(loop, at, packet);
+        refused.ask("no room");
+        CHECK(server.wait_for([&] { return server.err_text.find(line) != std::string::npos; },
+                              &loop));
+        CAPTURE(server.err_text);
+        // Each report is one line of its own.
+        for (const std::string& l : lines_of(server.err_text))
+            if (l.find("accept failed") != std::string::npos) CHECK(l.starts_with(line));
+        server.poll();
+        CHECK(!server.status);
+        set_open_file_limit(server.pid, before);
+        ServerClient later(loop, at, packet);
+        later.ask("room again");
+        run_until(
+            loop, [&] { return later.answered() == 1; }, "served once descriptors are free");
+        REQUIRE(::kill(server.pid, SIGTERM) == 0);
+        CHECK(server.wait_exit(&loop) == 0);
     }
 }

@@ -578,8 +578,10 @@ TEST_CASE("bad input: redundant 0x80 bytes are read up to 10 bytes; a longer var
 TEST_CASE("bad input: a length over the maximum packet size is refused from the length alone") {
     PacketConf conf;
     conf.max_packet = 1000;
-    // Claims 1001 bytes, sends 3.
-    expect_protocol_error(bytes({0x87, 0x69, 0x00, 0x02, 0x01}), "1000", conf);
+    // Claims 1001 bytes, sends 3: decided at once (the raw peer stays open), in the terms of
+    // the packet layer.
+    expect_protocol_error(bytes({0x87, 0x69, 0x00, 0x02, 0x01}), "PacketConf.max_packet (1000)",
+                          conf);
     // The default maximum, 16 MiB: 2^40 claimed.
     expect_protocol_error(bytes({0xa0, 0x80, 0x80, 0x80, 0x80, 0x00}), "16777216");
     // 1 GiB claimed: nothing of that size, nor of the maximum, is ever allocated (the whole
@@ -741,9 +743,31 @@ TEST_CASE("on demand: connect on first use; a failing connect ends the connectio
     bad->on_end([&](PacketConnection&, const Error& e) { bad_end = e; });
     run_until(
         loop, [&] { return r.has_value() && bad_end.has_value(); }, "failure");
-    CHECK(r->error == errc::pipe_ended);
+    // The request fails with the connect function's own Error, code and message; so does the
+    // end, and so does every later request.
+    CHECK(r->error == errc::invalid_address);
+    CHECK(r->error.message == "no such");
     CHECK(*bad_end == errc::invalid_address);
-    CHECK(mentions(*bad_end, "no such"));
+    CHECK(bad_end->message == "no such");
+    CHECK(bad->ended());
+    std::optional<PacketResult> later;
+    bad->submit(0, 0, "", 0, [&](PacketResult& x) { later = std::move(x); });
+    run_until(
+        loop, [&] { return later.has_value(); }, "a later request");
+    CHECK(later->error == errc::invalid_address);
+    CHECK(later->error.message == "no such");
+
+    // start() connects before any request: the request made after the failure gets it too.
+    auto early = must(PacketConnection::on_demand(loop, [](Loop&) -> Result<PipePtr> {
+        return Error(errc::connect_timeout, "connect to 192.0.2.1:9: timed out");
+    }));
+    early->start();
+    std::optional<PacketResult> after_start;
+    early->submit(0, 0, "", 0, [&](PacketResult& x) { after_start = std::move(x); });
+    run_until(
+        loop, [&] { return after_start.has_value(); }, "a request after start()");
+    CHECK(after_start->error == errc::connect_timeout);
+    CHECK(after_start->error.message == "connect to 192.0.2.1:9: timed out");
 
     // Never used: close ends it without connecting.
     int never = 0;
@@ -814,4 +838,185 @@ TEST_CASE("the pipe's end fails everything pending; a close timeout bounds the w
         CHECK(mentions(*peer.end, "no EOF from the peer"));
         CHECK(make_error_code(errc::close_timeout).message() == "close timed out");
     }
+}
+
+// ---- What one connection may make this side hold: each store a peer can grow has a bound.
+
+TEST_CASE("bounds: the conf refuses zero for max_peer_requests and max_outstanding") {
+    PacketConf conf;
+    CHECK(!conf.validate());
+    CHECK(conf.max_peer_requests == 1024);
+    CHECK(conf.max_outstanding == 65536);
+    CHECK(conf.max_abandoned == 1024);
+    conf.max_peer_requests = 0;
+    CHECK(conf.validate() == errc::invalid_config);
+    CHECK(mentions(conf.validate(), "PacketConf.max_peer_requests"));
+    conf = {};
+    conf.max_outstanding = 0;
+    CHECK(conf.validate() == errc::invalid_config);
+    CHECK(mentions(conf.validate(), "PacketConf.max_outstanding"));
+    conf = {};
+    conf.max_abandoned = 0;  // remember none: valid
+    CHECK(!conf.validate());
+
+    Loop loop;
+    auto listener = must(Pipe::listen(loop, lo(Family::ipv4)), "listen");
+    auto pipe = must(Pipe::connect(loop, listener->local_address()), "connect");
+    PacketConf bad;
+    bad.max_outstanding = 0;
+    CHECK(PacketConnection::open(pipe, bad).error() == errc::invalid_config);
+    CHECK(PacketConnection::on_demand(
+              loop, [&](Loop& l) { return Pipe::connect(l, listener->local_address()); }, bad)
+              .error() == errc::invalid_config);
+}
+
+TEST_CASE("bounds: a peer with more requests waiting for deferred answers than max_peer_requests") {
+    Loop loop;
+    PacketConf conf;
+    conf.max_peer_requests = 3;
+    RawPeer peer(loop, conf);
+    std::vector<PacketResponder> held;
+    peer.conn->handle(0, [&](PacketRequest& rq) -> HandlerResult {
+        held.push_back(rq.defer());
+        return {};
+    });
+    std::optional<PacketResult> pending;
+    peer.conn->submit(5, 0, "x", 0, [&](PacketResult& r) { pending = std::move(r); });
+    auto request = [](int tag) { return bytes({0x04, tag, 0x02, 0x01, 'r'}); };
+    // Three waiting: the bound, not past it.
+    REQUIRE(!peer.raw->send(request(10) + request(11) + request(12)));
+    run_until(
+        loop, [&] { return held.size() == 3; }, "three deferred");
+    CHECK(!peer.conn->ended());
+    CHECK(peer.conn->stats().handlers_in_flight == 3);
+    // An answer makes room for one more.
+    REQUIRE(held[0].answer(std::string("done")));
+    REQUIRE(!peer.raw->send(request(13)));
+    run_until(
+        loop, [&] { return held.size() == 4; }, "a fourth, after an answer");
+    CHECK(!peer.conn->ended());
+    // One more while three wait ends the connection, before its handler runs.
+    REQUIRE(!peer.raw->send(request(14)));
+    run_until(
+        loop, [&] { return peer.end.has_value() && pending.has_value(); }, "the bound");
+    CHECK(held.size() == 4);
+    CHECK(*peer.end == errc::protocol_error);
+    CHECK_MESSAGE(mentions(*peer.end, "PacketConf.max_peer_requests"), peer.end->message);
+    CHECK_MESSAGE(mentions(*peer.end, "while 3 of its requests were waiting"), peer.end->message);
+    CHECK(pending->error == errc::protocol_error);
+    CHECK(mentions(pending->error, "PacketConf.max_peer_requests"));
+    CHECK(peer.conn->stats().handlers_in_flight == 0);
+    for (PacketResponder& h : held) CHECK(!h.pending());
+    run_until(
+        loop, [&] { return peer.raw_end.has_value(); }, "the raw peer sees the close");
+    held.clear();
+    expect_freed(loop, peer.conn);
+}
+
+TEST_CASE("bounds: a peer that never answers: max_outstanding refuses further submits") {
+    Loop loop;
+    PacketConf conf;
+    conf.max_outstanding = 2;
+    RawPeer peer(loop, conf);
+    std::vector<PacketResult> results;
+    auto record = [&](PacketResult& r) { results.push_back(std::move(r)); };
+    const RequestId first = peer.conn->submit(0, 0, "a", 0, record);  // tag 2
+    CHECK(peer.conn->submit(0, 0, "b", 0, record).valid);             // tag 3
+    const RequestId third = peer.conn->submit(0, 0, "c", 0, record);
+    CHECK(first.valid);
+    CHECK(!third.valid);
+    CHECK(results.empty());  // the refusal comes later, never inside submit()
+    run_until(
+        loop, [&] { return results.size() == 1; }, "the refusal");
+    CHECK(results[0].error == errc::queue_full);
+    CHECK_MESSAGE(mentions(results[0].error, "2 requests already wait for a response"),
+                  results[0].error.message);
+    CHECK(mentions(results[0].error, "PacketConf.max_outstanding"));
+    CHECK(peer.conn->stats().outstanding == 2);
+    CHECK(!peer.conn->ended());  // the connection itself is fine
+    // Only requests still waiting count: a cancelled one makes room, so does an answer.
+    CHECK(peer.conn->cancel(first));
+    CHECK(peer.conn->submit(0, 0, "d", 0, record).valid);  // tag 4
+    REQUIRE(!peer.raw->send(bytes({0x02, 0x03, 0x04})));   // answers tag 3
+    run_until(
+        loop, [&] { return results.size() == 3; }, "the answer");
+    CHECK(peer.conn->submit(0, 0, "e", 0, record).valid);
+    CHECK(peer.conn->stats().outstanding == 2);
+    // What went out: a, b, d, e; never c.
+    run_until(
+        loop, [&] { return peer.received.size() >= 20; }, "four requests");
+    CHECK(peer.received == bytes({0x04, 0x02, 0x02, 0x01, 'a', 0x04, 0x03, 0x02, 0x01, 'b',
+                                  0x04, 0x04, 0x02, 0x01, 'd', 0x04, 0x05, 0x02, 0x01, 'e'}));
+}
+
+TEST_CASE("bounds: requests a peer never answers after their timeout: max_abandoned") {
+    Loop loop;
+    PacketConf conf;
+    conf.max_abandoned = 2;
+    conf.request_timeout = 20ms;
+    RawPeer peer(loop, conf);
+    int timeouts = 0;
+    for (int i = 0; i < 5; ++i)  // tags 2 to 6
+        peer.conn->submit(0, 0, "x", 0, [&](PacketResult& r) {
+            CHECK(r.error == errc::request_timeout);
+            ++timeouts;
+        });
+    run_until(
+        loop, [&] { return timeouts == 5; }, "five timeouts");
+    CHECK(peer.conn->stats().outstanding == 0);
+    // Two are remembered, so their responses count as late; the other three were forgotten.
+    REQUIRE(!peer.raw->send(bytes({0x02, 0x02, 0x04, 0x02, 0x03, 0x04, 0x02, 0x04, 0x04, 0x02, 0x05,
+                                   0x04, 0x02, 0x06, 0x04})));
+    run_until(
+        loop,
+        [&] {
+            const PacketStats st = peer.conn->stats();
+            return st.late_responses + st.unmatched_responses == 5;
+        },
+        "five responses");
+    CHECK(peer.conn->stats().late_responses == 2);
+    CHECK(peer.conn->stats().unmatched_responses == 3);
+    CHECK(!peer.conn->ended());
+    // Forgetting makes room again: the next timed-out request is remembered.
+    std::optional<PacketResult> r;
+    peer.conn->submit(0, 0, "y", 0, [&](PacketResult& x) { r = std::move(x); });  // tag 7
+    run_until(
+        loop, [&] { return r.has_value(); }, "another timeout");
+    REQUIRE(!peer.raw->send(bytes({0x02, 0x07, 0x04})));
+    run_until(
+        loop, [&] { return peer.conn->stats().late_responses == 3; }, "counted as late");
+    CHECK(peer.conn->stats().unmatched_responses == 3);
+}
+
+TEST_CASE("bounds: a peer that sends requests and never reads: the pipe's max_write_queue") {
+    // The packet layer queues its responses nowhere but in the pipe: the pipe's cap bounds
+    // them (its read backpressure is switched off, to reach the cap).
+    Loop loop;
+    NetConf nc;
+    nc.read_backpressure = false;
+    nc.high_watermark = 64 * 1024;
+    nc.low_watermark = 16 * 1024;
+    nc.max_write_queue = 256 * 1024;
+    auto listener = must(Pipe::listen(loop, lo(Family::ipv4), nc), "listen");
+    PacketConnectionPtr server;
+    std::optional<Error> server_end;
+    listener->on_accept([&](Pipe&, const PipePtr& p) {
+        server = must(PacketConnection::open(p), "open accepted");
+        server->handle(0, [](PacketRequest&) -> HandlerResult { return std::string(60000, 'z'); });
+        server->on_end([&](PacketConnection&, const Error& e) { server_end = e; });
+    });
+    auto raw = must(Pipe::connect(loop, listener->local_address()), "connect");
+    raw->pause();  // reads nothing: the responses pile up on the server's side
+    // The same small request again and again (answered at once, so its tag is free again):
+    // each asks for a response of 60000 bytes.
+    std::string burst;
+    for (int i = 0; i < 64; ++i) burst += bytes({0x04, 0x05, 0x02, 0x01, 'r'});
+    const auto until = std::chrono::steady_clock::now() + kDeadline;
+    while (!server_end && std::chrono::steady_clock::now() < until) {
+        if (!raw->ended() && !raw->ending()) (void)raw->send(burst);
+        run_for(loop, 5ms);
+    }
+    REQUIRE(server_end.has_value());
+    CHECK(*server_end == errc::write_queue_full);
+    CHECK_MESSAGE(mentions(*server_end, "NetConf.max_write_queue"), server_end->message);
 }

@@ -5,10 +5,12 @@
 //   pubsub pub HOST:PORT TOPIC [MESSAGE...]
 //
 // broker: prints "listening on HOST:PORT" first (the real port when 0 was asked), logs refused
-// clients on stderr, exits 0 on SIGINT/SIGTERM. sub: prints each message published on TOPIC,
-// one per line; with --count it exits after N. pub: publishes each MESSAGE, or each line of
-// standard input when there is none, then closes once everything has left. The protocol and
-// the broker's choices (backpressure, --drop-slow) are in broker.hpp and docs/relays.md.
+// clients on stderr, exits 0 on SIGINT/SIGTERM (a second signal while it stops changes
+// nothing). sub: prints each message published on TOPIC, one per line; with --count it exits
+// after N. pub: publishes each MESSAGE, or each line of standard input when there is none, then
+// closes once everything has left. The protocol and the broker's choices (backpressure,
+// --drop-slow) are in broker.hpp and docs/relays.md.
+#include "../stop_signals.hpp"
 #include "broker.hpp"
 
 #include <pipeworks/pipeworks.hpp>
@@ -117,6 +119,7 @@ int run_broker(int argc, char** argv) {
     std::printf("listening on %s\n", broker->local_address().to_string().c_str());
     std::fflush(stdout);
     loop.run();
+    hold_stop_signals();  // before the loop (and its signal handlers) goes
     return 0;
 }
 
@@ -159,6 +162,7 @@ int run_sub(const std::string& broker, const std::string& topic, std::size_t cou
     auto on_int = loop.on_signal(SIGINT, stop);
     auto on_term = loop.on_signal(SIGTERM, stop);
     loop.run();
+    hold_stop_signals();
     if (count > 0 && received < count && !interrupted && status == 0) status = 1;
     return status;
 }
@@ -176,6 +180,13 @@ public:
     static std::shared_ptr<LineFeed> start(Loop& loop, std::function<void()> wake) {
         auto feed = std::make_shared<LineFeed>();
         feed->loop_ = &loop;
+        // Signals are the loop thread's: the reader starts with them blocked (it inherits the
+        // mask), so none reaches it once the loop's handlers are gone.
+        sigset_t stop, mask;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &stop, &mask);
         std::thread([feed, wake = std::move(wake)] {
             std::string line;
             while (std::getline(std::cin, line)) {
@@ -191,6 +202,7 @@ public:
             feed->eof_ = true;
             if (feed->loop_) feed->wake(wake);
         }).detach();
+        pthread_sigmask(SIG_SETMASK, &mask, nullptr);
         return feed;
     }
 
@@ -293,21 +305,14 @@ int run_pub(const std::string& broker, const std::string& topic,
     auto on_int = loop.on_signal(SIGINT, stop);
     auto on_term = loop.on_signal(SIGTERM, stop);
     loop.run();
+    hold_stop_signals();
     if (feed) feed->stop();
     return status;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    if (argc < 2) return usage("a command is needed");
-    std::string cmd = argv[1];
-    if (cmd == "--help" || cmd == "-h") {
-        std::fputs(kUsage, stdout);
-        return 0;
-    }
+// Runs the command (its loop is gone when this returns); its exit status.
+int run(const std::string& cmd, int argc, char** argv) {
     if (cmd == "broker") return run_broker(argc - 2, argv + 2);
-    if (cmd != "sub" && cmd != "pub") return usage("unknown command: " + cmd);
     if (argc < 4) return usage(cmd + ": HOST:PORT and TOPIC are needed");
     std::string broker = argv[2], topic = argv[3];
     if (cmd == "sub") {
@@ -324,4 +329,19 @@ int main(int argc, char** argv) {
         return run_sub(broker, topic, count);
     }
     return run_pub(broker, topic, std::vector<std::string>(argv + 4, argv + argc));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) return usage("a command is needed");
+    std::string cmd = argv[1];
+    if (cmd == "--help" || cmd == "-h") {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
+    if (cmd != "broker" && cmd != "sub" && cmd != "pub") return usage("unknown command: " + cmd);
+    const int status = run(cmd, argc, argv);
+    ignore_stop_signals();  // the loop is gone: a late signal must not change the status
+    return status;
 }

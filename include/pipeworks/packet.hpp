@@ -54,6 +54,23 @@ struct PacketConf {
     // pipe anyway (what is still pending then fails with errc::close_timeout); 0: forever.
     std::chrono::milliseconds close_timeout{10000};
 
+    // What one connection may make this side hold is bounded, whatever the peer sends: a
+    // partial packet by max_packet, the responses queued for a peer that does not read by the
+    // pipe's NetConf (read_backpressure, max_write_queue), and these:
+    //
+    // The peer's requests whose handlers answer later (PacketRequest::defer()) at once: 1 or
+    // more. A request that arrives while that many wait ends the connection with
+    // errc::protocol_error naming this field; only the peer decides how many it sends.
+    std::size_t max_peer_requests = 1024;
+    // This side's requests waiting for a response at once: 1 or more. A submit() beyond it is
+    // refused with errc::queue_full, so a peer that stops answering cannot make them pile up.
+    std::size_t max_outstanding = 65536;
+    // A request that timed out or was cancelled is remembered until its late response comes,
+    // to drop and count it (stats().late_responses). At most this many are remembered (0: none);
+    // one abandoned beyond that is forgotten at once, and its response, should it come, is
+    // counted as unmatched: a peer that never answers cannot grow the record.
+    std::size_t max_abandoned = 1024;
+
     // An empty Error when valid, otherwise errc::invalid_config naming the field.
     PIPEWORKS_API Error validate() const;
 };
@@ -64,7 +81,9 @@ struct PacketResult {
     // No response: timeout (errc::request_timeout), cancel() (errc::request_cancelled),
     // close() gave up waiting (errc::close_timeout), the connection ended first
     // (errc::pipe_ended: "connection ended ..."), the peer broke the protocol
-    // (errc::protocol_error), or the request could not be sent (its own code).
+    // (errc::protocol_error), too many requests wait already (errc::queue_full,
+    // PacketConf::max_outstanding), the connect function of an on-demand connection failed
+    // (its Error, as it returned it), or the request could not be sent (its own code).
     Error error;
     bool ok = false;          // the peer's handler succeeded; false: a failure response
     std::uint64_t flags = 0;  // the response flags (0 in a failure response)
@@ -176,7 +195,7 @@ class PIPEWORKS_API PacketConnection : public std::enable_shared_from_this<Packe
 public:
     // Opens the connection to connect a pipe (TCP today; anything that carries a byte stream).
     // Called on first use: the first submit() (or start()). An Error it returns ends the
-    // connection with that error.
+    // connection with that error, and every request submitted fails with it.
     using ConnectFn = std::function<Result<PipePtr>(Loop&)>;
     // The connection ended: `error` is empty after an orderly shutdown (both EOFs exchanged),
     // else why it ended (a protocol error, the pipe's end, a close timeout).
@@ -198,8 +217,9 @@ public:
     // 2^62 - 1) and `payload` on `channel`; `done` gets the result. `timeout` overrides
     // conf().request_timeout (0: none). The callback never runs inside submit(): a refused
     // request (after end_requests() or close(), once the connection ended, flags too large
-    // (errc::invalid_config), a payload over max_packet (errc::message_too_large)) gets its
-    // error in a later loop iteration, with an invalid RequestId returned now.
+    // (errc::invalid_config), a payload over max_packet (errc::message_too_large),
+    // conf().max_outstanding requests already waiting (errc::queue_full)) gets its error in a
+    // later loop iteration, with an invalid RequestId returned now.
     RequestId submit(std::uint64_t rq_type, std::uint64_t flags, std::string_view payload,
                      std::uint64_t channel, PacketCallback done,
                      std::optional<std::chrono::milliseconds> timeout = std::nullopt);

@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -39,6 +41,16 @@ std::string where(std::uint64_t channel, std::uint64_t tag) {
     return "(channel " + num(channel) + ", tag " + num(tag) + ")";
 }
 
+// The pipe's framer carries max_packet as its max_message: its errors name the field the
+// user of the packet layer set.
+std::string in_packet_terms(std::string message) {
+    constexpr std::string_view framer_field = "Framer.max_message";
+    constexpr std::string_view packet_field = "PacketConf.max_packet";
+    const std::size_t at = message.find(framer_field);
+    if (at != std::string::npos) message.replace(at, framer_field.size(), packet_field);
+    return message;
+}
+
 }  // namespace
 
 Error PacketConf::validate() const {
@@ -49,6 +61,10 @@ Error PacketConf::validate() const {
         return Error(errc::invalid_config, "PacketConf.request_timeout: must be >= 0");
     if (close_timeout.count() < 0)
         return Error(errc::invalid_config, "PacketConf.close_timeout: must be >= 0");
+    if (max_peer_requests == 0)
+        return Error(errc::invalid_config, "PacketConf.max_peer_requests: must be >= 1");
+    if (max_outstanding == 0)
+        return Error(errc::invalid_config, "PacketConf.max_outstanding: must be >= 1");
     return {};
 }
 
@@ -83,6 +99,7 @@ public:
     RequestId submit(std::uint64_t rq_type, std::uint64_t flags, std::string_view payload,
                      std::uint64_t channel, PacketCallback done, std::optional<Ms> timeout);
     bool cancel(RequestId id);
+    PacketCallback abandon(std::uint64_t channel, std::uint64_t tag, Outgoing& o);
     void end_requests();
     void close();
     CallbackId on_end(EndFn fn);
@@ -124,6 +141,7 @@ public:
     PacketConf conf_;
     PipePtr pipe_;
     ConnectFn connect_;
+    Error connect_error_;  // what the connect function of an on-demand connection returned
 
     bool started_ = false;            // a pipe is attached (or the connect function has failed)
     bool sent_erq_ = false;           // end_requests(): no more requests of ours
@@ -188,9 +206,15 @@ void PacketConnectionImpl::start() {
     ConnectFn connect = std::move(connect_);
     connect_ = nullptr;
     Result<PipePtr> r = connect(*loop_);
-    Error e = r ? attach(*r) : r.error();
-    if (e) {
+    if (!r) {
+        // The caller's own Error, untouched: its requests and the end report what it said.
+        connect_error_ = r.error();
+        end(connect_error_);
+        return;
+    }
+    if (Error e = attach(*r)) {
         e.message = "packet connection: connect: " + e.message;
+        connect_error_ = e;
         end(std::move(e));
     }
 }
@@ -211,7 +235,9 @@ RequestId PacketConnectionImpl::submit(std::uint64_t rq_type, std::uint64_t flag
                                        PacketCallback done, std::optional<Ms> timeout) {
     if (!started_ && !sent_erq_) start();  // first use (not when it would only be refused)
     Error refused;
-    if (ended_)
+    if (ended_ && connect_error_)
+        refused = connect_error_;
+    else if (ended_)
         refused = Error(errc::pipe_ended, "submit: the " + describe() + " has ended");
     else if (peer_eof_)
         refused = Error(errc::pipe_ended, "submit: connection ended: the peer sent EOF");
@@ -223,6 +249,10 @@ RequestId PacketConnectionImpl::submit(std::uint64_t rq_type, std::uint64_t flag
                         "submit: request flags " + num(flags) + " do not fit (at most 2^62 - 1)");
     else if (rq_type == UINT64_MAX)
         refused = Error(errc::invalid_config, "submit: rq_type 2^64 - 1 has no wire rq_type");
+    else if (outgoing_.size() - abandoned_ >= conf_.max_outstanding)
+        refused = Error(errc::queue_full, "submit: " + num(outgoing_.size() - abandoned_) +
+                                              " requests already wait for a response "
+                                              "(PacketConf.max_outstanding)");
     if (refused) {
         refuse_later(std::move(done), std::move(refused));
         return {};
@@ -257,14 +287,27 @@ bool PacketConnectionImpl::cancel(RequestId id) {
     if (!id.valid) return false;
     Outgoing* o = outgoing_.find(id.channel, id.tag);
     if (o == nullptr || o->abandoned) return false;
-    PacketCallback done = std::move(o->done);
-    o->done = nullptr;
-    o->abandoned = true;
-    ++abandoned_;
+    PacketCallback done = abandon(id.channel, id.tag, *o);
     PacketResult r;
     r.error = Error(errc::request_cancelled, "request " + where(id.channel, id.tag) + " cancelled");
     if (done) done(r);
     return true;
+}
+
+// Gives up waiting for (channel, tag): its response, should it come, is dropped. Returns the
+// callback, still to be told why.
+PacketCallback PacketConnectionImpl::abandon(std::uint64_t channel, std::uint64_t tag,
+                                             Outgoing& o) {
+    PacketCallback done = std::move(o.done);
+    o.done = nullptr;
+    if (abandoned_ >= conf_.max_abandoned) {
+        // Tags are never reused, so a forgotten request's response can only be unmatched.
+        outgoing_.erase(channel, tag);
+        return done;
+    }
+    o.abandoned = true;
+    ++abandoned_;
+    return done;
 }
 
 // ---------------------------------------------------------------- deadlines
@@ -310,10 +353,7 @@ void PacketConnectionImpl::on_deadlines() {
         deadlines_.pop_back();
         Outgoing* o = outgoing_.find(d.channel, d.tag);
         if (o == nullptr || o->abandoned || o->deadline != d.at) continue;
-        PacketCallback done = std::move(o->done);
-        o->done = nullptr;
-        o->abandoned = true;
-        ++abandoned_;
+        PacketCallback done = abandon(d.channel, d.tag, *o);
         ++stats_.timeouts;
         PacketResult r;
         r.error = Error(errc::request_timeout,
@@ -377,6 +417,11 @@ void PacketConnectionImpl::on_request(const Packet& p) {
     if (incoming_.find(p.channel, p.tag) != nullptr)
         return protocol_error(describe() + ": the peer reused tag " + num(p.tag) + " on channel " +
                               num(p.channel) + " while it was still in use");
+    if (incoming_.size() >= conf_.max_peer_requests)
+        return protocol_error(describe() + ": the peer sent a request while " +
+                              num(incoming_.size()) +
+                              " of its requests were waiting for an answer "
+                              "(PacketConf.max_peer_requests)");
     ++stats_.requests_received;
     if (sent_eof_) {
         ++stats_.unanswerable;  // our EOF is out: nothing may follow it
@@ -451,7 +496,7 @@ void PacketConnectionImpl::on_pipe_end(const EndInfo& info) {
                                             num(info.partial_frame_bytes) + " bytes of it");
     } else if (info.reason == EndReason::framing_error) {
         // The length framer: a malformed or overlong length, or a body over max_packet.
-        e = Error(errc::protocol_error, describe() + ": " + info.error.message);
+        e = Error(errc::protocol_error, describe() + ": " + in_packet_terms(info.error.message));
     } else if (info.reason == EndReason::peer_close && !peer_eof_) {
         e = Error(errc::protocol_error,
                   describe() + ": the stream ended between packets without the peer's EOF");

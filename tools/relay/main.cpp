@@ -4,6 +4,8 @@
 
 #include <pipeworks/loop.hpp>
 
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -15,8 +17,12 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: pipeworks-relay [--framing raw|length] [--max-conns N] [--idle-timeout S]\n"
-    "                       [--connect-timeout S] [--grace S] [--stats] [--quiet] LISTEN TARGET\n"
-    "       pipeworks-relay --help\n";
+    "                       [--frame-timeout S] [--connect-timeout S] [--grace S] [--stats]\n"
+    "                       [--quiet] LISTEN TARGET\n"
+    "       pipeworks-relay --help\n"
+    "defaults: --framing raw, --max-conns none for TCP (1024 UDP sources), --idle-timeout none\n"
+    "for TCP to TCP (60 with a UDP side), --frame-timeout 10 (length framing), --connect-timeout\n"
+    "5, --grace 5\n";
 
 constexpr const char* kManual = R"(NAME
     pipeworks-relay - relay TCP connections and UDP flows to a target
@@ -52,7 +58,12 @@ OPTIONS
     --idle-timeout S
         Close a connection after S seconds (decimals allowed) without a byte either way.
         Default: none for TCP to TCP, 60 when a side is UDP (UDP has no end, and a TCP
-        client's FIN cannot be passed on to UDP: replies may still come).
+        client's FIN cannot be passed on to UDP: replies may still come). 0: none (TCP to
+        TCP only).
+    --frame-timeout S
+        With --framing length: close a connection when a message that has begun to arrive on
+        a TCP side is not whole S seconds later, so that no peer holds a partial message
+        forever (default 10; 0: no bound). Refused with raw framing.
     --connect-timeout S
         Bound on each TCP connect to TARGET (default 5). A client whose target cannot be
         reached is reset.
@@ -61,14 +72,21 @@ OPTIONS
     --stats
         Print a line per connection when it closes, and totals on SIGUSR1 (below).
     --quiet
-        No log lines on standard error (refused clients, unreachable targets, shutdown).
+        No log lines on standard error (refused clients, unreachable targets, accept
+        failures, shutdown).
     -h, --help
         This manual.
+
+LOG (standard error, unless --quiet)
+    A line per refused client, unreachable target and shutdown, and "accept failed: ..." when
+    the listening socket cannot accept a connection (out of file descriptors): the relay
+    keeps serving, and the connection waits until it can be accepted.
 
 SIGNALS
     SIGINT, SIGTERM
         Stop accepting (the listening socket is closed), let open connections finish for up to
-        the grace period, close what is left, exit 0. A second signal closes everything now.
+        the grace period, close what is left, exit 0. A second signal closes everything now;
+        more change nothing (the exit status stays 0).
     SIGUSR1
         With --stats: print the totals line.
 
@@ -89,6 +107,9 @@ EXAMPLES
     pipeworks-relay udp://0.0.0.0:5353 udp://10.0.0.53:53
     pipeworks-relay --framing length tcp://127.0.0.1:9000 udp://127.0.0.1:9001
 )";
+
+// The signals the relay handles, none of which may kill it once it is stopping.
+constexpr int kHandled[] = {SIGINT, SIGTERM, SIGUSR1};
 
 int usage_error(const std::string& why) {
     std::fprintf(stderr, "pipeworks-relay: %s\n%s", why.c_str(), kUsage);
@@ -129,17 +150,8 @@ void print_totals(const RelayCounters& t, std::uint64_t uptime_ms) {
     std::fflush(stdout);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    auto parsed = parse_command_line(std::span<const char* const>(argv + 1, argc - 1));
-    if (!parsed) return usage_error(parsed.error().message);
-    const CommandLine& cl = *parsed;
-    if (cl.help) {
-        std::fputs(kManual, stdout);
-        return 0;
-    }
-
+// Relays until a signal has stopped the relay; the exit status. The loop is gone on return.
+int run(const CommandLine& cl) {
     Loop loop;
     auto started = RelayServer::start(loop, cl.relay);
     if (!started) {
@@ -155,7 +167,6 @@ int main(int argc, char** argv) {
 
     const std::uint64_t start_ms = loop.now_ms();
 
-    SignalWatch on_int, on_term, on_usr1;
     bool stopping = false;
     auto stop = [&](int signum) {
         if (stopping) {  // a second signal: no more grace
@@ -166,16 +177,13 @@ int main(int argc, char** argv) {
         if (!quiet)
             std::fprintf(stderr, "pipeworks-relay: %s: stopping; %zu connection(s) open\n",
                          signum == SIGINT ? "SIGINT" : "SIGTERM", relay->open_connections());
-        relay->shutdown(cl.grace, [&] {
-            on_int.cancel();
-            on_term.cancel();
-            on_usr1.cancel();
-            loop.stop();
-        });
+        // The handlers stay until the loop goes: a signal during the last steps is handled,
+        // not fatal.
+        relay->shutdown(cl.grace, [&] { loop.stop(); });
     };
-    on_int = loop.on_signal(SIGINT, stop);
-    on_term = loop.on_signal(SIGTERM, stop);
-    on_usr1 = loop.on_signal(SIGUSR1, [&](int) {
+    SignalWatch on_int = loop.on_signal(SIGINT, stop);
+    SignalWatch on_term = loop.on_signal(SIGTERM, stop);
+    SignalWatch on_usr1 = loop.on_signal(SIGUSR1, [&](int) {
         if (cl.stats) print_totals(relay->counters(), loop.now_ms() - start_ms);
     });
     // After the handlers: whoever reads this line may signal at once.
@@ -184,5 +192,26 @@ int main(int argc, char** argv) {
     loop.run();
     if (cl.stats) print_totals(relay->counters(), loop.now_ms() - start_ms);
     relay.reset();
+    // The loop's handlers go with it, and libuv then restores the signals' default action:
+    // block them first (one that arrives waits), main() ignores them once the loop is gone.
+    sigset_t held;
+    sigemptyset(&held);
+    for (int sig : kHandled) sigaddset(&held, sig);
+    pthread_sigmask(SIG_BLOCK, &held, nullptr);
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    auto parsed = parse_command_line(std::span<const char* const>(argv + 1, argc - 1));
+    if (!parsed) return usage_error(parsed.error().message);
+    const CommandLine& cl = *parsed;
+    if (cl.help) {
+        std::fputs(kManual, stdout);
+        return 0;
+    }
+    const int status = run(cl);
+    for (int sig : kHandled) std::signal(sig, SIG_IGN);  // also drops one that waited
+    return status;
 }

@@ -59,7 +59,12 @@ Error RelayConfig::validate() const {
     if (target.address.is_any())
         return bad("the target \"" + target.text + "\" is an any-address; give a host");
     if (connect_timeout.count() <= 0) return bad("--connect-timeout: must be > 0");
-    if (idle_timeout && idle_timeout->count() <= 0) return bad("--idle-timeout: must be > 0");
+    if (idle_timeout && idle_timeout->count() == 0 && (!tcp_listen || !tcp_target))
+        return bad("--idle-timeout: must be > 0 when a side is UDP (a UDP flow has no other end)");
+    if (idle_timeout && idle_timeout->count() < 0) return bad("--idle-timeout: must be >= 0");
+    if (frame_timeout && framing == Framing::raw)
+        return bad("--frame-timeout applies to --framing length (raw TCP has no messages)");
+    if (frame_timeout && frame_timeout->count() < 0) return bad("--frame-timeout: must be >= 0");
     return {};
 }
 
@@ -70,7 +75,9 @@ Result<std::chrono::milliseconds> parse_seconds(std::string_view option, std::st
         v > 1e9)
         return bad(std::string(option) + ": expected seconds (e.g. 5 or 0.5), got \"" +
                    std::string(text) + "\"");
-    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(v * 1000)));
+    const auto ms = static_cast<std::int64_t>(std::llround(v * 1000));
+    // A positive value that rounds to 0 ms must not turn into "never".
+    return std::chrono::milliseconds(v > 0 && ms == 0 ? 1 : ms);
 }
 
 Result<CommandLine> parse_command_line(std::span<const char* const> args) {
@@ -128,13 +135,16 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
                 return bad("--max-conns: expected a positive integer, got \"" + std::string(*v) +
                            "\"");
             cl.relay.max_conns = n;
-        } else if (a == "--idle-timeout" || a == "--connect-timeout" || a == "--grace") {
+        } else if (a == "--idle-timeout" || a == "--frame-timeout" || a == "--connect-timeout" ||
+                   a == "--grace") {
             auto v = value();
             if (!v) return v.error();
             auto ms = parse_seconds(a, *v);
             if (!ms) return ms.error();
             if (a == "--idle-timeout")
                 cl.relay.idle_timeout = *ms;
+            else if (a == "--frame-timeout")
+                cl.relay.frame_timeout = *ms;
             else if (a == "--connect-timeout")
                 cl.relay.connect_timeout = *ms;
             else

@@ -43,6 +43,9 @@ inline constexpr std::size_t kDefaultMaxUdpSources = 1024;
 // How long a relay with a UDP side may stay silent before it is closed, unless idle_timeout is
 // given: UDP has no end, and a TCP side's FIN cannot be passed on to it.
 inline constexpr std::chrono::milliseconds kDefaultUdpIdleTimeout{60'000};
+// How long a length-framed TCP side may take to deliver a message it has begun, unless
+// frame_timeout is given: a peer cannot hold a partial message (up to its full length) forever.
+inline constexpr std::chrono::milliseconds kDefaultFrameTimeout{10'000};
 
 struct RelayConfig {
     Endpoint listen;
@@ -54,11 +57,16 @@ struct RelayConfig {
     std::size_t max_conns = 0;
     // Closes a connection (or reaps a UDP source) after this long without a byte in either
     // direction. nullopt: never for TCP to TCP, kDefaultUdpIdleTimeout when a side is UDP.
+    // 0: never (TCP to TCP only; a UDP side needs one, it has no other end).
     std::optional<std::chrono::milliseconds> idle_timeout;
+    // Length framing: a message whose first byte has come on a TCP side must be whole within
+    // this, or its connection is closed. nullopt: kDefaultFrameTimeout; 0: no bound. Refused
+    // with raw framing (raw reads have no messages to time).
+    std::optional<std::chrono::milliseconds> frame_timeout;
     // Bound on each TCP connect to the target.
     std::chrono::milliseconds connect_timeout{5000};
-    // The NetConf of every pipe the relay opens (watermarks, reader_limit, ...); its framer and
-    // con_timeout are replaced by `framing` and `connect_timeout`.
+    // The NetConf of every pipe the relay opens (watermarks, reader_limit, ...); its framer,
+    // con_timeout, idle_timeout and frame_timeout are replaced by the fields above.
     NetConf conf;
 
     // Checks the combination: a TCP side relayed to a UDP side needs length framing, framing

@@ -57,16 +57,33 @@ struct RelayServer::Conn {
 };
 
 RelayServer::RelayServer(Loop& loop, RelayConfig config) : loop_(loop), config_(std::move(config)) {
+    using std::chrono::milliseconds;
+    const bool tcp_listen = config_.listen.scheme == Scheme::tcp;
+    const bool tcp_target = config_.target.scheme == Scheme::tcp;
     client_conf_ = config_.conf;
     client_conf_.con_timeout = config_.connect_timeout;
     client_conf_.framer = framer_of(config_.framing);
+    client_conf_.idle_timeout = milliseconds(0);
+    client_conf_.frame_timeout = config_.framing == Framing::length
+                                     ? config_.frame_timeout.value_or(kDefaultFrameTimeout)
+                                     : milliseconds(0);
+    if (tcp_listen && tcp_target) {
+        // Each pipe of a TCP to TCP relay carries every byte of its connection (one direction
+        // received, the other sent), so the pipes' own idle timeout is the connection's.
+        client_conf_.idle_timeout = config_.idle_timeout.value_or(milliseconds(0));
+    } else {
+        // A UDP source has no pipe of its own, and a TCP side may be gone while the UDP side
+        // still waits for replies: the relay sweeps its sessions itself.
+        idle_timeout_ = config_.idle_timeout.value_or(kDefaultUdpIdleTimeout);
+    }
     target_conf_ = client_conf_;
-    if (config_.listen.scheme == Scheme::udp) client_conf_.framer = Framer::raw();
-    if (config_.target.scheme == Scheme::udp) target_conf_.framer = Framer::raw();
-    idle_timeout_ = config_.idle_timeout;
-    if (!idle_timeout_ &&
-        (config_.listen.scheme == Scheme::udp || config_.target.scheme == Scheme::udp))
-        idle_timeout_ = kDefaultUdpIdleTimeout;
+    // Datagrams are whole messages: no framer, no frame to time.
+    auto datagrams = [](NetConf& conf) {
+        conf.framer = Framer::raw();
+        conf.frame_timeout = milliseconds(0);
+    };
+    if (!tcp_listen) datagrams(client_conf_);
+    if (!tcp_target) datagrams(target_conf_);
 }
 
 RelayServer::~RelayServer() {
@@ -84,13 +101,16 @@ Result<std::shared_ptr<RelayServer>> RelayServer::start(Loop& loop, RelayConfig 
     if (auto e = config.validate()) return e;
     std::shared_ptr<RelayServer> s(new RelayServer(loop, std::move(config)));
     if (auto e = s->open_listener()) return e;
-    if (s->idle_timeout_) s->sweep_idle();
+    if (s->idle_timeout_) s->sweep_idle();  // relays with a UDP side
     return s;
 }
 
 Error RelayServer::open_listener() {
     NetConf conf = client_conf_;
     conf.reuse_addr = true;
+    // The listening pipe relays no bytes of its own to time; accepted connections move to pipes
+    // of their own (accept_tcp), which have client_conf_'s idle timeout.
+    conf.idle_timeout = std::chrono::milliseconds(0);
     std::weak_ptr<RelayServer> weak = weak_from_this();
     if (config_.listen.scheme == Scheme::tcp) {
         auto server = Pipe::listen(loop_, config_.listen.address, conf);
@@ -107,6 +127,11 @@ Error RelayServer::open_listener() {
             if (auto s = weak.lock()) s->on_datagram(m);
         });
     }
+    // Failures the listener survives (out of file descriptors, say): one line per report.
+    listener_->on_error([weak](Pipe&, const Error& e) {
+        if (auto s = weak.lock())
+            s->log((e == errc::accept_failed ? "accept failed: " : "") + e.message);
+    });
     return {};
 }
 
@@ -294,6 +319,11 @@ void RelayServer::finish(std::uint64_t id) {
     if (why) {
         r.reason = reason_token(why->reason);
         r.detail = why->error.message;
+        // The pipes' own idle timeout (TCP to TCP) is the relay's, as the sweep's is.
+        if (why->error == errc::idle_timeout) {
+            r.reason = "idle_timeout";
+            r.side = "relay";
+        }
     }
     if (target_failed && !c->closed_by_relay) {
         ++closed_.failed;

@@ -109,7 +109,7 @@ private:
     std::unordered_map<Address, std::uint64_t> sources_;  // UDP listen: source -> conn id
     std::uint64_t next_id_ = 1;
     RelayCounters closed_;  // totals of the connections already closed (and the event counts)
-    std::optional<std::chrono::milliseconds> idle_timeout_;
+    std::optional<std::chrono::milliseconds> idle_timeout_;  // swept by the relay (a UDP side)
     Timer idle_timer_, grace_timer_;
     std::function<void()> done_;
     CloseFn on_close_;
