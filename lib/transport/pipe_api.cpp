@@ -529,16 +529,14 @@ void Pipe::pause() {
     auto& p = I(this);
     p.paused_ = true;
     p.stop_reading();
+    p.watch_accepts();
 }
 
 void Pipe::resume() {
     auto& p = I(this);
     if (!p.paused_) return;
     p.paused_ = false;
-    if (p.accept_pending_) {
-        p.accept_pending_ = false;
-        p.on_connection(0);
-    }
+    p.watch_accepts();
     p.start_reading();
     p.schedule_kept();  // kept messages, then a FIN that came while paused
 }

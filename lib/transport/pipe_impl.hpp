@@ -196,7 +196,12 @@ public:
 
     // ================================================================ server.cpp
     Error start_listen();
-    void on_connection(int status);
+    // Starts or stops watching the listening socket: not while paused, at max_clients, or
+    // waiting to retry after running out of descriptors.
+    void watch_accepts();
+    void accept_ready(int status);
+    void accepted(int fd);  // a connection accept4() took
+    void close_accept_poll() noexcept;
     void handle_accepted(const std::shared_ptr<PipeImpl>& client);
     // An accepted pipe of this server closed: take a connection the limit held back.
     void client_closed();
@@ -210,8 +215,9 @@ public:
     PipeImpl* client_prev_ = nullptr;
     PipeImpl* client_next_ = nullptr;
     std::size_t open_clients_ = 0;
-    // A connection waits in libuv (paused server, or max_clients reached): uv_accept takes it.
-    bool accept_pending_ = false;
+    uv_poll_t* accept_poll_ = nullptr;  // servers: watches the listening socket
+    Timer accept_retry_;                // out of descriptors: look again later
+    bool accepting_ = false;            // accept_poll_ is started
     bool accept_error_reported_ = false;  // once per burst of accept failures
 
     // ================================================================ input_stage.cpp

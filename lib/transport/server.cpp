@@ -2,20 +2,61 @@
 #include "transport/pipe_impl.hpp"
 #include "transport/socket_util.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 
 namespace pipeworks::detail {
 
+// pipeworks accepts by itself (a poll handle on the listening socket) rather than through
+// uv_listen: libuv 1.44 meets EMFILE by accepting and closing the waiting connections, silently,
+// and holds one accepted connection when a server stops taking them. Here a server at its
+// limit, paused or out of descriptors just stops watching, and the connections wait in the
+// backlog.
 Error PipeImpl::start_listen() {
-    int rc = uv_listen(&h_.stream, conf_->backlog, [](uv_stream_t* s, int status) {
-        impl_of(reinterpret_cast<uv_handle_t*>(s))->on_connection(status);
-    });
-    if (rc != 0) return uv_fail("listen on", rc, local_);
+    uv_os_fd_t fd;
+    if (int rc = uv_fileno(&h_.handle, &fd); rc != 0) return uv_fail("listen on", rc, local_);
+    if (::listen(fd, conf_->backlog) != 0) return uv_fail("listen on", os_error(), local_);
     local_ = sockname(&h_.handle, false);
+    accept_poll_ = new uv_poll_t;
+    if (int rc = uv_poll_init_socket(core_->loop, accept_poll_, fd); rc != 0) {
+        delete accept_poll_;
+        accept_poll_ = nullptr;
+        return uv_fail("listen on", rc, local_);
+    }
+    accept_poll_->data = this;
     connected_ = true;
+    watch_accepts();
     return {};
+}
+
+void PipeImpl::watch_accepts() {
+    if (!accept_poll_ || closing()) return;
+    const bool want = !paused_ && !ending() && !accept_retry_.active() &&
+                      !(conf_->max_clients != 0 && open_clients_ >= conf_->max_clients);
+    if (want == accepting_) return;
+    accepting_ = want;
+    if (!want) {
+        uv_poll_stop(accept_poll_);
+        return;
+    }
+    uv_poll_start(accept_poll_, UV_READABLE, [](uv_poll_t* h, int status, int) {
+        static_cast<PipeImpl*>(h->data)->accept_ready(status);
+    });
+}
+
+void PipeImpl::close_accept_poll() noexcept {
+    if (!accept_poll_) return;
+    accept_retry_.cancel();
+    accept_poll_->data = core_;
+    close_handle(*core_, reinterpret_cast<uv_handle_t*>(accept_poll_), [](uv_handle_t* h) {
+        closed_handle(*static_cast<LoopCore*>(h->data));
+        delete reinterpret_cast<uv_poll_t*>(h);
+    });
+    accept_poll_ = nullptr;
 }
 
 namespace {
@@ -32,28 +73,46 @@ void report_accept_failure(PipeImpl& server, int status) {
 }
 }  // namespace
 
-void PipeImpl::on_connection(int status) {
+void PipeImpl::accept_ready(int status) {
     if (ending()) return;
-    const bool at_limit = conf_->max_clients != 0 && open_clients_ >= conf_->max_clients;
-    if (paused_ || (status == 0 && at_limit)) {
-        // Not accepting leaves the connection in the backlog; libuv stops watching the socket
-        // until uv_accept is called (by resume(), or when a client ends: client_closed()).
-        accept_pending_ = status == 0;
-        return;
-    }
-    if (status != 0) {
-        // EMFILE and friends: the server stays up; the connection waits in the backlog.
+    if (status < 0) {
         report_accept_failure(*this, status);
         return;
     }
+    uv_os_fd_t lfd;
+    if (uv_fileno(&h_.handle, &lfd) != 0) return;
+    // A burst at a time, so the loop's other pipes get their turn.
+    for (int i = 0; i < 64 && accepting_; ++i) {
+        int fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            const int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK) return;
+            if (err == EINTR || err == ECONNABORTED) continue;
+            report_accept_failure(*this, -err);
+            // Out of descriptors or memory: the connections wait in the backlog; look again
+            // shortly, or as soon as one of this server's pipes ends (client_closed()).
+            std::weak_ptr<PipeImpl> weak = self_;
+            accept_retry_ = loop_->call_later(std::chrono::milliseconds(100), [weak] {
+                if (auto p = weak.lock()) p->watch_accepts();
+            });
+            watch_accepts();
+            return;
+        }
+        accepted(fd);
+        if (ending()) return;
+        watch_accepts();  // the limit may just have been reached
+    }
+}
+
+void PipeImpl::accepted(int fd) {
     auto client = std::make_shared<PipeImpl>(*loop_, PipeKind::tcp_accepted, conf_);
     uv_tcp_init(core_->loop, &client->h_.tcp);
     client->h_.handle.data = client.get();
     client->handle_inited_ = true;
     client->self_ = client;
     core_->add(client.get());
-    int rc = uv_accept(&h_.stream, &client->h_.stream);
-    if (rc != 0) {
+    if (int rc = uv_tcp_open(&client->h_.tcp, fd); rc != 0) {
+        ::close(fd);
         client->shutdown_silently();
         report_accept_failure(*this, rc);
         return;
@@ -121,10 +180,9 @@ void PipeImpl::handle_accepted(const std::shared_ptr<PipeImpl>& client) {
 }
 
 void PipeImpl::client_closed() {
-    if (!accept_pending_ || paused_ || ending()) return;
-    if (conf_->max_clients != 0 && open_clients_ >= conf_->max_clients) return;
-    accept_pending_ = false;
-    on_connection(0);
+    // A descriptor and a slot are free: a server held back by either looks again.
+    accept_retry_.cancel();
+    watch_accepts();
 }
 
 std::optional<PipePtr> PipeImpl::try_accept() {
