@@ -20,6 +20,7 @@
 #include <functional>
 #include <iterator>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -167,6 +168,17 @@ inline int signal_until_exit(Child& child, int sig, pipeworks::Loop* loop = null
 inline std::size_t open_fds(pid_t pid) {
     const std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd");
     return static_cast<std::size_t>(std::distance(begin(fds), end(fds)));
+}
+
+// The lowest descriptor number the child does not use: the number its next open would take, so
+// a soft limit of it makes that open fail with EMFILE.
+inline rlim_t lowest_free_fd(pid_t pid) {
+    std::set<long> used;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+        used.insert(std::stol(e.path().filename().string()));
+    long n = 0;
+    while (used.count(n)) ++n;
+    return static_cast<rlim_t>(n);
 }
 
 // Sets the child's soft limit of open files (its hard limit stays); the previous soft limit.
