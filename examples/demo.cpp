@@ -23,7 +23,7 @@ int main() {
     // TCP: a server whose accepted pipes echo, and a client counting replies.
     auto server = Pipe::listen(loop, Address::loopback(Family::ipv4));
     if (!server) return std::fprintf(stderr, "%s\n", server.error().message.c_str()), 1;
-    (*server)->on_message([](Pipe& p, const Message& m) { p.send(m.data); });
+    (*server)->on_message([](Pipe& p, const Message& m) { (void)p.send(m.data); });
     PipePtr accepted;
     (*server)->on_accept([&](Pipe&, const PipePtr& c) { accepted = c; });
     auto tcp = Pipe::connect(loop, (*server)->local_address());
@@ -32,19 +32,20 @@ int main() {
     (*tcp)->on_up([](Pipe& p) {
         std::printf("tcp: connected %s -> %s\n", p.local_address().to_string().c_str(),
                     p.peer_address().to_string().c_str());
-        for (int i = 0; i < kMessages; ++i) p.send("hello over tcp #" + std::to_string(i) + "\n");
+        for (int i = 0; i < kMessages; ++i)
+            (void)p.send("hello over tcp #" + std::to_string(i) + "\n");
     });
     (*tcp)->on_message([&](Pipe&, const Message& m) { tcp_echoed += m.data.size(); });
 
     // UDP: an echo pipe replying to each sender, and a client with a default destination.
     auto uecho = Pipe::udp(loop, Address::loopback(Family::ipv6));
     if (!uecho) return std::fprintf(stderr, "%s\n", uecho.error().message.c_str()), 1;
-    (*uecho)->on_message([](Pipe& p, const Message& m) { p.send_to(m.data, m.from); });
+    (*uecho)->on_message([](Pipe& p, const Message& m) { (void)p.send_to(m.data, m.from); });
     auto udp = Pipe::udp(loop, {}, (*uecho)->local_address());
     if (!udp) return std::fprintf(stderr, "%s\n", udp.error().message.c_str()), 1;
     int udp_replies = 0;
     (*udp)->on_message([&](Pipe&, const Message&) { ++udp_replies; });
-    for (int i = 0; i < kMessages; ++i) (*udp)->send("hello over udp #" + std::to_string(i));
+    for (int i = 0; i < kMessages; ++i) (void)(*udp)->send("hello over udp #" + std::to_string(i));
 
     std::size_t tcp_expected = 0;
     for (int i = 0; i < kMessages; ++i)

@@ -138,10 +138,10 @@ int main(int argc, char** argv) {
         }
         PipePtr server = *opened;
         if (udp) {
-            server->on_message([](Pipe& p, const Message& m) { p.send_to(m.data, m.from); });
+            server->on_message([](Pipe& p, const Message& m) { (void)p.send_to(m.data, m.from); });
         } else {
             // Copied to every accepted pipe: each echoes to its own peer.
-            server->on_message([](Pipe& p, const Message& m) { p.send(m.data); });
+            server->on_message([](Pipe& p, const Message& m) { (void)p.send(m.data); });
         }
         // The server survives these (out of file descriptors, say); each report is one line.
         server->on_error([](Pipe&, const Error& e) {

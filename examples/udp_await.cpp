@@ -20,7 +20,7 @@ int main() {
             return;
         }
         std::printf("echo: request %d answered\n", seen);
-        p.send_to(m.data, m.from);
+        (void)p.send_to(m.data, m.from);  // a refused reply: the client asks again
     });
 
     NetConf conf;

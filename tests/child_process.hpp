@@ -174,7 +174,8 @@ inline std::size_t open_fds(pid_t pid) {
 // a soft limit of it makes that open fail with EMFILE.
 inline rlim_t lowest_free_fd(pid_t pid) {
     std::set<long> used;
-    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+    for (const auto& e :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
         used.insert(std::stol(e.path().filename().string()));
     long n = 0;
     while (used.count(n)) ++n;

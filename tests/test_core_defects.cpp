@@ -95,9 +95,9 @@ TEST_CASE("Core: a lingering close never blocks the loop thread") {
         NetConf conf;
         conf.linger = std::chrono::seconds(3);
         conf.close_timeout = 100ms;
-        auto c = must(Pipe::connect(loop, Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)),
-                                    conf),
-                      "connect");
+        auto c = must(
+            Pipe::connect(loop, Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)), conf),
+            "connect");
         run_until(
             loop, [&] { return c->is_up(); }, "connected");
         REQUIRE(!c->send(payload(16 * 1024 * 1024)));

@@ -18,8 +18,9 @@ PipePtr echo_server(Loop& loop, Family f, const NetConf& conf = {}) {
 
 }  // namespace
 
-TEST_CASE("Half-close: an echo server returns every byte to a client that shut down, raw and "
-          "framed, the client reading 1 s late") {
+TEST_CASE(
+    "Half-close: an echo server returns every byte to a client that shut down, raw and "
+    "framed, the client reading 1 s late") {
     for (Family f : kFamilies) {
         for (bool framed : {false, true}) {
             CAPTURE(family_name(f));

@@ -1255,13 +1255,13 @@ TEST_CASE("max_accept_queue does not bound a server driven by message callbacks"
     NetConf c;
     c.max_accept_queue = 1;
     auto server = must(Pipe::listen(loop, lo(Family::ipv4), c), "listen");
-    server->on_message([](Pipe& p, const Message& m) { p.send(m.data); });
+    server->on_message([](Pipe& p, const Message& m) { CHECK(!p.send(m.data)); });
     std::vector<PipePtr> clients;
     std::string echoed;
     for (int i = 0; i < 3; ++i) {
         clients.push_back(must(Pipe::connect(loop, server->local_address()), "connect"));
         clients.back()->on_message([&](Pipe&, const Message& m) { echoed += m.data; });
-        clients.back()->send("x");
+        CHECK(!clients.back()->send("x"));
     }
     run_until(
         loop, [&] { return echoed == "xxx"; }, "every connection echoes");

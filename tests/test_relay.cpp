@@ -887,7 +887,6 @@ TEST_CASE("pipeworks-relay: a second SIGTERM or SIGINT while it stops, a connect
     }
 }
 
-
 TEST_CASE("--frame-timeout closes a connection whose message stops half-way") {
     Loop loop;
     auto upstream = echo_server(loop, Family::ipv4, framed(Framer::message()));

@@ -157,10 +157,11 @@ void Broker::join(Client& client, Role role, std::string topic) {
                         it->second.slow_timer.cancel();
             });
         }
-        for (const PipePtr& pub : t.publishers) pub->link(client.pipe);
+        for (const PipePtr& pub : t.publishers)
+            (void)pub->link(client.pipe);  // refused only for an ended pipe
     } else {
         t.publishers.push_back(client.pipe);
-        for (const PipePtr& sub : t.subscribers) client.pipe->link(sub);
+        for (const PipePtr& sub : t.subscribers) (void)client.pipe->link(sub);
     }
 }
 
@@ -197,8 +198,8 @@ void Broker::refuse(Pipe& pipe, const std::string& why) {
     ++counters_.refused;
     log("refused " + pipe.peer_address().to_string() + ": " + why);
     if (auto it = clients_.find(&pipe); it != clients_.end()) it->second.command_timer.cancel();
-    pipe.send("ERR " + why);
-    pipe.close();  // after the answer has gone out
+    (void)pipe.send("ERR " + why);  // the pipe closes next anyway
+    pipe.close();                   // after the answer has gone out
 }
 
 void Broker::detach(Client& c) {

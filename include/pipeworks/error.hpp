@@ -49,7 +49,8 @@ inline std::error_code uv_error_code(int status) noexcept {
 }
 
 // An error value: a code for programs, a message for people. Empty (falsy) means success.
-struct Error {
+// [[nodiscard]]: a failed send() or open must not be ignored silently (cast to void on purpose).
+struct [[nodiscard]] Error {
     std::error_code code;
     std::string message;
 
@@ -63,7 +64,7 @@ struct Error {
 
 // A value or an Error. Accessing the value of a failed Result throws std::system_error.
 template <class T>
-class Result {
+class [[nodiscard]] Result {
 public:
     Result(T value) : v_(std::move(value)) {}
     Result(Error error) : v_(std::move(error)) {}

@@ -611,7 +611,7 @@ void PacketConnectionImpl::end_requests() {
     if (sent_erq_ || ended_) return;
     sent_erq_ = true;
     if (!started_) return;  // an on-demand connection never used: nothing to tell
-    if (pipe_) pipe_->send(packet_wire::kErqBytes.substr(1));
+    if (pipe_) (void)pipe_->send(packet_wire::kErqBytes.substr(1));  // refused: it has ended
 }
 
 void PacketConnectionImpl::close() {

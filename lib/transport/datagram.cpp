@@ -37,7 +37,6 @@ int submit_udp(UdpSendReq* r, uv_udp_t* u) {
 
 // Closes fd on libuv's thread pool (a lingering close may block).
 
-
 Error PipeImpl::send_datagram(std::string_view bytes, const Address& to, bool frame) {
     if (ending() || ended())
         return Error(errc::pipe_ended, "send on " + describe() + ": the pipe has ended (" +

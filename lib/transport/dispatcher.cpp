@@ -146,8 +146,8 @@ std::optional<Received> PipeImpl::try_recv(SubId sub) {
 void PipeImpl::recv(SubId sub, std::optional<std::chrono::milliseconds> timeout, RecvFn fn) {
     // Never inside this call: a handler that calls recv() again must not recurse, however many
     // messages are queued.
-    core_->defer([p = std::static_pointer_cast<PipeImpl>(shared_from_this()), sub,
-                  timeout, fn = std::move(fn)]() mutable {
+    core_->defer([p = std::static_pointer_cast<PipeImpl>(shared_from_this()), sub, timeout,
+                  fn = std::move(fn)]() mutable {
         Subscription* s = sub == all_messages ? p->implicit_sub() : p->find_sub(sub);
         if (s) {
             if (auto m = pop(*s)) {
@@ -235,7 +235,8 @@ void PipeImpl::run_end_callbacks() {
         guarded("accept", [&] { w.fn(*this, r); });
     }
     life_ = Life::ended;
-    guarded("end", [&] { end_cbs_.call([] { return false; }, static_cast<Pipe&>(*this), end_info_); });
+    guarded("end",
+            [&] { end_cbs_.call([] { return false; }, static_cast<Pipe&>(*this), end_info_); });
     auto fns = std::move(closed_fns_);
     closed_fns_.clear();
     for (auto& fn : fns) guarded("close", [&] { fn(*this); });

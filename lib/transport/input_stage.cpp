@@ -52,8 +52,8 @@ void PipeImpl::update_frame_deadline(bool delivered_some) {
     }
     // A frame completed and another began: the new one gets its own full bound.
     if (!frame_deadline_.armed() || delivered_some)
-        core_->arm(frame_deadline_, uv_now(core_->loop) +
-                                        static_cast<std::uint64_t>(conf_->frame_timeout.count()));
+        core_->arm(frame_deadline_,
+                   uv_now(core_->loop) + static_cast<std::uint64_t>(conf_->frame_timeout.count()));
 }
 
 void PipeImpl::input_behind_kept(std::string_view data) {

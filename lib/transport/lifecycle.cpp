@@ -129,12 +129,12 @@ void PipeImpl::close_timed_out() {
     edit_conf().linger = std::chrono::seconds(0);
     const std::string was = end_info_.error ? end_info_.error.message : to_string(end_info_.reason);
     end_info_.reason = EndReason::timeout;
-    end_info_.error = Error(errc::close_timeout,
-                            describe() + ": " + std::to_string(queued_bytes()) +
-                                " queued bytes did not reach the OS within " +
-                                std::to_string(conf_->close_timeout.count()) +
-                                " ms (NetConf.close_timeout); the connection was reset (ending: " +
-                                was + ")");
+    end_info_.error =
+        Error(errc::close_timeout,
+              describe() + ": " + std::to_string(queued_bytes()) +
+                  " queued bytes did not reach the OS within " +
+                  std::to_string(conf_->close_timeout.count()) +
+                  " ms (NetConf.close_timeout); the connection was reset (ending: " + was + ")");
     close_handle_now();
 }
 
@@ -277,12 +277,12 @@ void PipeImpl::frame_expired(Deadline& d) {
         return;
     }
     const std::size_t held = p->decoder_ ? p->decoder_->buffered() : 0;
-    p->end(EndReason::timeout,
-           Error(errc::frame_timeout, p->describe() + ": a frame started " +
-                                          std::to_string(timeout) + " ms ago is still incomplete (" +
-                                          std::to_string(held) +
-                                          " bytes received; NetConf.frame_timeout)"),
-           Drain::graceful);
+    p->end(
+        EndReason::timeout,
+        Error(errc::frame_timeout, p->describe() + ": a frame started " + std::to_string(timeout) +
+                                       " ms ago is still incomplete (" + std::to_string(held) +
+                                       " bytes received; NetConf.frame_timeout)"),
+        Drain::graceful);
     p->end_info_.partial_frame_bytes = held;
 }
 

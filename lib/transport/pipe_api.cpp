@@ -413,9 +413,9 @@ void Pipe::accept(std::optional<std::chrono::milliseconds> timeout, AcceptResult
         AcceptResult r;
         if (pp->kind_ != PipeKind::tcp_server) {
             r.status = RecvResult::Status::ended;
-            r.end = EndInfo{EndReason::error,
-                            Error(errc::wrong_pipe_kind,
-                                  "accept on " + pp->describe() + ": not a server")};
+            r.end = EndInfo{
+                EndReason::error,
+                Error(errc::wrong_pipe_kind, "accept on " + pp->describe() + ": not a server")};
         } else if (auto next = pp->try_accept()) {
             r.status = RecvResult::Status::message;
             r.pipe = *next;
@@ -611,4 +611,3 @@ PipeStats Pipe::stats() const {
 }
 
 }  // namespace pipeworks
-

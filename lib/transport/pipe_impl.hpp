@@ -181,9 +181,9 @@ public:
     bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it
     // An adopted UDP socket that was connect()ed: its sends to peer_ carry no address.
     bool udp_connected_ = false;
-    bool read_eof_ = false;        // FIN received
-    bool eof_delivered_ = false;   // finish_input() has passed the FIN on
-    int kept_fd_ = -1;       // do_close == false: the fd that survives the pipe
+    bool read_eof_ = false;       // FIN received
+    bool eof_delivered_ = false;  // finish_input() has passed the FIN on
+    int kept_fd_ = -1;            // do_close == false: the fd that survives the pipe
     Address local_, peer_;
     std::unique_ptr<ByteFilter> filter_;  // null: bytes pass as they are
 
@@ -215,9 +215,9 @@ public:
     PipeImpl* client_prev_ = nullptr;
     PipeImpl* client_next_ = nullptr;
     std::size_t open_clients_ = 0;
-    uv_poll_t* accept_poll_ = nullptr;  // servers: watches the listening socket
-    Timer accept_retry_;                // out of descriptors: look again later
-    bool accepting_ = false;            // accept_poll_ is started
+    uv_poll_t* accept_poll_ = nullptr;    // servers: watches the listening socket
+    Timer accept_retry_;                  // out of descriptors: look again later
+    bool accepting_ = false;              // accept_poll_ is started
     bool accept_error_reported_ = false;  // once per burst of accept failures
 
     // ================================================================ input_stage.cpp

@@ -43,7 +43,6 @@ Error PipeImpl::open_tcp_socket(const Address& local, Family family, bool listen
     return {};
 }
 
-
 void PipeImpl::set_stream_options(uv_tcp_t* tcp) {
     if (conf_->nodelay) uv_tcp_nodelay(tcp, 1);
     if (conf_->keepalive)
@@ -159,7 +158,8 @@ void PipeImpl::schedule_up() {
     up_timer_ = loop_->call_later(std::chrono::milliseconds(0), [weak] {
         auto p = weak.lock();
         if (!p || p->ending()) return;
-        p->guarded("up", [&] { p->up_cbs_.call([&] { return p->ending(); }, static_cast<Pipe&>(*p)); });
+        p->guarded("up",
+                   [&] { p->up_cbs_.call([&] { return p->ending(); }, static_cast<Pipe&>(*p)); });
     });
 }
 

@@ -351,8 +351,8 @@ void PipeImpl::release_idle_buffers() noexcept {
 
 Error PipeImpl::request_shutdown() {
     if (kind_ == PipeKind::tcp_server || kind_ == PipeKind::udp)
-        return Error(errc::wrong_pipe_kind, "shutdown on " + describe() +
-                                                ": only stream pipes have a write side to shut");
+        return Error(errc::wrong_pipe_kind,
+                     "shutdown on " + describe() + ": only stream pipes have a write side to shut");
     if (ending())
         return Error(errc::pipe_ended, "shutdown on " + describe() + ": the pipe has ended (" +
                                            to_string(end_info_.reason) + ")");
