@@ -2,6 +2,7 @@
 // subscriptions changed while a pipe ends, lingering closes, leaked descriptors, framer switches
 // that reordered input, datagram limits, burst buffers, callbacks that throw, and the byte
 // filter seam.
+#include "child_process.hpp"
 #include "pipe_support.hpp"
 #include "transport/pipe_impl.hpp"
 
@@ -326,5 +327,29 @@ TEST_CASE("Core: bytes pass the byte filter seam both ways (identity filter)") {
             loop, [&] { return got->msgs.size() == 101; }, "echoes through the filters");
         CHECK(got->msgs.front() == big);
         CHECK(got->msgs.back() == "m99");
+    }
+}
+
+TEST_CASE("Core: the Python application-protocol client gets a JSON result from send_json") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        NetConf json;
+        json.framer = Framer::json_header();
+        auto server = must(Pipe::listen(loop, lo(f), json), "listen");
+        std::string request;
+        server->on_message([&](Pipe& p, const Message& m) {
+            REQUIRE(m.json != nullptr);
+            CHECK(m.json->content_type == "text/json");
+            request = m.data;
+            CHECK(!p.send_json(R"({"result": "Follow the white rabbit."})", "text/json", "utf-8"));
+        });
+        const Address at = server->local_address();
+        Child client({"/usr/bin/env", "python3", PIPEWORKS_SOURCE_DIR "/tests/python/app_client.py",
+                      at.host(), std::to_string(at.port()), "search", "morpheus"});
+        CHECK(client.wait_exit(&loop) == 0);
+        CAPTURE(client.err_text);
+        CHECK(client.out_text == "got result: Follow the white rabbit.\n");
+        CHECK(request == R"({"action": "search", "value": "morpheus"})");
     }
 }

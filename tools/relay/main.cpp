@@ -53,11 +53,11 @@ OPTIONS
         length: each message is one datagram.
     --max-conns N
         At most N connections (TCP) or sources (UDP) at once. A TCP client over the limit is
-        reset at once; datagrams from a new source over the limit are dropped. Default: no
-        limit for TCP, 1024 sources for UDP.
+        reset at once; datagrams from a new source over the limit are dropped. Default: 4096
+        connections for TCP, 1024 sources for UDP.
     --idle-timeout S
         Close a connection after S seconds (decimals allowed) without a byte either way.
-        Default: none for TCP to TCP, 60 when a side is UDP (UDP has no end, and a TCP
+        Default: 300 for TCP to TCP, 60 when a side is UDP (UDP has no end, and a TCP
         client's FIN cannot be passed on to UDP: replies may still come). 0: none (TCP to
         TCP only).
     --frame-timeout S

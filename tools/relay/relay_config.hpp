@@ -40,6 +40,10 @@ enum class Framing : std::uint8_t {
 // UDP sources relayed at once when max_conns is not given: UDP has no close, so the table of
 // sources must have a bound of its own.
 inline constexpr std::size_t kDefaultMaxUdpSources = 1024;
+// Safe defaults for TCP (in the spirit of haproxy's maxconn and timeout client): a relay is not
+// held by many clients or by silent ones unless told so (0 / --idle-timeout 0 lift them).
+inline constexpr std::size_t kDefaultMaxTcpConns = 4096;
+inline constexpr std::chrono::milliseconds kDefaultTcpIdleTimeout{300'000};
 // How long a relay with a UDP side may stay silent before it is closed, unless idle_timeout is
 // given: UDP has no end, and a TCP side's FIN cannot be passed on to it.
 inline constexpr std::chrono::milliseconds kDefaultUdpIdleTimeout{60'000};
@@ -51,12 +55,13 @@ struct RelayConfig {
     Endpoint listen;
     Endpoint target;
     Framing framing = Framing::raw;
-    // Most connections (TCP) or sources (UDP) relayed at once; 0: no limit for TCP,
+    // Most connections (TCP) or sources (UDP) relayed at once; 0: kDefaultMaxTcpConns for TCP,
     // kDefaultMaxUdpSources for UDP. A TCP client over the limit is reset at once; a datagram
     // from a new source over the limit is dropped.
     std::size_t max_conns = 0;
     // Closes a connection (or reaps a UDP source) after this long without a byte in either
-    // direction. nullopt: never for TCP to TCP, kDefaultUdpIdleTimeout when a side is UDP.
+    // direction. nullopt: kDefaultTcpIdleTimeout for TCP to TCP, kDefaultUdpIdleTimeout when a
+    // side is UDP.
     // 0: never (TCP to TCP only; a UDP side needs one, it has no other end).
     std::optional<std::chrono::milliseconds> idle_timeout;
     // Length framing: a message whose first byte has come on a TCP side must be whole within

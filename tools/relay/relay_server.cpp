@@ -70,7 +70,7 @@ RelayServer::RelayServer(Loop& loop, RelayConfig config) : loop_(loop), config_(
     if (tcp_listen && tcp_target) {
         // Each pipe of a TCP to TCP relay carries every byte of its connection (one direction
         // received, the other sent), so the pipes' own idle timeout is the connection's.
-        client_conf_.idle_timeout = config_.idle_timeout.value_or(milliseconds(0));
+        client_conf_.idle_timeout = config_.idle_timeout.value_or(kDefaultTcpIdleTimeout);
     } else {
         // A UDP source has no pipe of its own, and a TCP side may be gone while the UDP side
         // still waits for replies: the relay sweeps its sessions itself.
@@ -141,8 +141,7 @@ Address RelayServer::local_address() const {
 
 std::size_t RelayServer::max_conns() const noexcept {
     if (config_.max_conns > 0) return config_.max_conns;
-    return config_.listen.scheme == Scheme::udp ? kDefaultMaxUdpSources
-                                                : std::numeric_limits<std::size_t>::max();
+    return config_.listen.scheme == Scheme::udp ? kDefaultMaxUdpSources : kDefaultMaxTcpConns;
 }
 
 void RelayServer::log(const std::string& line) const {
