@@ -199,13 +199,18 @@ void PipeImpl::wait_for(Subscription& s, SubId sub,
     s.waiters.push_back(RecvWaiter{id, std::move(fn), t});
 }
 
-void PipeImpl::wake_waiters_finished() {
-    // Collected first: a handler may subscribe, unsubscribe or recv again.
+std::vector<RecvWaiter> PipeImpl::take_waiters() {
+    // Taken whole before any handler runs: a handler may subscribe, unsubscribe or recv again.
     std::vector<RecvWaiter> waiters;
-    for (auto& s : subs_)
+    for (auto& s : subs_) {
         for (auto& w : s->waiters) waiters.push_back(std::move(w));
-    for (auto& s : subs_) s->waiters.clear();
-    for (auto& w : waiters) {
+        s->waiters.clear();
+    }
+    return waiters;
+}
+
+void PipeImpl::wake_waiters_finished() {
+    for (auto& w : take_waiters()) {
         w.timer.cancel();
         RecvResult r;
         r.status = RecvResult::Status::finished;
@@ -214,13 +219,8 @@ void PipeImpl::wake_waiters_finished() {
 }
 
 void PipeImpl::run_end_callbacks() {
-    // Waiters first (they belong to calls the application made), then end callbacks. Each list
-    // is taken whole before any handler runs, so handlers may subscribe or unsubscribe.
-    std::vector<RecvWaiter> waiters;
-    for (auto& s : subs_)
-        for (auto& w : s->waiters) waiters.push_back(std::move(w));
-    for (auto& s : subs_) s->waiters.clear();
-    for (auto& w : waiters) {
+    // Waiters first (they belong to calls the application made), then end callbacks.
+    for (auto& w : take_waiters()) {
         w.timer.cancel();
         RecvResult r = ended_result(end_info_);
         call_recv(w.fn, r);

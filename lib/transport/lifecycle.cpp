@@ -69,8 +69,7 @@ void PipeImpl::callback_threw(const char* what, std::exception_ptr e) {
         Drain::graceful);
 }
 
-void PipeImpl::shutdown_silently() {
-    // The Loop is going away: no user callback may run, so drop them all first.
+void PipeImpl::drop_callbacks() {
     message_cbs_.clear();
     up_cbs_.clear();
     end_cbs_.clear();
@@ -78,11 +77,14 @@ void PipeImpl::shutdown_silently() {
     accept_cbs_.clear();
     eof_cbs_.clear();
     error_cbs_.clear();
+    for (auto& s : subs_) s->handler = nullptr;
+}
+
+void PipeImpl::shutdown_silently() {
+    // The Loop is going away: no user callback may run, so drop them all first.
+    drop_callbacks();
     closed_fns_.clear();
-    for (auto& s : subs_) {
-        s->waiters.clear();
-        s->handler = nullptr;
-    }
+    for (auto& s : subs_) s->waiters.clear();
     accept_waiters_.clear();
     if (!ending()) {
         life_ = Life::draining;
@@ -228,14 +230,7 @@ void PipeImpl::on_handle_closed() {
     if (!core_->destroying) run_end_callbacks();
     life_ = Life::ended;
     // Callbacks often capture pipes; releasing them here breaks reference cycles.
-    message_cbs_.clear();
-    up_cbs_.clear();
-    end_cbs_.clear();
-    drain_cbs_.clear();
-    accept_cbs_.clear();
-    eof_cbs_.clear();
-    error_cbs_.clear();
-    for (auto& s : subs_) s->handler = nullptr;
+    drop_callbacks();
     std::string().swap(pending_);
     std::string().swap(inflight_);
     std::string().swap(raw_kept_);

@@ -105,6 +105,7 @@ public:
     void close_handle_now();
     void on_handle_closed();
     void shutdown_silently() override;
+    void drop_callbacks();
     // The pipe is open for traffic: arms its idle deadline.
     void opened();
     void touch() noexcept { last_activity_ms_ = uv_now(core_->loop); }
@@ -269,6 +270,7 @@ public:
     std::optional<Received> try_recv(SubId sub);
     void wait_for(Subscription& s, SubId sub, std::optional<std::chrono::milliseconds> timeout,
                   RecvFn fn);
+    std::vector<RecvWaiter> take_waiters();
     // The read side ended: waiters get `finished`.
     void wake_waiters_finished();
     // The pipe ended: every waiter gets `ended`, then the end callbacks run.
