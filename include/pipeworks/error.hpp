@@ -33,6 +33,7 @@ enum class errc {
     frame_timeout,       // a frame that had started did not complete within NetConf::frame_timeout
     callback_threw,      // a callback of the pipe threw: the pipe ended (EndInfo::error says what)
     accept_failed,       // a server could not accept a connection (EMFILE...); it keeps serving
+    tls_failed,          // the TLS layer refused the peer (handshake, certificate, bad record)
 };
 
 // The category of errc values ("pipeworks").

@@ -50,6 +50,8 @@ public:
                 return "a callback threw";
             case errc::accept_failed:
                 return "accept failed";
+            case errc::tls_failed:
+                return "TLS failed";
         }
         return "unknown pipeworks error";
     }

@@ -229,7 +229,8 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
             input(read_data_, peer_);
         }
         in_read_ = false;
-        if ((!pending_.empty() || !borrowed_.empty()) && !closing()) {
+        // A filter may owe the peer bytes of its own (a handshake reply) after any read.
+        if ((!pending_.empty() || !borrowed_.empty() || filter_) && !closing()) {
             if (flush_scheduled) core_->cancel_flush(this);  // by a send outside the read
             flush();
         }

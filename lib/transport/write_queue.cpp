@@ -315,7 +315,8 @@ void PipeImpl::on_write_done(int status) {
         return;
     }
     last_activity_ms_ = uv_now(core_->loop);
-    if (!pending_.empty() || !segs_.empty()) flush();
+    // A filter's own bytes produced while this write was out wait in the filter.
+    if (!pending_.empty() || !segs_.empty() || filter_) flush();
     if (!closing()) after_written();
 }
 

@@ -1,0 +1,198 @@
+#include "transport/tls_filter.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+
+namespace pipeworks::detail {
+
+namespace {
+
+bool is_ip_literal(const std::string& host) {
+    unsigned char buf[sizeof(in6_addr)];
+    return inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+           inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+// OpenSSL's error queue is per thread and outlives a call: what one pipe left must not be
+// blamed on the next.
+struct ClearErrors {
+    ClearErrors() { ERR_clear_error(); }
+    ~ClearErrors() { ERR_clear_error(); }
+};
+
+}  // namespace
+
+TlsFilter::TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host,
+                     const std::string& verify_host) {
+    ClearErrors clear;
+    // SSL_new holds its own reference to the context: the caller may free its one.
+    ssl_ = SSL_new(ctx);
+    wire_in_ = BIO_new(BIO_s_mem());
+    wire_out_ = BIO_new(BIO_s_mem());
+    if (ssl_ == nullptr || wire_in_ == nullptr || wire_out_ == nullptr) {
+        BIO_free(wire_in_);
+        BIO_free(wire_out_);
+        wire_in_ = wire_out_ = nullptr;
+        failed_ = true;
+        error_ = Error(errc::tls_failed, "TLS setup failed: out of memory");
+        return;
+    }
+    SSL_set_bio(ssl_, wire_in_, wire_out_);
+    if (role == TlsRole::server) {
+        SSL_set_accept_state(ssl_);
+        return;
+    }
+    SSL_set_connect_state(ssl_);
+    // RFC 6066 allows only host names as a server name, never an address literal.
+    if (!sni_host.empty() && !is_ip_literal(sni_host) &&
+        SSL_set_tlsext_host_name(ssl_, sni_host.c_str()) != 1) {
+        (void)failure("setup (server name)", SSL_ERROR_SSL);
+        return;
+    }
+    if (!verify_host.empty()) {
+        const bool ok =
+            is_ip_literal(verify_host)
+                ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), verify_host.c_str()) == 1
+                : SSL_set1_host(ssl_, verify_host.c_str()) == 1;
+        if (!ok) {
+            (void)failure("setup (verify host)", SSL_ERROR_SSL);
+            return;
+        }
+    }
+    // The ClientHello waits in the write BIO for the pipe's first flush.
+    error_ = drive_handshake();
+}
+
+TlsFilter::~TlsFilter() {
+    SSL_free(ssl_);  // frees the BIOs with it
+}
+
+Error TlsFilter::incoming(std::string_view wire,
+                          const std::function<void(std::string_view)>& plain) {
+    if (failed_) return error_;
+    ClearErrors clear;
+    while (!wire.empty()) {
+        std::size_t n = 0;
+        if (BIO_write_ex(wire_in_, wire.data(), wire.size(), &n) != 1 || n == 0)
+            return failure("buffering", SSL_ERROR_SSL);
+        wire.remove_prefix(n);
+    }
+    if (!handshake_done_) {
+        if (Error e = drive_handshake()) return e;
+        if (!handshake_done_) return {};
+    }
+    if (peer_closed_) return {};
+    char buf[16 * 1024];  // one record's plaintext at most
+    for (;;) {
+        std::size_t n = 0;
+        const int rc = SSL_read_ex(ssl_, buf, sizeof buf, &n);
+        if (rc == 1) {
+            plain(std::string_view(buf, n));
+            continue;
+        }
+        const int err = SSL_get_error(ssl_, rc);
+        if (err == SSL_ERROR_WANT_READ) return {};
+        if (err == SSL_ERROR_ZERO_RETURN) {
+            peer_closed_ = true;
+            return {};
+        }
+        return failure("read", err);
+    }
+}
+
+Error TlsFilter::outgoing(std::string_view plain, std::string& wire) {
+    if (failed_) return error_;
+    if (!handshake_done_) {
+        early_.append(plain);
+        drain(wire);
+        return {};
+    }
+    ClearErrors clear;
+    Error e = write_plain(plain);
+    drain(wire);
+    return e;
+}
+
+void TlsFilter::pending_output(std::string& wire) {
+    drain(wire);
+}
+
+void TlsFilter::close_notify() {
+    // Before the handshake there is no session to close; the transport's end says enough.
+    if (failed_ || !handshake_done_) return;
+    ClearErrors clear;
+    (void)SSL_shutdown(ssl_);
+}
+
+Error TlsFilter::drive_handshake() {
+    const int rc = SSL_do_handshake(ssl_);
+    if (rc != 1) {
+        const int err = SSL_get_error(ssl_, rc);
+        if (err == SSL_ERROR_WANT_READ) return {};
+        return failure("handshake", err);
+    }
+    handshake_done_ = true;
+    if (early_.empty()) return {};
+    std::string early;
+    early.swap(early_);
+    return write_plain(early);
+}
+
+Error TlsFilter::write_plain(std::string_view plain) {
+    // A memory BIO takes every record, so SSL_write_ex never waits for the socket; the loop
+    // is for the lengths an int cannot hold.
+    while (!plain.empty()) {
+        std::size_t n = 0;
+        const int rc = SSL_write_ex(ssl_, plain.data(), plain.size(), &n);
+        if (rc != 1) return failure("write", SSL_get_error(ssl_, rc));
+        plain.remove_prefix(n);
+    }
+    return {};
+}
+
+void TlsFilter::drain(std::string& wire) {
+    if (wire_out_ == nullptr) return;
+    const std::size_t pending = BIO_ctrl_pending(wire_out_);
+    if (pending == 0) return;
+    const std::size_t old = wire.size();
+    wire.resize(old + pending);
+    std::size_t n = 0;
+    if (BIO_read_ex(wire_out_, wire.data() + old, pending, &n) != 1) n = 0;
+    wire.resize(old + n);
+}
+
+Error TlsFilter::failure(const char* op, int ssl_error) {
+    failed_ = true;
+    std::string what = std::string("TLS ") + op + " failed: ";
+    if (ssl_error == SSL_ERROR_SSL) {
+        const unsigned long code = ERR_peek_last_error();
+        const char* reason = code != 0 ? ERR_reason_error_string(code) : nullptr;
+        if (reason != nullptr) {
+            what += reason;
+        } else if (code != 0) {
+            char buf[256];
+            ERR_error_string_n(code, buf, sizeof buf);
+            what += buf;
+        } else {
+            what += "protocol error";
+        }
+    } else if (ssl_error == SSL_ERROR_SYSCALL) {
+        what += "unexpected end of the TLS stream";
+    } else {
+        what += "SSL_get_error " + std::to_string(ssl_error);
+    }
+    if (ssl_ != nullptr) {
+        const long verify = SSL_get_verify_result(ssl_);
+        if (verify != X509_V_OK) {
+            what += " (";
+            what += X509_verify_cert_error_string(verify);
+            what += ")";
+        }
+    }
+    error_ = Error(errc::tls_failed, std::move(what));
+    return error_;
+}
+
+}  // namespace pipeworks::detail

@@ -1,0 +1,59 @@
+// TlsFilter: TLS as a byte filter. OpenSSL works on two memory BIOs, never on the socket, so
+// the pipe's own I/O, deadlines and backpressure stay what they are without TLS; the filter
+// only turns wire bytes into plaintext and back.
+//
+// Threading: bound to its pipe's loop thread.
+#pragma once
+
+#include "transport/byte_filter.hpp"
+
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <string>
+
+namespace pipeworks::detail {
+
+enum class TlsRole : std::uint8_t { client, server };
+
+class TlsFilter final : public ByteFilter {
+public:
+    // Takes a reference to `ctx`. A client sends `sni_host` as its server name and, when
+    // `verify_host` is set, checks the certificate against it (a host name or an IP address);
+    // whether the chain is checked at all is the context's SSL_VERIFY_PEER.
+    TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host = {},
+              const std::string& verify_host = {});
+    ~TlsFilter() override;
+    TlsFilter(const TlsFilter&) = delete;
+    TlsFilter& operator=(const TlsFilter&) = delete;
+
+    Error incoming(std::string_view wire,
+                   const std::function<void(std::string_view)>& plain) override;
+    Error outgoing(std::string_view plain, std::string& wire) override;
+    void pending_output(std::string& wire) override;
+
+    // Queues a close_notify alert; it leaves with the next pending_output().
+    void close_notify();
+    bool handshake_done() const noexcept { return handshake_done_; }
+    // The peer sent close_notify: no more plaintext comes.
+    bool peer_closed() const noexcept { return peer_closed_; }
+
+private:
+    Error drive_handshake();
+    Error write_plain(std::string_view plain);
+    void drain(std::string& wire);
+    Error failure(const char* op, int ssl_error);
+
+    SSL* ssl_ = nullptr;
+    BIO* wire_in_ = nullptr;   // owned by ssl_: wire bytes for OpenSSL to read
+    BIO* wire_out_ = nullptr;  // owned by ssl_: records OpenSSL produced
+    // Plaintext sent before the handshake finished; an SSL_write then would run the handshake
+    // from the write path, where its errors and the peer's replies have no place to go.
+    std::string early_;
+    bool handshake_done_ = false;
+    bool peer_closed_ = false;
+    bool failed_ = false;
+    Error error_;  // the failure every later call repeats
+};
+
+}  // namespace pipeworks::detail
