@@ -29,6 +29,27 @@ OK_RESULTS = {"OK", "EXPECTEDFAIL"}
 SKIPPED_RESULTS = {"SKIP"}
 
 
+def failure_lines(output, limit=12):
+    """The doctest lines that say which test case failed and how, so that a CI log that shows
+    only its last lines still names the failure."""
+    keep = []
+    for line in output.splitlines():
+        line = line.rstrip()
+        if (
+            line.startswith("TEST CASE:")
+            or line.startswith("  ")
+            and "TEST CASE" not in line
+            and keep
+            and keep[-1].startswith("TEST CASE:")
+            or re.search(r"(ERROR|FATAL ERROR|CHECK|REQUIRE)", line)
+            and ":" in line
+        ):
+            keep.append(line.strip())
+        if len(keep) >= limit:
+            break
+    return keep
+
+
 def count_log(path):
     """Returns (passed, failed, notes) for one meson testlog.json."""
     passed = failed = 0
@@ -59,6 +80,8 @@ def count_log(path):
                     notes.append(f"{name}: {result} although every test case passed")
                 passed += p
                 failed += fl
+                if fl:
+                    notes.extend(f"{name}: {x}" for x in failure_lines(output))
             elif ok:
                 passed += 1
             else:

@@ -50,10 +50,11 @@ void PipeImpl::update_frame_deadline(bool delivered_some) {
         core_->disarm(frame_deadline_);
         return;
     }
-    // A frame completed and another began: the new one gets its own full bound.
+    // A frame completed and another began: the new one gets its own full bound (+1 ms: the
+    // cached clock may lag the real moment by up to one, and the bound is a minimum).
     if (!frame_deadline_.armed() || delivered_some)
-        core_->arm(frame_deadline_,
-                   uv_now(core_->loop) + static_cast<std::uint64_t>(conf_->frame_timeout.count()));
+        core_->arm(frame_deadline_, uv_now(core_->loop) + 1 +
+                                        static_cast<std::uint64_t>(conf_->frame_timeout.count()));
 }
 
 void PipeImpl::input_behind_kept(std::string_view data) {

@@ -251,9 +251,11 @@ void PipeImpl::idle_expired(Deadline& d) {
     PipeImpl* p = static_cast<PipeDeadline&>(d).pipe;
     if (p->ending()) return;
     const auto timeout = static_cast<std::uint64_t>(p->conf_->idle_timeout.count());
+    // last_activity_ms_ is the loop's cached clock, whole milliseconds that may lag the real
+    // moment by up to one: the timeout has passed only once a fresh clock is past due.
     const std::uint64_t due = p->last_activity_ms_ + timeout;
-    if (due > uv_now(p->core_->loop)) {
-        p->core_->arm(d, due);  // bytes moved meanwhile: the wait restarts from the last of them
+    if (due >= p->core_->fresh_now_ms()) {
+        p->core_->arm(d, due + 1);  // bytes moved meanwhile: the wait restarts from the last
         return;
     }
     p->end(EndReason::timeout,
