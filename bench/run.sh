@@ -19,6 +19,9 @@
 #   BENCH_FRAMED     0 skips the framed echo section [1]
 #   BENCH_ONLY       comma-separated sections to run, of: echo (plain echo throughput),
 #                    framed, idle (idle connections) [unset: all enabled sections]
+#   BENCH_PIPEWORKS_ARGS extra arguments for the pipeworks echo_server in the echo and framed
+#                    sections, e.g. "--idle-timeout 0 --frame-timeout 0" to run it without the
+#                    timers the baseline does not have [unset: echo_server's defaults]
 #
 # CPU pinning. On the 2-vCPU VM this kit was tuned on, "split" (server on CPU 0, loadgen on
 # CPU 1) was the least stable choice: both processes spent most of their time asleep waiting
@@ -322,6 +325,11 @@ run_one() {
     read -r -a sargs <<<"$5"
     read -r -a largs <<<"$6"
     echo "--- $label / $name"
+    if [[ $bin == "$pipeworks_bin" && -n ${BENCH_PIPEWORKS_ARGS:-} ]]; then
+        local -a extra
+        read -r -a extra <<<"$BENCH_PIPEWORKS_ARGS"
+        sargs+=("${extra[@]}")
+    fi
     if ! start_server "$bin" "${sargs[@]}"; then
         failures=$((failures + 1))
         return

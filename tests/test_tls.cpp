@@ -2,6 +2,7 @@
 // certificate and framed messages, on TCP pairs over loopback. The certificates are made here
 // at test time, so nothing expires in the tree.
 #include "pipe_support.hpp"
+#include "tls_support.hpp"
 #include "transport/pipe_impl.hpp"
 #include "transport/tls_filter.hpp"
 
@@ -20,69 +21,6 @@ using namespace pipeworks;
 using namespace pw_test;
 
 namespace {
-
-struct FreeKey {
-    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct FreeCert {
-    void operator()(X509* c) const { X509_free(c); }
-};
-struct FreeCtx {
-    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-using Key = std::unique_ptr<EVP_PKEY, FreeKey>;
-using Cert = std::unique_ptr<X509, FreeCert>;
-using Ctx = std::unique_ptr<SSL_CTX, FreeCtx>;
-
-Key ec_key() {
-    EVP_PKEY_CTX* kc = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
-    REQUIRE(kc != nullptr);
-    EVP_PKEY* k = nullptr;
-    const bool ok = EVP_PKEY_keygen_init(kc) == 1 &&
-                    EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kc, NID_X9_62_prime256v1) == 1 &&
-                    EVP_PKEY_keygen(kc, &k) == 1;
-    EVP_PKEY_CTX_free(kc);
-    REQUIRE(ok);
-    return Key(k);
-}
-
-void add_ext(X509* cert, X509* issuer, int nid, const char* value) {
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-    REQUIRE(ext != nullptr);
-    REQUIRE(X509_add_ext(cert, ext, -1) == 1);
-    X509_EXTENSION_free(ext);
-}
-
-// A certificate for `key` named `cn`, signed by `issuer` (itself when null).
-Cert make_cert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key, long serial,
-               bool ca) {
-    Cert c(X509_new());
-    REQUIRE(c);
-    X509* x = c.get();
-    REQUIRE(X509_set_version(x, 2) == 1);
-    REQUIRE(ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
-    REQUIRE(X509_set_pubkey(x, key) == 1);
-    X509_NAME* name = X509_get_subject_name(x);
-    REQUIRE(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                       reinterpret_cast<const unsigned char*>(cn), -1, -1, 0) == 1);
-    X509* signer = issuer != nullptr ? issuer : x;
-    REQUIRE(X509_set_issuer_name(x, X509_get_subject_name(signer)) == 1);
-    if (ca) {
-        add_ext(x, signer, NID_basic_constraints, "critical,CA:TRUE");
-        add_ext(x, signer, NID_key_usage, "critical,keyCertSign,cRLSign");
-    } else {
-        add_ext(x, signer, NID_basic_constraints, "CA:FALSE");
-        add_ext(x, signer, NID_subject_alt_name, "IP:127.0.0.1,IP:::1,DNS:localhost");
-    }
-    add_ext(x, signer, NID_subject_key_identifier, "hash");
-    REQUIRE(X509_sign(x, issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0);
-    return c;
-}
 
 // A test CA, a server certificate it signed, and the contexts both ends use.
 struct Pki {

@@ -34,6 +34,8 @@ enum class errc {
     callback_threw,      // a callback of the pipe threw: the pipe ended (EndInfo::error says what)
     accept_failed,       // a server could not accept a connection (EMFILE...); it keeps serving
     tls_failed,          // the TLS layer refused the peer (handshake, certificate, bad record)
+    tls_handshake_timeout,  // the TLS handshake did not complete within NetConf::ssl_handshake
+    tls_truncated,          // the peer closed the TCP connection without TLS close_notify
 };
 
 // The category of errc values ("pipeworks").

@@ -5,6 +5,7 @@
 #include <pipeworks/error.hpp>
 #include <pipeworks/export.hpp>
 #include <pipeworks/framer.hpp>
+#include <pipeworks/tls.hpp>
 #include <pipeworks/transport.hpp>
 
 #include <chrono>
@@ -21,8 +22,8 @@ struct NetConf {
 
     // --- P2PD's NET_CONF keys, same defaults and meaning ---
     ms dns_timeout{2000};    // bound on resolving a "host:port" given to connect()
-    bool use_ssl = false;    // TLS: not supported yet (a later release); true is refused
-    ms ssl_handshake{4000};  // TLS handshake bound: not supported yet; only the default is accepted
+    bool use_ssl = false;    // TLS on this TCP pipe (client, server, accepted), set up by `tls`
+    ms ssl_handshake{4000};  // TLS handshake bound, from TCP connect / accept to established
     int sock_proto = 0;      // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP
     ms recv_timeout{2000};   // default timeout of recv() and accept()
     ms con_timeout{2000};    // bound on a TCP connect
@@ -69,6 +70,8 @@ struct NetConf {
     // How received bytes become messages and how sent messages are framed (docs/framing.md).
     // Default raw: a TCP read is a message, a UDP datagram is a message.
     Framer framer;
+    // TLS settings when use_ssl is set (docs/tls.md): verification on by default.
+    TlsConf tls;
 
     // Checks every field for a pipe of this transport. Returns an empty Error when valid,
     // otherwise one whose message names the field ("NetConf.max_msg_ids: must be > 0").

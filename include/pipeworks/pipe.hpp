@@ -327,6 +327,9 @@ public:
     // The OS socket (-1 once closed, or while a name is being resolved).
     int native_handle() const noexcept;
     PipeStats stats() const;
+    // TLS pipes: the session (version, cipher, ALPN, resumed, verified, peer); enabled is
+    // false without TLS. Filled in once the handshake is done.
+    TlsInfo tls_info() const;
 
     Pipe(const Pipe&) = delete;
     Pipe& operator=(const Pipe&) = delete;

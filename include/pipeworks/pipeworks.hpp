@@ -8,3 +8,4 @@
 #include <pipeworks/net_conf.hpp>
 #include <pipeworks/packet.hpp>
 #include <pipeworks/pipe.hpp>
+#include <pipeworks/tls.hpp>

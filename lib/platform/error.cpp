@@ -52,6 +52,10 @@ public:
                 return "accept failed";
             case errc::tls_failed:
                 return "TLS failed";
+            case errc::tls_handshake_timeout:
+                return "TLS handshake timeout";
+            case errc::tls_truncated:
+                return "TLS stream truncated (no close_notify)";
         }
         return "unknown pipeworks error";
     }

@@ -104,6 +104,9 @@ struct LoopCore {
     ReadBlock* read_block = nullptr;  // the loop holds one reference
     std::vector<ReadBlock*> spare_blocks;
 
+    // transport/tls_context.cpp's TLS contexts, by settings (loaded once per loop).
+    std::shared_ptr<void> tls_contexts;
+
     Resource* resources = nullptr;    // intrusive list of live resources
     std::size_t closing_handles = 0;  // uv_close calls whose callback has not run yet
 

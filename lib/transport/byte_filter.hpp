@@ -24,6 +24,9 @@ public:
     virtual Error outgoing(std::string_view plain, std::string& wire) = 0;
     // Bytes the filter itself must send now (a handshake, a close notice), appended to `wire`.
     virtual void pending_output(std::string& wire) { (void)wire; }
+    // Bytes the filter holds on their way out (plaintext waiting for a handshake, records not
+    // yet taken by pending_output): they count as queued.
+    virtual std::size_t buffered() const noexcept { return 0; }
 };
 
 // The identity: what every stream pipe does without a filter, as a class (tests put it in the

@@ -35,7 +35,7 @@ void PipeImpl::on_connected(int status) {
     if (ending()) {
         // close() while connecting, with bytes queued: deliver them, then close.
         if (!(life_ == Life::draining) || closing()) return;
-        if (status != 0) {
+        if (status != 0 || tls_) {  // (TLS: no session to carry them)
             close_handle_now();
             return;
         }
@@ -53,6 +53,16 @@ void PipeImpl::on_connected(int status) {
     connected_ = true;
     local_ = sockname(&h_.handle, false);
     opened();
+    if (tls_) {
+        // Up when the handshake is done (tls_established); the ClientHello leaves now.
+        if (Error e = start_tls()) {
+            fail(EndReason::error, std::move(e));
+            return;
+        }
+        start_reading();
+        flush();
+        return;
+    }
     guarded("up", [&] { up_cbs_.call([this] { return ending(); }, static_cast<Pipe&>(*this)); });
     if (ending()) return;
     start_reading();

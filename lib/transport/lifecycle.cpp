@@ -107,8 +107,10 @@ void PipeImpl::end(EndReason reason, Error error, Drain drain) {
     up_timer_.cancel();
     core_->disarm(idle_deadline_);
     core_->disarm(frame_deadline_);
+    if (tls_) core_->disarm(tls_->handshake);
     // A client still connecting keeps what was sent: it goes out once the connection is made.
     const bool connecting = kind_ == PipeKind::tcp_client && !connected_ && !peer_.empty();
+    if (drain == Drain::graceful && tls_) tls_close_notify();  // queued_bytes() counts it
     if (drain == Drain::graceful && kind_ != PipeKind::tcp_server && kind_ != PipeKind::udp &&
         (connected_ || connecting) && !(conf_->linger && conf_->linger->count() == 0) &&
         queued_bytes() > 0) {
@@ -164,6 +166,7 @@ void PipeImpl::close_handle_now() {
     core_->remove(this);
     core_->disarm(idle_deadline_);
     core_->disarm(frame_deadline_);
+    if (tls_) core_->disarm(tls_->handshake);
     connect_timer_.cancel();
     close_timer_.cancel();
     up_timer_.cancel();

@@ -12,17 +12,35 @@ Error field(const char* name, const std::string& why) {
     return Error(errc::invalid_config, std::string("NetConf.") + name + ": " + why);
 }
 
-Error later(const char* name, const char* feature) {
-    return Error(errc::not_supported_yet, std::string("NetConf.") + name + ": " + feature +
-                                              " is not supported yet by this release");
+Error validate_tls(const TlsConf& t) {
+    if (!t.cert_file.empty() && !t.cert_pem.empty())
+        return field("tls.cert_file", "set cert_file or cert_pem, not both");
+    if (!t.key_file.empty() && !t.key_pem.empty())
+        return field("tls.key_file", "set key_file or key_pem, not both");
+    const bool cert = !t.cert_file.empty() || !t.cert_pem.empty();
+    const bool key = !t.key_file.empty() || !t.key_pem.empty();
+    if (cert != key)
+        return field(cert ? "tls.key_file" : "tls.cert_file",
+                     "a certificate and its private key go together: set both or neither");
+    if (t.min_version != 0x0303 && t.min_version != 0x0304)
+        return field("tls.min_version", "must be 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3)");
+    if (t.alpn.size() > 32) return field("tls.alpn", "at most 32 protocols");
+    for (const auto& p : t.alpn)
+        if (p.empty() || p.size() > 255)
+            return field("tls.alpn", "each protocol name must be 1 to 255 bytes");
+    if (t.server_name.size() > 253) return field("tls.server_name", "must be at most 253 bytes");
+    return {};
 }
 
 }  // namespace
 
 Error NetConf::validate(Transport transport) const {
     const NetConf defaults;
-    if (use_ssl) return later("use_ssl", "TLS");
-    if (ssl_handshake != defaults.ssl_handshake) return later("ssl_handshake", "TLS");
+    if (use_ssl) {
+        if (transport != Transport::tcp) return field("use_ssl", "TLS applies to TCP pipes only");
+        if (Error e = validate_tls(tls)) return e;
+    }
+    if (ssl_handshake.count() <= 0) return field("ssl_handshake", "must be > 0 ms");
     if (dns_timeout.count() <= 0) return field("dns_timeout", "must be > 0 ms");
     if (recv_timeout.count() < 0) return field("recv_timeout", "must be >= 0 ms");
     if (con_timeout.count() <= 0) return field("con_timeout", "must be > 0 ms");

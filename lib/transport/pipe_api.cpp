@@ -1,5 +1,6 @@
 // Pipe's public members: opening, and forwarding to PipeImpl.
 #include "transport/pipe_impl.hpp"
+#include "transport/tls_filter.hpp"
 
 #include <sys/socket.h>
 
@@ -110,6 +111,8 @@ Result<PipePtr> Pipe::connect(Loop& loop, const Address& to, const NetConf& conf
                                                 local.to_string() + " is of another family");
     auto p = make(loop, PipeKind::tcp_client, conf);
     init_tcp(*p);
+    if (conf.use_ssl)
+        if (auto e = p->prepare_tls(detail::TlsRole::client, {})) return abandon(p, std::move(e));
     if (auto e = p->open_tcp_socket(local, to.family(), false)) return abandon_own(p, e);
     if (auto e = p->start_connect(to)) return abandon_own(p, e);
     return PipePtr(p);
@@ -131,6 +134,9 @@ Result<PipePtr> Pipe::connect(Loop& loop, std::string_view host_port, const NetC
                      "connect: a local address with a name to resolve is not supported yet");
     auto p = make(loop, PipeKind::tcp_client, conf);
     init_tcp(*p);
+    if (conf.use_ssl)
+        if (auto e = p->prepare_tls(detail::TlsRole::client, hp->first))
+            return abandon(p, std::move(e));
     p->start_resolve(hp->first, hp->second);
     return PipePtr(p);
 }
@@ -142,6 +148,8 @@ Result<PipePtr> Pipe::listen(Loop& loop, const Address& local, const NetConf& co
         return Error(errc::invalid_address, "listen: an address to listen on is required");
     auto p = make(loop, PipeKind::tcp_server, conf);
     init_tcp(*p);
+    if (conf.use_ssl)
+        if (auto e = p->prepare_tls(detail::TlsRole::server, {})) return abandon(p, std::move(e));
     if (auto e = p->open_tcp_socket(local, local.family(), true)) return abandon_own(p, e);
     if (auto e = p->start_listen()) return abandon_own(p, e);
     return PipePtr(p);
@@ -174,6 +182,9 @@ Result<PipePtr> Pipe::adopt(Loop& loop, int fd, const NetConf& conf) {
     socklen_t type_len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) == 0)
         if (auto e = conf.validate(type == SOCK_DGRAM ? Transport::udp : Transport::tcp)) return e;
+    if (conf.use_ssl)
+        return Error(errc::not_supported_yet,
+                     "adopt: NetConf.use_ssl on an adopted socket is not supported yet");
     auto p = make(loop, PipeKind::tcp_client, conf);
     if (auto e = p->adopt_fd(fd)) {
         if (!p->handle_inited_) {
@@ -554,7 +565,11 @@ Transport Pipe::transport() const noexcept {
     return I(this).kind_ == PipeKind::udp ? Transport::udp : Transport::tcp;
 }
 bool Pipe::is_up() const noexcept {
-    return I(this).connected_ && !I(this).ending();
+    const auto& p = I(this);
+    return p.connected_ && !p.ending() && (!p.tls_ || p.tls_->established || !p.tls_->filter);
+}
+TlsInfo Pipe::tls_info() const {
+    return I(this).tls_info_impl();
 }
 bool Pipe::ending() const noexcept {
     return I(this).ending() && !I(this).ended();

@@ -10,6 +10,8 @@
 //   write_queue.cpp  a stream's queued bytes and their one path to the socket; half-close
 //   datagram.cpp     UDP sends
 //   link.cpp         relays
+//   tls_stage.cpp    TLS on a stream: the filter's setup, the handshake and its deadline,
+//                    close_notify and truncation
 // A message's walk: socket I/O -> byte filter -> input stage -> dispatcher; a send's walk:
 // framer -> write queue -> byte filter -> socket I/O.
 //
@@ -36,6 +38,10 @@
 #include <vector>
 
 namespace pipeworks::detail {
+
+class TlsContext;
+class TlsFilter;
+enum class TlsRole : std::uint8_t;
 
 struct RecvWaiter {
     std::uint64_t id;
@@ -188,6 +194,37 @@ public:
     Address local_, peer_;
     std::unique_ptr<ByteFilter> filter_;  // null: bytes pass as they are
 
+    // ================================================================ tls_stage.cpp
+    // A TLS pipe's state (null without TLS, so a plain pipe pays one pointer).
+    struct TlsStage {
+        std::shared_ptr<TlsContext> context;
+        std::string host;             // clients: the name checked and sent as SNI
+        TlsFilter* filter = nullptr;  // owned by filter_, once the TCP connection is up
+        PipeDeadline handshake;
+        bool established = false;
+        bool close_wanted = false;  // close_notify to follow the queued plaintext
+        bool close_sent = false;    // close_notify handed to OpenSSL
+    };
+    std::unique_ptr<TlsStage> tls_;
+    // Open time: the loop's context for conf_->tls (errors name the field).
+    Error prepare_tls(TlsRole role, std::string host);
+    // The TCP connection is up: the filter goes in and the handshake starts, bounded by
+    // NetConf::ssl_handshake.
+    Error start_tls();
+    void tls_established();
+    static void handshake_expired(Deadline& d);
+    // After a filtered read: a close_notify from the peer ends the input like a FIN.
+    void tls_after_read();
+    // The socket's EOF on a TLS pipe: a clean end only after close_notify.
+    void tls_eof();
+    // A failure of the filter: its alert goes out if the socket takes it at once, then the end.
+    void tls_fail(Error e);
+    // Queues close_notify once, before a FIN or a graceful close: now when no plaintext is
+    // queued, else after it (filter_pending).
+    void tls_close_notify();
+    bool tls_holds_output() const noexcept;
+    TlsInfo tls_info_impl() const;
+
     // ================================================================ connector.cpp
     Error start_connect(const Address& to);
     void on_connected(int status);
@@ -204,6 +241,10 @@ public:
     void accepted(int fd);  // a connection accept4() took
     void close_accept_poll() noexcept;
     void handle_accepted(const std::shared_ptr<PipeImpl>& client);
+    // Gives an accepted pipe the server's callbacks and hands it over (accept, waiters, queue).
+    void deliver_accepted(const std::shared_ptr<PipeImpl>& client);
+    // A TLS connection failed before it was handed over: the server's on_error hears it.
+    void report_handshake_failure(const Error& e);
     // An accepted pipe of this server closed: take a connection the limit held back.
     void client_closed();
     std::optional<PipePtr> try_accept();
@@ -335,7 +376,8 @@ public:
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
         return pending_.size() + borrowed_.size() + segs_bytes_ +
-               (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_;
+               (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_ +
+               (filter_ ? filter_->buffered() : 0);
     }
     bool over_write_cap(std::size_t more) const noexcept {
         return conf_->max_write_queue != 0 && queued_bytes() + more > conf_->max_write_queue;

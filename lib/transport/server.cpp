@@ -126,12 +126,6 @@ void PipeImpl::accepted(int fd) {
     client->local_ = sockname(&client->h_.handle, false);
     client->peer_ = sockname(&client->h_.handle, true);
     client->connected_ = true;
-    client->message_cbs_ = message_cbs_.copy();
-    client->up_cbs_ = up_cbs_.copy();
-    client->end_cbs_ = end_cbs_.copy();
-    client->drain_cbs_ = drain_cbs_.copy();
-    client->eof_cbs_ = eof_cbs_.copy();
-    client->next_id_ = next_id_;
     // Link into this server's list of open clients (accept order).
     client->server_ = this;
     client->client_prev_ = last_client_;
@@ -141,9 +135,40 @@ void PipeImpl::accepted(int fd) {
         first_client_ = client.get();
     last_client_ = client.get();
     ++open_clients_;
+    if (tls_) {
+        // Handed over once the handshake is done (tls_established -> deliver_accepted).
+        client->tls_ = std::make_unique<TlsStage>();
+        client->tls_->context = tls_->context;
+        client->tls_->handshake.pipe = client.get();
+        client->tls_->handshake.expired = &PipeImpl::handshake_expired;
+        if (Error e = client->start_tls()) {
+            report_handshake_failure(e);
+            client->fail(EndReason::error, std::move(e));
+            return;
+        }
+        client->opened();
+        client->start_reading();
+        return;
+    }
     client->opened();
     client->start_reading();
+    deliver_accepted(client);
+}
+
+void PipeImpl::deliver_accepted(const std::shared_ptr<PipeImpl>& client) {
+    client->message_cbs_ = message_cbs_.copy();
+    client->up_cbs_ = up_cbs_.copy();
+    client->end_cbs_ = end_cbs_.copy();
+    client->drain_cbs_ = drain_cbs_.copy();
+    client->eof_cbs_ = eof_cbs_.copy();
+    client->next_id_ = next_id_;
     handle_accepted(client);
+}
+
+void PipeImpl::report_handshake_failure(const Error& e) {
+    ++dropped_;
+    guarded("error",
+            [&] { error_cbs_.call([this] { return ending(); }, static_cast<Pipe&>(*this), e); });
 }
 
 void PipeImpl::handle_accepted(const std::shared_ptr<PipeImpl>& client) {

@@ -224,7 +224,13 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
             Error e = filter_->incoming(read_data_, [this](std::string_view plain) {
                 if (!ending()) input(plain, peer_);
             });
-            if (e && !ending()) end(EndReason::error, std::move(e), Drain::now);
+            if (e && !ending()) {
+                if (tls_)
+                    tls_fail(std::move(e));
+                else
+                    end(EndReason::error, std::move(e), Drain::now);
+            }
+            if (tls_) tls_after_read();
         } else {
             input(read_data_, peer_);
         }
@@ -245,6 +251,10 @@ void PipeImpl::read_failed(int status) {
     const EndReason r = reason_for(status);
     if (r != EndReason::peer_close) {
         end(r, uv_fail("read from", status, peer_), Drain::now);
+        return;
+    }
+    if (tls_) [[unlikely]] {
+        tls_eof();
         return;
     }
     read_eof_ = true;

@@ -1,5 +1,7 @@
 #include "transport/tls_filter.hpp"
 
+#include "transport/tls_context.hpp"
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -25,7 +27,8 @@ struct ClearErrors {
 }  // namespace
 
 TlsFilter::TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host,
-                     const std::string& verify_host) {
+                     const std::string& verify_host, const std::string& session_key,
+                     SSL_SESSION* session) {
     ClearErrors clear;
     // SSL_new holds its own reference to the context: the caller may free its one.
     ssl_ = SSL_new(ctx);
@@ -61,6 +64,9 @@ TlsFilter::TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host,
             return;
         }
     }
+    if (!session_key.empty())
+        SSL_set_ex_data(ssl_, TlsContext::session_key_index(), new std::string(session_key));
+    if (session != nullptr) SSL_set_session(ssl_, session);  // takes its own reference
     // The ClientHello waits in the write BIO for the pipe's first flush.
     error_ = drive_handshake();
 }
@@ -119,6 +125,33 @@ void TlsFilter::pending_output(std::string& wire) {
     drain(wire);
 }
 
+std::size_t TlsFilter::buffered() const noexcept {
+    return early_.size() + (wire_out_ != nullptr ? BIO_ctrl_pending(wire_out_) : 0);
+}
+
+TlsInfo TlsFilter::info() const {
+    TlsInfo i;
+    i.enabled = true;
+    i.established = handshake_done_;
+    if (ssl_ == nullptr || !handshake_done_) return i;
+    i.resumed = SSL_session_reused(ssl_) == 1;
+    i.version = SSL_get_version(ssl_);
+    if (const char* c = SSL_get_cipher_name(ssl_)) i.cipher = c;
+    const unsigned char* alpn = nullptr;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(ssl_, &alpn, &alpn_len);
+    if (alpn != nullptr) i.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
+    X509* peer = SSL_get0_peer_certificate(ssl_);
+    i.verified = peer != nullptr && (SSL_get_verify_mode(ssl_) & SSL_VERIFY_PEER) != 0 &&
+                 SSL_get_verify_result(ssl_) == X509_V_OK;
+    if (peer != nullptr) {
+        char buf[512];
+        if (X509_NAME_oneline(X509_get_subject_name(peer), buf, sizeof buf) != nullptr)
+            i.peer_subject = buf;
+    }
+    return i;
+}
+
 void TlsFilter::close_notify() {
     // Before the handshake there is no session to close; the transport's end says enough.
     if (failed_ || !handshake_done_) return;
@@ -134,10 +167,15 @@ Error TlsFilter::drive_handshake() {
         return failure("handshake", err);
     }
     handshake_done_ = true;
-    if (early_.empty()) return {};
-    std::string early;
-    early.swap(early_);
-    return write_plain(early);
+    // What was sent during the handshake goes first: the established callback may send, or
+    // shut the write side, after it.
+    if (!early_.empty()) {
+        std::string early;
+        early.swap(early_);
+        if (Error e = write_plain(early)) return e;
+    }
+    if (on_established) on_established();
+    return {};
 }
 
 Error TlsFilter::write_plain(std::string_view plain) {

@@ -5,6 +5,8 @@
 // Threading: bound to its pipe's loop thread.
 #pragma once
 
+#include <pipeworks/tls.hpp>
+
 #include "transport/byte_filter.hpp"
 
 #include <openssl/ssl.h>
@@ -21,8 +23,11 @@ public:
     // Takes a reference to `ctx`. A client sends `sni_host` as its server name and, when
     // `verify_host` is set, checks the certificate against it (a host name or an IP address);
     // whether the chain is checked at all is the context's SSL_VERIFY_PEER.
+    // A client given `session` (referenced for the filter) offers to resume it; with a
+    // `session_key`, the sessions the server issues are kept under that key (TlsContext).
     TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host = {},
-              const std::string& verify_host = {});
+              const std::string& verify_host = {}, const std::string& session_key = {},
+              SSL_SESSION* session = nullptr);
     ~TlsFilter() override;
     TlsFilter(const TlsFilter&) = delete;
     TlsFilter& operator=(const TlsFilter&) = delete;
@@ -31,12 +36,20 @@ public:
                    const std::function<void(std::string_view)>& plain) override;
     Error outgoing(std::string_view plain, std::string& wire) override;
     void pending_output(std::string& wire) override;
+    std::size_t buffered() const noexcept override;
+
+    // Runs once, inside incoming(), when the handshake completes: before any plaintext of
+    // the same read is passed on.
+    std::function<void()> on_established;
 
     // Queues a close_notify alert; it leaves with the next pending_output().
     void close_notify();
     bool handshake_done() const noexcept { return handshake_done_; }
     // The peer sent close_notify: no more plaintext comes.
     bool peer_closed() const noexcept { return peer_closed_; }
+    bool failed() const noexcept { return failed_; }
+    // What the session is (version, cipher, ALPN, resumption, verification, peer).
+    TlsInfo info() const;
 
 private:
     Error drive_handshake();

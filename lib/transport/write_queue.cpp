@@ -272,6 +272,8 @@ void PipeImpl::filter_pending() {
             return;
         }
     }
+    // A close_notify asked for while plaintext was queued goes after the last of it.
+    if (tls_ && tls_->close_wanted && !tls_->close_sent) tls_close_notify();
     filter_->pending_output(wire);
     pending_.swap(wire);
 }
@@ -365,8 +367,16 @@ Error PipeImpl::request_shutdown() {
 
 void PipeImpl::try_shutdown() {
     if (shut_issued_ || closing() || !connected_) return;
+    if (tls_ && !tls_->established) return;  // tls_established() comes back here
     // after_written() comes back here once the queue is empty.
     if (!pending_.empty() || !borrowed_.empty() || !segs_.empty() || write_in_flight_) return;
+    if (tls_) [[unlikely]] {
+        tls_close_notify();
+        if (tls_holds_output()) {
+            flush();  // the close_notify goes first; its write comes back here
+            return;
+        }
+    }
     shut_issued_ = true;
     if (!shutdown_req_) shutdown_req_ = std::make_unique<uv_shutdown_t>();
     shutdown_req_->data = this;
