@@ -22,6 +22,8 @@
 #   BENCH_PIPEWORKS_ARGS extra arguments for the pipeworks echo_server in the echo and framed
 #                    sections, e.g. "--idle-timeout 0 --frame-timeout 0" to run it without the
 #                    timers the baseline does not have [unset: echo_server's defaults]
+#   BENCH_BASELINE_ARGS extra arguments for bench/uv_echo_server in the echo section, e.g.
+#                    "--idle-timeout 60" to give it echo_server's default idle timeout [unset]
 #
 # CPU pinning. On the 2-vCPU VM this kit was tuned on, "split" (server on CPU 0, loadgen on
 # CPU 1) was the least stable choice: both processes spent most of their time asleep waiting
@@ -325,11 +327,13 @@ run_one() {
     read -r -a sargs <<<"$5"
     read -r -a largs <<<"$6"
     echo "--- $label / $name"
-    if [[ $bin == "$pipeworks_bin" && -n ${BENCH_PIPEWORKS_ARGS:-} ]]; then
-        local -a extra
-        read -r -a extra <<<"$BENCH_PIPEWORKS_ARGS"
-        sargs+=("${extra[@]}")
+    local -a extra=()
+    if [[ $bin == "$pipeworks_bin" ]]; then
+        read -r -a extra <<<"${BENCH_PIPEWORKS_ARGS:-}"
+    elif [[ $bin == "$baseline_bin" ]]; then
+        read -r -a extra <<<"${BENCH_BASELINE_ARGS:-}"
     fi
+    sargs+=("${extra[@]}")
     if ! start_server "$bin" "${sargs[@]}"; then
         failures=$((failures + 1))
         return
