@@ -156,9 +156,16 @@ public:
     static Result<PipePtr> connect(Loop& loop, const Address& to, const NetConf& conf = {},
                                    const Address& local = {});
     // A TCP client to "host:port" ("[v6]:port"); the name is resolved off the loop thread,
-    // bounded by NetConf::dns_timeout. Numeric hosts are not resolved.
+    // bounded by NetConf::dns_timeout. Numeric hosts are not resolved. Every address the name
+    // has is tried as connect_any() does.
     static Result<PipePtr> connect(Loop& loop, std::string_view host_port, const NetConf& conf = {},
                                    const Address& local = {});
+    // A TCP client to the first of `candidates` that answers (Happy Eyeballs, RFC 8305): the
+    // families interleaved, the first one's family first; a new attempt every 250 ms, or at
+    // once when one fails; the first to connect wins, the others are closed. con_timeout bounds
+    // the whole; when every one fails the error lists each address and its reason.
+    static Result<PipePtr> connect_any(Loop& loop, const std::vector<Address>& candidates,
+                                       const NetConf& conf = {});
     // A TCP server listening on `local` (port 0: the OS picks; see local_address()).
     static Result<PipePtr> listen(Loop& loop, const Address& local, const NetConf& conf = {});
     // A UDP pipe bound to `local` (empty: any address of dest's family, port from the OS),

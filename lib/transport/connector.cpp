@@ -97,10 +97,12 @@ void PipeImpl::start_resolve(std::string host, std::uint16_t port) {
                             Error(uv_error_code(status ? status : UV_EAI_NONAME),
                                   "resolve \"" + r->host + "\": " + uv_strerror(status)));
                 } else {
-                    Address to = Address::from_sockaddr(res->ai_addr).with_port(r->port);
-                    Error e = p->open_tcp_socket(Address{}, to.family(), false);
-                    if (!e) e = p->start_connect(to);
-                    if (e) p->fail(EndReason::error, std::move(e));
+                    // Every address is a candidate (Happy Eyeballs), in the resolver's order.
+                    std::vector<Address> all;
+                    for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next)
+                        if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
+                            all.push_back(Address::from_sockaddr(ai->ai_addr).with_port(r->port));
+                    p->begin_attempts(std::move(all), r->host + ":" + std::to_string(r->port));
                 }
             }
             uv_freeaddrinfo(res);

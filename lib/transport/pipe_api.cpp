@@ -141,6 +141,26 @@ Result<PipePtr> Pipe::connect(Loop& loop, std::string_view host_port, const NetC
     return PipePtr(p);
 }
 
+Result<PipePtr> Pipe::connect_any(Loop& loop, const std::vector<Address>& candidates,
+                                  const NetConf& conf) {
+    if (auto e = conf.validate(Transport::tcp)) return e;
+    if (auto e = check_loop(conf, loop)) return e;
+    if (candidates.empty())
+        return Error(errc::invalid_address, "connect_any: no candidate address given");
+    for (const Address& a : candidates)
+        if (a.empty() || a.port() == 0 || a.is_any())
+            return Error(errc::invalid_address,
+                         "connect_any: candidate \"" + a.to_string() + "\" needs an IP and a port");
+    auto p = make(loop, PipeKind::tcp_client, conf);
+    init_tcp(*p);
+    if (conf.use_ssl)
+        if (auto e = p->prepare_tls(detail::TlsRole::client, {})) return abandon(p, std::move(e));
+    std::string what = candidates.size() == 1 ? candidates[0].to_string()
+                                              : std::to_string(candidates.size()) + " addresses";
+    p->begin_attempts(candidates, std::move(what));
+    return PipePtr(p);
+}
+
 Result<PipePtr> Pipe::listen(Loop& loop, const Address& local, const NetConf& conf) {
     if (auto e = conf.validate(Transport::tcp)) return e;
     if (auto e = check_loop(conf, loop)) return e;

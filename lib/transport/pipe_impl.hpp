@@ -232,6 +232,31 @@ public:
     std::unique_ptr<uv_connect_t> connect_req_;  // made on first use
     Timer connect_timer_, up_timer_;
 
+    // happy_eyeballs.cpp: connecting to the first of several addresses that answers.
+    struct Attempts {
+        struct Running {
+            PipeImpl* pipe = nullptr;
+            int fd = -1;
+            uv_poll_t* poll = nullptr;
+            Address to;
+        };
+        std::vector<Address> queue;  // not tried yet, in order
+        std::vector<std::unique_ptr<Running>> running;
+        std::string failures;  // "ADDRESS: reason; ..."
+        std::error_code first_error;
+        Timer stagger;     // the next attempt's start
+        std::string what;  // what connect() was given, for messages
+    };
+    std::unique_ptr<Attempts> attempts_;  // null unless connecting to several addresses
+    // Connects to the first of `addrs` that answers (families interleaved, one attempt
+    // started every 250 ms or at once after a failure), bounded by con_timeout.
+    void begin_attempts(std::vector<Address> addrs, std::string what);
+    void start_next_attempt();
+    void attempt_finished(Attempts::Running* run, int status);
+    void attempt_failed(Attempts::Running& r, const std::string& why, std::error_code code);
+    void close_attempt(Attempts::Running& r) noexcept;
+    void close_attempts() noexcept;
+
     // ================================================================ server.cpp
     Error start_listen();
     // Starts or stops watching the listening socket: not while paused, at max_clients, or
