@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 
 namespace pipeworks {
 
@@ -21,13 +22,13 @@ struct NetConf {
     using ms = std::chrono::milliseconds;
 
     // --- P2PD's NET_CONF keys, same defaults and meaning ---
-    ms dns_timeout{2000};    // bound on resolving a "host:port" given to connect()
-    bool use_ssl = false;    // TLS on this TCP pipe (client, server, accepted), set up by `tls`
-    ms ssl_handshake{4000};  // TLS handshake bound, from TCP connect / accept to established
-    int sock_proto = 0;      // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP
-    ms recv_timeout{2000};   // default timeout of recv() and accept()
-    ms con_timeout{2000};    // bound on a TCP connect
-    std::size_t max_qsize = 0;    // messages per subscription queue; 0 = unbounded (drop-oldest)
+    ms dns_timeout{2000};       // bound on resolving a "host:port" given to connect()
+    bool use_ssl = false;       // TLS on this TCP pipe (client, server, accepted), set up by `tls`
+    ms ssl_handshake{4000};     // TLS handshake bound, from TCP connect / accept to established
+    int sock_proto = 0;         // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP
+    ms recv_timeout{2000};      // default timeout of recv() and accept()
+    ms con_timeout{2000};       // bound on a TCP connect
+    std::size_t max_qsize = 0;  // messages per subscription queue; 0 = unbounded (drop-oldest)
     bool enable_msg_ids = false;  // UDP: drop a datagram equal to a recent one from the same source
     std::size_t max_msg_ids = 1000;        // how many recent datagram identities are remembered
     bool reuse_addr = false;               // SO_REUSEADDR before bind
@@ -42,7 +43,10 @@ struct NetConf {
     Loop* loop = nullptr;  // the loop used by open calls that are given none
 
     // --- beyond P2PD ---
-    bool nodelay = true;                            // TCP_NODELAY
+    bool nodelay = true;  // TCP_NODELAY
+    // SO_BINDTODEVICE: the socket sends and receives on this interface only ("eth0"; a
+    // Route's interface). Needs CAP_NET_RAW; without it the open fails saying so. Empty: none.
+    std::string bind_device;
     std::optional<std::chrono::seconds> keepalive;  // TCP keepalive with this idle delay
     std::size_t high_watermark = 1024 * 1024;       // queued write bytes at which a pipe is "full"
     std::size_t low_watermark = 256 * 1024;         // queued write bytes at which drain fires

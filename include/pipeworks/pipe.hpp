@@ -334,6 +334,24 @@ public:
     // The OS socket (-1 once closed, or while a name is being resolved).
     int native_handle() const noexcept;
     PipeStats stats() const;
+    // TCP pipes: the OS still calls the connection established (TCP_INFO), false once the
+    // peer has closed or reset it, even before a read has noticed.
+    bool socket_connected() const noexcept;
+
+    // ---- Multicast (UDP pipes). `interface` is an interface name ("lo", "eth0") or, for
+    // IPv4, one of its addresses; empty: the system's choice. Errors name the call and group.
+    // Joins `group` (any-source), or only `source`'s traffic to it (source-specific).
+    Error join_group(const Address& group, std::string_view interface = {},
+                     const Address& source = {});
+    Error leave_group(const Address& group, std::string_view interface = {},
+                      const Address& source = {});
+    // Whether this pipe's own multicast comes back to the machine's sockets (default on).
+    Error set_multicast_loop(bool on);
+    // TTL / hop limit of multicast sent, 1-255 (default 1: the local network only).
+    Error set_multicast_ttl(int ttl);
+    // The interface multicast is sent on.
+    Error set_multicast_interface(std::string_view interface);
+
     // TLS pipes: the session (version, cipher, ALPN, resumed, verified, peer); enabled is
     // false without TLS. Filled in once the handshake is done.
     TlsInfo tls_info() const;

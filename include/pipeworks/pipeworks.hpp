@@ -4,6 +4,7 @@
 #include <pipeworks/address.hpp>
 #include <pipeworks/error.hpp>
 #include <pipeworks/framer.hpp>
+#include <pipeworks/interfaces.hpp>
 #include <pipeworks/loop.hpp>
 #include <pipeworks/net_conf.hpp>
 #include <pipeworks/packet.hpp>

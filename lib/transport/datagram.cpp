@@ -2,6 +2,8 @@
 #include "transport/pipe_impl.hpp"
 #include "transport/socket_util.hpp"
 
+#include <pipeworks/interfaces.hpp>
+
 namespace pipeworks::detail {
 
 namespace {
@@ -88,3 +90,105 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to, bool fr
 }
 
 }  // namespace pipeworks::detail
+
+// ---- Multicast: libuv's membership calls take the interface as an address text; for IPv6
+// only its scope (the interface index) counts.
+namespace pipeworks {
+
+namespace {
+
+using detail::PipeImpl;
+
+Error not_udp(const PipeImpl& p, const char* op) {
+    return Error(errc::wrong_pipe_kind,
+                 std::string(op) + " on " + p.describe() + ": multicast applies to UDP pipes only");
+}
+
+// The interface as libuv wants it for `family`: "" (the system's choice), an IPv4 address, or
+// "::%INDEX".
+Result<std::string> interface_text(std::string_view interface, Family family, const char* op) {
+    if (interface.empty()) return std::string();
+    if (family == Family::ipv4 && Address::ip(interface, 0)) return std::string(interface);
+    auto itfs = list_interfaces();
+    if (!itfs) return itfs.error();
+    for (const Interface& i : *itfs) {
+        if (i.name != interface) continue;
+        if (family == Family::ipv6) return "::%" + std::to_string(i.index);
+        for (const InterfaceAddress& a : i.addresses)
+            if (a.address.is_v4()) return a.address.host();
+        return Error(errc::invalid_address, std::string(op) + ": interface \"" +
+                                                std::string(interface) + "\" has no IPv4 address");
+    }
+    return Error(errc::invalid_address,
+                 std::string(op) + ": no interface \"" + std::string(interface) + "\"");
+}
+
+Error membership(Pipe& pipe, const Address& group, std::string_view interface,
+                 const Address& source, uv_membership m, const char* op) {
+    auto& p = PipeImpl::of(pipe);
+    if (p.kind_ != PipeKind::udp) return not_udp(p, op);
+    if (p.ending()) return Error(errc::pipe_ended, std::string(op) + ": the pipe has ended");
+    if (group.empty())
+        return Error(errc::invalid_address, std::string(op) + ": a group address is required");
+    if (!source.empty() && source.family() != group.family())
+        return Error(errc::invalid_address, std::string(op) + " " + group.host() + ": source " +
+                                                source.host() + " is of another family");
+    auto itf = interface_text(interface, group.family(), op);
+    if (!itf) return itf.error();
+    const std::string g = group.host();
+    const char* i = itf->empty() ? nullptr : itf->c_str();
+    const int rc = source.empty() ? uv_udp_set_membership(&p.h_.udp, g.c_str(), i, m)
+                                  : uv_udp_set_source_membership(&p.h_.udp, g.c_str(), i,
+                                                                 source.host().c_str(), m);
+    if (rc != 0) {
+        std::string what = std::string(op) + " " + g;
+        if (!source.empty()) what += " from " + source.host();
+        if (i != nullptr) what += " on " + std::string(interface);
+        return p.uv_fail(what.c_str(), rc);
+    }
+    return {};
+}
+
+}  // namespace
+
+Error Pipe::join_group(const Address& group, std::string_view interface, const Address& source) {
+    return membership(*this, group, interface, source, UV_JOIN_GROUP, "join_group");
+}
+
+Error Pipe::leave_group(const Address& group, std::string_view interface, const Address& source) {
+    return membership(*this, group, interface, source, UV_LEAVE_GROUP, "leave_group");
+}
+
+Error Pipe::set_multicast_loop(bool on) {
+    auto& p = PipeImpl::of(*this);
+    if (p.kind_ != PipeKind::udp) return not_udp(p, "set_multicast_loop");
+    if (int rc = uv_udp_set_multicast_loop(&p.h_.udp, on ? 1 : 0); rc != 0)
+        return p.uv_fail("set_multicast_loop", rc);
+    return {};
+}
+
+Error Pipe::set_multicast_ttl(int ttl) {
+    auto& p = PipeImpl::of(*this);
+    if (p.kind_ != PipeKind::udp) return not_udp(p, "set_multicast_ttl");
+    if (ttl < 1 || ttl > 255)
+        return Error(errc::invalid_config,
+                     "set_multicast_ttl: must be from 1 to 255, got " + std::to_string(ttl));
+    if (int rc = uv_udp_set_multicast_ttl(&p.h_.udp, ttl); rc != 0)
+        return p.uv_fail("set_multicast_ttl", rc);
+    return {};
+}
+
+Error Pipe::set_multicast_interface(std::string_view interface) {
+    auto& p = PipeImpl::of(*this);
+    if (p.kind_ != PipeKind::udp) return not_udp(p, "set_multicast_interface");
+    const Address local = p.local_;
+    auto itf = interface_text(interface, local.empty() ? Family::ipv4 : local.family(),
+                              "set_multicast_interface");
+    if (!itf) return itf.error();
+    if (int rc = uv_udp_set_multicast_interface(&p.h_.udp, itf->empty() ? nullptr : itf->c_str());
+        rc != 0)
+        return p.uv_fail(("set_multicast_interface " + std::string(interface)).c_str(), rc);
+    return {};
+}
+
+}  // namespace pipeworks

@@ -76,6 +76,8 @@ Error NetConf::validate(Transport transport) const {
         return field("keepalive", "must be <= 32767 s (TCP_KEEPIDLE's limit)");
     if (keepalive && transport != Transport::tcp)
         return field("keepalive", "applies to TCP pipes only");
+    if (bind_device.size() >= 16)  // IFNAMSIZ
+        return field("bind_device", "an interface name is at most 15 bytes");
     if (high_watermark == 0) return field("high_watermark", "must be > 0");
     if (low_watermark > high_watermark)
         return field("low_watermark",

@@ -2,6 +2,8 @@
 #include "transport/pipe_impl.hpp"
 #include "transport/tls_filter.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -587,6 +589,18 @@ Transport Pipe::transport() const noexcept {
 bool Pipe::is_up() const noexcept {
     const auto& p = I(this);
     return p.connected_ && !p.ending() && (!p.tls_ || p.tls_->established || !p.tls_->filter);
+}
+bool Pipe::socket_connected() const noexcept {
+    const auto& p = I(this);
+    if (p.kind_ == PipeKind::udp || p.kind_ == PipeKind::tcp_server || !p.handle_inited_ ||
+        p.closing() || !p.connected_)
+        return false;
+    uv_os_fd_t fd;
+    if (uv_fileno(&p.h_.handle, &fd) != 0) return false;
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+           info.tcpi_state == TCP_ESTABLISHED;
 }
 TlsInfo Pipe::tls_info() const {
     return I(this).tls_info_impl();

@@ -22,6 +22,15 @@ Error PipeImpl::bound_socket(int type, Family family, const Address& local, int&
     // libuv would set SO_REUSEADDR on every bind; pipeworks makes it NetConf::reuse_addr.
     if (conf_->reuse_addr)
         if (auto e = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")) return fail_fd(e);
+    if (!conf_->bind_device.empty() &&
+        ::setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, conf_->bind_device.c_str(),
+                     static_cast<socklen_t>(conf_->bind_device.size())) != 0) {
+        const int err = os_error();
+        return fail_fd(
+            Error(uv_error_code(err), "NetConf.bind_device \"" + conf_->bind_device +
+                                          "\": SO_BINDTODEVICE failed: " + uv_strerror(err) +
+                                          (err == UV_EPERM ? " (it needs CAP_NET_RAW)" : "")));
+    }
     if (type == SOCK_DGRAM && conf_->broadcast)
         if (auto e = set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST")) return fail_fd(e);
     if (!local.empty() && ::bind(fd, local.sockaddr(), local.sockaddr_len()) != 0)
