@@ -106,10 +106,10 @@ OPTIONS
 LOG (standard error, unless --quiet)
     A line per refused client, unreachable target and shutdown, and "accept failed: ..." when
     the listening socket cannot accept a connection (out of file descriptors): the relay
-    keeps serving, and the connection waits until it can be accepted. A tls:// LISTEN: "TLS
-    handshake failed: ..." per client whose handshake failed (it is not relayed). A target
-    whose TLS handshake fails (its certificate refused, say) is an unreachable target: the
-    client is reset.
+    keeps serving, and the connection waits until it can be accepted. With a tls:// LISTEN,
+    "TLS handshake failed: ..." per client whose handshake failed (it is not relayed). A
+    target whose TLS handshake fails (its certificate refused, say) is an unreachable
+    target: the client is reset.
 
 SIGNALS
     SIGINT, SIGTERM
