@@ -231,19 +231,12 @@ const RelayPki& pki() {
 
 // A TLS server's settings with the test certificate (or `cert`, with the same key).
 NetConf tls_server(const std::string& cert = pki().cert_pem) {
-    NetConf c;
-    c.use_ssl = true;
-    c.tls.cert_pem = cert;
-    c.tls.key_pem = pki().key_pem;
-    return c;
+    return tls_server_conf(cert, pki().key_pem);
 }
 
 // A TLS client's settings trusting the test CA.
 NetConf tls_client() {
-    NetConf c;
-    c.use_ssl = true;
-    c.tls.ca_pem = pki().ca_pem;
-    return c;
+    return tls_client_conf(pki().ca_pem);
 }
 
 // Sends `msg` on a new connection to `to` and waits for the echo; the pipe stays open.
@@ -258,6 +251,31 @@ PipePtr echo_round_trip(Loop& loop, const Address& to, const NetConf& conf,
     const bool echoed = *got == msg;
     CHECK_MESSAGE(echoed, got->size() << " of " << msg.size() << " bytes came back");
     return p;
+}
+
+// A client of `relay` whose target never comes up: it is reset without a byte back, and the
+// relay reports the target's failure, `says` in its detail and its log line.
+void expect_target_failure(Loop& loop, const TestRelay& relay, const char* says) {
+    auto client = must(Pipe::connect(loop, relay.addr()));
+    std::optional<EndInfo> end;
+    std::string got;
+    client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
+    REQUIRE(!client->send("lost"));
+    run_until(
+        loop, [&] { return end && relay.reports.size() == 1; }, "the client ends");
+    REQUIRE(end);
+    CHECK(end->reason == EndReason::peer_reset);
+    CHECK(got.empty());
+    REQUIRE(relay.reports.size() == 1);
+    const ConnReport& r = relay.reports[0];
+    CAPTURE(r.detail);
+    CHECK(r.side == "target");
+    CHECK(r.reason == "error");
+    CHECK(r.detail.find(says) != std::string::npos);
+    CHECK(relay.server->counters().failed == 1);
+    REQUIRE(relay.logs.size() == 1);
+    CHECK(relay.logs[0].find(says) != std::string::npos);
 }
 
 std::size_t relay_test_mib() {
@@ -627,20 +645,7 @@ TEST_CASE("TCP to UDP and UDP to TCP with length framing on the TCP side") {
 TEST_CASE("an unreachable target: the client is reset and the reason reported") {
     Loop loop;
     TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, closed_port(Family::ipv4)));
-    auto client = must(Pipe::connect(loop, relay.addr()));
-    std::optional<EndInfo> end;
-    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
-    REQUIRE(!client->send("lost"));
-    run_until(
-        loop, [&] { return end && relay.reports.size() == 1; }, "the client ends");
-    CHECK(end->reason == EndReason::peer_reset);
-    const ConnReport& r = relay.reports[0];
-    CHECK(r.side == "target");
-    CHECK(r.reason == "error");
-    CHECK(r.detail.find("refused") != std::string::npos);
-    CHECK(relay.server->counters().failed == 1);
-    REQUIRE(relay.logs.size() == 1);
-    CHECK(relay.logs[0].find("refused") != std::string::npos);
+    expect_target_failure(loop, relay, "refused");
 }
 
 TEST_CASE("--max-conns: a client over the limit is reset; a freed slot takes the next") {
@@ -1368,24 +1373,7 @@ TEST_CASE(
     RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
     c.target_tls.ca_pem = pki().ca_pem;
     TestRelay relay(loop, c);
-    auto client = must(Pipe::connect(loop, relay.addr()));
-    std::optional<EndInfo> end;
-    std::string got;
-    client->on_message([&](Pipe&, const Message& m) { got += m.data; });
-    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
-    REQUIRE(!client->send("secret"));
-    run_until(
-        loop, [&] { return end && relay.reports.size() == 1; }, "the client ends");
-    CHECK(end->reason == EndReason::peer_reset);
-    CHECK(got.empty());
-    const ConnReport& r = relay.reports[0];
-    CAPTURE(r.detail);
-    CHECK(r.side == "target");
-    CHECK(r.reason == "error");
-    CHECK(r.detail.find("certificate verify failed") != std::string::npos);
-    CHECK(relay.server->counters().failed == 1);
-    REQUIRE(relay.logs.size() == 1);
-    CHECK(relay.logs[0].find("certificate verify failed") != std::string::npos);
+    expect_target_failure(loop, relay, "certificate verify failed");
 }
 
 TEST_CASE("pipeworks-relay --insecure: a loud warning, then an unverified target is relayed") {

@@ -60,18 +60,11 @@ const Pem& pem() {
 }
 
 NetConf server_conf(const std::string& cert = pem().cert) {
-    NetConf c;
-    c.use_ssl = true;
-    c.tls.cert_pem = cert;
-    c.tls.key_pem = pem().key;
-    return c;
+    return tls_server_conf(cert, pem().key);
 }
 
 NetConf client_conf() {
-    NetConf c;
-    c.use_ssl = true;
-    c.tls.ca_pem = pem().ca;
-    return c;
+    return tls_client_conf(pem().ca);
 }
 
 // A TLS echo server: every accepted pipe echoes; the errors it reports are kept.
