@@ -1366,14 +1366,37 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a tls:// target with an untrusted certificate: the client is reset, the relay "
-    "reports it") {
-    Loop loop;
-    auto upstream = echo_server(loop, Family::ipv4, tls_server(pki().untrusted_pem));
-    RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
-    c.target_tls.ca_pem = pki().ca_pem;
-    TestRelay relay(loop, c);
-    expect_target_failure(loop, relay, "certificate verify failed");
+    "a tls:// target with an untrusted certificate, or one for another name: the client "
+    "is reset, the relay reports it") {
+    SUBCASE("signed by a CA the relay does not trust") {
+        Loop loop;
+        auto upstream = echo_server(loop, Family::ipv4, tls_server(pki().untrusted_pem));
+        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
+        c.target_tls.ca_pem = pki().ca_pem;
+        TestRelay relay(loop, c);
+        expect_target_failure(loop, relay, "certificate verify failed");
+    }
+    // The certificate is for localhost and 127.0.0.1; the name checked is TARGET's host, or
+    // --verify-host's.
+    SUBCASE("TARGET named by a host the certificate does not carry") {
+        Loop loop;
+        auto upstream = echo_server(loop, Family::ipv4, tls_server());
+        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
+        c.target.host = "elsewhere.invalid";
+        c.target_tls.ca_pem = pki().ca_pem;
+        TestRelay relay(loop, c);
+        expect_target_failure(loop, relay, "mismatch");
+    }
+    SUBCASE("--verify-host names another host") {
+        Loop loop;
+        auto upstream = echo_server(loop, Family::ipv4, tls_server());
+        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
+        c.target.host = "localhost";
+        c.target_tls.ca_pem = pki().ca_pem;
+        c.target_tls.server_name = "elsewhere.invalid";
+        TestRelay relay(loop, c);
+        expect_target_failure(loop, relay, "mismatch");
+    }
 }
 
 TEST_CASE("pipeworks-relay --insecure: a loud warning, then an unverified target is relayed") {
