@@ -120,7 +120,8 @@ Error RelayServer::open_listener() {
         // conf (client_conf_'s idle timeout). Handshakes under way count as the server's
         // clients: with room beyond --max-conns, a client over it is still reset (accept_tcp)
         // rather than left in the backlog.
-        conf.max_clients = 2 * max_conns();
+        const std::size_t n = max_conns();
+        conf.max_clients = n > std::numeric_limits<std::size_t>::max() / 2 ? 0 : 2 * n;
     } else {
         // The listening pipe relays no bytes of its own to time; accepted connections move to
         // pipes of their own (accept_tcp), which have client_conf_'s idle timeout.
