@@ -1441,3 +1441,34 @@ TEST_CASE("pipeworks-relay: a tls:// LISTEN whose certificate cannot be read exi
     CHECK(relay.err_text.find(missing) != std::string::npos);
     CHECK(relay.out_text.empty());
 }
+
+TEST_CASE(
+    "shutdown with a tls:// LISTEN: no new client is relayed, the open one goes on until "
+    "the grace period ends") {
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    RelayConfig c = config(Scheme::tls, Scheme::tcp, upstream->local_address());
+    c.listen_tls.cert_pem = pki().cert_pem;
+    c.listen_tls.key_pem = pki().key_pem;
+    TestRelay relay(loop, c);
+    auto open = echo_round_trip(loop, relay.addr(), tls_client(), "before");
+    bool done = false;
+    relay.server->shutdown(400ms, [&] { done = true; });
+    // The listener holds the open session, so it stays; it takes no one new.
+    auto late = must(Pipe::connect(loop, relay.addr(), tls_client()));
+    bool late_up = false;
+    late->on_up([&](Pipe&) { late_up = true; });
+    std::string got;
+    open->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    REQUIRE(!open->send("after"));
+    run_until(
+        loop, [&] { return got == "after"; }, "still relayed after shutdown()");
+    run_until(
+        loop, [&] { return done; }, "shutdown done");
+    run_until(
+        loop, [&] { return late->ended() && open->ended(); }, "both clients end");
+    CHECK(!late_up);
+    REQUIRE(relay.reports.size() == 1);
+    CHECK(relay.reports[0].reason == "shutdown");
+    CHECK(relay.server->counters().accepted == 1);
+}
