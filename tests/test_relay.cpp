@@ -239,6 +239,14 @@ NetConf tls_client() {
     return tls_client_conf(pki().ca_pem);
 }
 
+// A relay that terminates TLS on loopback with the test certificate, toward `target`.
+RelayConfig terminating(Scheme target_scheme, const Address& target) {
+    RelayConfig c = config(Scheme::tls, target_scheme, target);
+    c.listen_tls.cert_pem = pki().cert_pem;
+    c.listen_tls.key_pem = pki().key_pem;
+    return c;
+}
+
 // Sends `msg` on a new connection to `to` and waits for the echo; the pipe stays open.
 PipePtr echo_round_trip(Loop& loop, const Address& to, const NetConf& conf,
                         const std::string& msg) {
@@ -1248,10 +1256,7 @@ TEST_CASE(
     "counted and logged, and relaying goes on") {
     Loop loop;
     auto upstream = echo_server(loop, Family::ipv4);
-    RelayConfig c = config(Scheme::tls, Scheme::tcp, upstream->local_address());
-    c.listen_tls.cert_pem = pki().cert_pem;
-    c.listen_tls.key_pem = pki().key_pem;
-    TestRelay relay(loop, c);
+    TestRelay relay(loop, terminating(Scheme::tcp, upstream->local_address()));
 
     // A plaintext client on the TLS port: never relayed.
     auto plain = must(Pipe::connect(loop, relay.addr()));
@@ -1293,9 +1298,7 @@ TEST_CASE(
     NetConf server_conf = tls_server();
     server_conf.tls.alpn = {"echo/1"};
     auto upstream = echo_server(loop, Family::ipv4, server_conf);
-    RelayConfig c = config(Scheme::tls, Scheme::tls, upstream->local_address());
-    c.listen_tls.cert_pem = pki().cert_pem;
-    c.listen_tls.key_pem = pki().key_pem;
+    RelayConfig c = terminating(Scheme::tls, upstream->local_address());
     c.listen_tls.ca_pem = pki().ca_pem;
     c.listen_tls.require_client_cert = true;
     c.listen_tls.alpn = {"echo/1"};
@@ -1368,34 +1371,31 @@ TEST_CASE(
 TEST_CASE(
     "a tls:// target with an untrusted certificate, or one for another name: the client "
     "is reset, the relay reports it") {
-    SUBCASE("signed by a CA the relay does not trust") {
+    // The good certificate is for localhost and 127.0.0.1; the name checked is TARGET's host,
+    // or --verify-host's.
+    struct Case {
+        const char* what;
+        std::string cert, host, verify_host;
+        const char* says;
+    };
+    const Case cases[] = {
+        {"signed by a CA the relay does not trust", pki().untrusted_pem, "", "",
+         "certificate verify failed"},
+        {"TARGET named by a host the certificate does not carry", pki().cert_pem,
+         "elsewhere.invalid", "", "mismatch"},
+        {"--verify-host names another host", pki().cert_pem, "localhost", "elsewhere.invalid",
+         "mismatch"},
+    };
+    for (const Case& k : cases) {
+        CAPTURE(k.what);
         Loop loop;
-        auto upstream = echo_server(loop, Family::ipv4, tls_server(pki().untrusted_pem));
+        auto upstream = echo_server(loop, Family::ipv4, tls_server(k.cert));
         RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
+        c.target.host = k.host;
         c.target_tls.ca_pem = pki().ca_pem;
+        c.target_tls.server_name = k.verify_host;
         TestRelay relay(loop, c);
-        expect_target_failure(loop, relay, "certificate verify failed");
-    }
-    // The certificate is for localhost and 127.0.0.1; the name checked is TARGET's host, or
-    // --verify-host's.
-    SUBCASE("TARGET named by a host the certificate does not carry") {
-        Loop loop;
-        auto upstream = echo_server(loop, Family::ipv4, tls_server());
-        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
-        c.target.host = "elsewhere.invalid";
-        c.target_tls.ca_pem = pki().ca_pem;
-        TestRelay relay(loop, c);
-        expect_target_failure(loop, relay, "mismatch");
-    }
-    SUBCASE("--verify-host names another host") {
-        Loop loop;
-        auto upstream = echo_server(loop, Family::ipv4, tls_server());
-        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
-        c.target.host = "localhost";
-        c.target_tls.ca_pem = pki().ca_pem;
-        c.target_tls.server_name = "elsewhere.invalid";
-        TestRelay relay(loop, c);
-        expect_target_failure(loop, relay, "mismatch");
+        expect_target_failure(loop, relay, k.says);
     }
 }
 
@@ -1447,10 +1447,7 @@ TEST_CASE(
     "the grace period ends") {
     Loop loop;
     auto upstream = echo_server(loop, Family::ipv4);
-    RelayConfig c = config(Scheme::tls, Scheme::tcp, upstream->local_address());
-    c.listen_tls.cert_pem = pki().cert_pem;
-    c.listen_tls.key_pem = pki().key_pem;
-    TestRelay relay(loop, c);
+    TestRelay relay(loop, terminating(Scheme::tcp, upstream->local_address()));
     auto open = echo_round_trip(loop, relay.addr(), tls_client(), "before");
     bool done = false;
     relay.server->shutdown(400ms, [&] { done = true; });
