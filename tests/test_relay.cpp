@@ -1,6 +1,7 @@
 // pipeworks-relay: the RelayServer in-process (byte-exact bulk relay, many connections,
 // half-close, resets, bounded memory, UDP per source, TCP <-> UDP, unreachable targets, limits,
-// shutdown), and the built binary as a subprocess (arguments, --help, first line, signals).
+// shutdown, TLS terminated and originated), and the built binary as a subprocess (arguments,
+// --help, first line, signals, TLS with certificate files).
 #include "../tools/relay/relay_server.hpp"
 #include "child_process.hpp"
 #include "support.hpp"
