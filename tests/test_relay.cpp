@@ -1,9 +1,11 @@
 // pipeworks-relay: the RelayServer in-process (byte-exact bulk relay, many connections,
 // half-close, resets, bounded memory, UDP per source, TCP <-> UDP, unreachable targets, limits,
-// shutdown), and the built binary as a subprocess (arguments, --help, first line, signals).
+// shutdown, TLS terminated and originated), and the built binary as a subprocess (arguments,
+// --help, first line, signals, TLS with certificate files).
 #include "../tools/relay/relay_server.hpp"
 #include "child_process.hpp"
 #include "support.hpp"
+#include "tls_support.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,6 +19,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -30,7 +34,7 @@ using namespace pw_test;
 namespace {
 
 Endpoint endpoint(Scheme s, const Address& a) {
-    return Endpoint{s, a, std::string(to_string(s)) + "://" + a.to_string()};
+    return Endpoint{s, a, std::string(to_string(s)) + "://" + a.to_string(), {}};
 }
 
 RelayConfig config(Scheme listen, Scheme target, const Address& target_addr,
@@ -38,7 +42,7 @@ RelayConfig config(Scheme listen, Scheme target, const Address& target_addr,
     RelayConfig c;
     c.listen = endpoint(listen, lo(f));
     c.target = endpoint(target, target_addr);
-    if (listen != target) c.framing = Framing::length;
+    if (is_stream(listen) != is_stream(target)) c.framing = Framing::length;
     return c;
 }
 
@@ -139,6 +143,150 @@ struct StreamHash {
     }
 };
 
+// A TCP server that hashes what its clients send and keeps the end of the last one.
+struct BulkSink {
+    PipePtr server;
+    StreamHash received;
+    std::optional<EndInfo> end;
+    explicit BulkSink(Loop& loop) : server(must(Pipe::listen(loop, lo(Family::ipv4)))) {
+        server->on_message([this](Pipe&, const Message& m) { received.add(m.data); });
+        server->on_accept([this](Pipe&, const PipePtr& c) {
+            c->on_end([this](Pipe&, const EndInfo& e) { end = e; });
+        });
+    }
+    BulkSink(const BulkSink&) = delete;
+    BulkSink& operator=(const BulkSink&) = delete;
+};
+
+// Sends `total` bytes of ByteSource down `client`, keeping its queue above its high watermark
+// until everything is sent, then closes it: the far end sees the end after the last byte.
+struct BulkSender {
+    PipePtr client;
+    std::size_t total;
+    ByteSource source;
+    StreamHash sent;
+    std::string chunk;
+    std::size_t produced = 0;
+    bool shut = false;
+    BulkSender(PipePtr c, std::size_t n) : client(std::move(c)), total(n) {
+        client->on_drain([this](Pipe&) { pump(); });
+        pump();
+    }
+    BulkSender(const BulkSender&) = delete;
+    BulkSender& operator=(const BulkSender&) = delete;
+    void pump() {
+        while (produced < total && client->writable()) {
+            source.fill(chunk, std::min<std::size_t>(256 * 1024, total - produced));
+            sent.add(chunk);
+            REQUIRE(!client->send(chunk));
+            produced += chunk.size();
+        }
+        if (produced == total && !shut) {
+            shut = true;
+            client->close();
+        }
+    }
+};
+
+// The TLS tests' certificates, as PEM text and as files (the binary reads files) in a
+// directory of their own, removed at exit: a CA, a certificate for localhost, 127.0.0.1 and
+// ::1 signed by it, and one for the same names signed by a CA nobody trusts.
+struct RelayPki {
+    std::string ca_pem, cert_pem, key_pem, untrusted_pem;
+    std::filesystem::path dir;
+    std::string ca_file, cert_file, key_file;
+    RelayPki() {
+        Key ca_key = ec_key();
+        Cert ca = make_cert(ca_key.get(), "pipeworks relay test CA", nullptr, nullptr, 1, true);
+        Key key = ec_key();
+        ca_pem = pem_of(ca.get());
+        key_pem = pem_of(key.get());
+        cert_pem =
+            pem_of(make_cert(key.get(), "localhost", ca.get(), ca_key.get(), 2, false).get());
+        Key other_key = ec_key();
+        Cert other = make_cert(other_key.get(), "untrusted CA", nullptr, nullptr, 3, true);
+        untrusted_pem =
+            pem_of(make_cert(key.get(), "localhost", other.get(), other_key.get(), 4, false).get());
+        std::string tmpl = (std::filesystem::temp_directory_path() / "pipeworks-relay-XXXXXX");
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        dir = tmpl;
+        ca_file = write("ca.pem", ca_pem);
+        cert_file = write("cert.pem", cert_pem);
+        key_file = write("key.pem", key_pem);
+    }
+    ~RelayPki() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+    std::string write(const char* name, const std::string& text) const {
+        const std::string path = dir / name;
+        std::ofstream(path, std::ios::binary) << text;
+        return path;
+    }
+};
+
+const RelayPki& pki() {
+    static const RelayPki p;
+    return p;
+}
+
+// A TLS server's settings with the test certificate (or `cert`, with the same key).
+NetConf tls_server(const std::string& cert = pki().cert_pem) {
+    return tls_server_conf(cert, pki().key_pem);
+}
+
+// A TLS client's settings trusting the test CA.
+NetConf tls_client() {
+    return tls_client_conf(pki().ca_pem);
+}
+
+// A relay that terminates TLS on loopback with the test certificate, toward `target`.
+RelayConfig terminating(Scheme target_scheme, const Address& target) {
+    RelayConfig c = config(Scheme::tls, target_scheme, target);
+    c.listen_tls.cert_pem = pki().cert_pem;
+    c.listen_tls.key_pem = pki().key_pem;
+    return c;
+}
+
+// Sends `msg` on a new connection to `to` and waits for the echo; the pipe stays open.
+PipePtr echo_round_trip(Loop& loop, const Address& to, const NetConf& conf,
+                        const std::string& msg) {
+    auto p = must(Pipe::connect(loop, to, conf));
+    auto got = std::make_shared<std::string>();
+    p->on_message([got](Pipe&, const Message& m) { *got += m.data; });
+    REQUIRE(!p->send(msg));
+    run_until(
+        loop, [&] { return got->size() >= msg.size() || p->ended(); }, "the echo");
+    const bool echoed = *got == msg;
+    CHECK_MESSAGE(echoed, got->size() << " of " << msg.size() << " bytes came back");
+    return p;
+}
+
+// A client of `relay` whose target never comes up: it is reset without a byte back, and the
+// relay reports the target's failure, `says` in its detail and its log line.
+void expect_target_failure(Loop& loop, const TestRelay& relay, const char* says) {
+    auto client = must(Pipe::connect(loop, relay.addr()));
+    std::optional<EndInfo> end;
+    std::string got;
+    client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
+    REQUIRE(!client->send("lost"));
+    run_until(
+        loop, [&] { return end && relay.reports.size() == 1; }, "the client ends");
+    REQUIRE(end);
+    CHECK(end->reason == EndReason::peer_reset);
+    CHECK(got.empty());
+    REQUIRE(relay.reports.size() == 1);
+    const ConnReport& r = relay.reports[0];
+    CAPTURE(r.detail);
+    CHECK(r.side == "target");
+    CHECK(r.reason == "error");
+    CHECK(r.detail.find(says) != std::string::npos);
+    CHECK(relay.server->counters().failed == 1);
+    REQUIRE(relay.logs.size() == 1);
+    CHECK(relay.logs[0].find(says) != std::string::npos);
+}
+
 std::size_t relay_test_mib() {
     if (const char* v = std::getenv("PIPEWORKS_RELAY_TEST_MIB")) {
         const long n = std::strtol(v, nullptr, 10);
@@ -167,47 +315,19 @@ TEST_CASE("TCP to TCP: a bulk transfer arrives byte for byte (hash compared)") {
     const std::size_t total = relay_test_mib() * 1024 * 1024;
     MESSAGE("relaying " << total / (1024 * 1024) << " MiB (PIPEWORKS_RELAY_TEST_MIB)");
     Loop loop;
-    auto sink = must(Pipe::listen(loop, lo(Family::ipv4)));
-    StreamHash received;
-    std::optional<EndInfo> sink_end;
-    sink->on_message([&](Pipe&, const Message& m) { received.add(m.data); });
-    sink->on_accept([&](Pipe&, const PipePtr& c) {
-        c->on_end([&](Pipe&, const EndInfo& e) { sink_end = e; });
-    });
-    TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, sink->local_address()));
-    auto client = must(Pipe::connect(loop, relay.addr()));
-
-    ByteSource source;
-    StreamHash sent;
-    std::string chunk;
-    std::size_t produced = 0;
-    bool shut = false;
-    // Keeps the client's queue above its high watermark until everything is sent, then
-    // half-closes it: the sink sees the end after the last byte.
-    auto pump = [&] {
-        while (produced < total && client->writable()) {
-            source.fill(chunk, std::min<std::size_t>(256 * 1024, total - produced));
-            sent.add(chunk);
-            REQUIRE(!client->send(chunk));
-            produced += chunk.size();
-        }
-        if (produced == total && !shut) {
-            shut = true;
-            client->close();
-        }
-    };
-    client->on_drain([&](Pipe&) { pump(); });
-    pump();
+    BulkSink sink(loop);
+    TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, sink.server->local_address()));
+    BulkSender sender(must(Pipe::connect(loop, relay.addr())), total);
     const auto t0 = std::chrono::steady_clock::now();
     run_until(
-        loop, [&] { return sink_end.has_value() && relay.reports.size() == 1; },
+        loop, [&] { return sink.end.has_value() && relay.reports.size() == 1; },
         "the whole transfer", 120s);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MESSAGE("relayed in " << secs << " s: " << total / secs / (1 << 20) << " MiB/s");
-    CHECK(received.total == total);
-    CHECK(received.digest() == sent.digest());
-    CHECK(sink_end->reason == EndReason::peer_close);
+    CHECK(sink.received.total == total);
+    CHECK(sink.received.digest() == sender.sent.digest());
+    CHECK(sink.end->reason == EndReason::peer_close);
     REQUIRE(relay.reports.size() == 1);
     CHECK(relay.reports[0].up_bytes == total);
     CHECK(relay.reports[0].down_bytes == 0);
@@ -534,20 +654,7 @@ TEST_CASE("TCP to UDP and UDP to TCP with length framing on the TCP side") {
 TEST_CASE("an unreachable target: the client is reset and the reason reported") {
     Loop loop;
     TestRelay relay(loop, config(Scheme::tcp, Scheme::tcp, closed_port(Family::ipv4)));
-    auto client = must(Pipe::connect(loop, relay.addr()));
-    std::optional<EndInfo> end;
-    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
-    REQUIRE(!client->send("lost"));
-    run_until(
-        loop, [&] { return end && relay.reports.size() == 1; }, "the client ends");
-    CHECK(end->reason == EndReason::peer_reset);
-    const ConnReport& r = relay.reports[0];
-    CHECK(r.side == "target");
-    CHECK(r.reason == "error");
-    CHECK(r.detail.find("refused") != std::string::npos);
-    CHECK(relay.server->counters().failed == 1);
-    REQUIRE(relay.logs.size() == 1);
-    CHECK(relay.logs[0].find("refused") != std::string::npos);
+    expect_target_failure(loop, relay, "refused");
 }
 
 TEST_CASE("--max-conns: a client over the limit is reset; a freed slot takes the next") {
@@ -711,11 +818,6 @@ TEST_CASE("the command line: endpoints, options, and what is refused") {
     CHECK(error_of({"tcp://127.0.0.1:0", "tcp://::1:80"}).find("brackets") != std::string::npos);
     CHECK(error_of({"sctp://127.0.0.1:0", "tcp://127.0.0.1:1"}).find("unknown scheme") !=
           std::string::npos);
-    auto tls =
-        parse_command_line(std::vector<const char*>{"tls://127.0.0.1:0", "tcp://127.0.0.1:1"});
-    REQUIRE(!tls);
-    CHECK(tls.error() == errc::not_supported_yet);
-    CHECK(tls.error().message.find("not supported yet") != std::string::npos);
     auto help = parse_command_line(std::vector<const char*>{"--bogus", "--help"});
     REQUIRE(help);
     CHECK(help->help);
@@ -756,6 +858,111 @@ TEST_CASE("the command line: endpoints, options, and what is refused") {
     CHECK(tiny->relay.idle_timeout == 1ms);
 }
 
+TEST_CASE("the command line: tls:// sides, their options, and what is refused") {
+    auto parse = [](std::vector<const char*> args) { return parse_command_line(args); };
+    auto error_of = [](std::vector<const char*> args) {
+        auto r = parse_command_line(args);
+        return r ? std::string() : r.error().message;
+    };
+
+    auto terminate = parse({"--cert", "relay.pem", "--key=relay.key", "--alpn", "h2,http/1.1",
+                            "tls://127.0.0.1:0", "tcp://127.0.0.1:1"});
+    REQUIRE(terminate.ok());
+    const RelayConfig& t = terminate->relay;
+    CHECK(t.listen.scheme == Scheme::tls);
+    CHECK(t.target.scheme == Scheme::tcp);
+    CHECK(t.listen_tls.cert_file == "relay.pem");
+    CHECK(t.listen_tls.key_file == "relay.key");
+    CHECK(t.listen_tls.alpn == std::vector<std::string>{"h2", "http/1.1"});
+    CHECK(!t.listen_tls.require_client_cert);
+    CHECK(t.listen_tls.ca_file.empty());
+    CHECK(t.target_tls.alpn.empty());
+    CHECK(t.framing == Framing::raw);  // a TLS side is a TCP side
+
+    auto originate = parse({"--ca", "ca.pem", "--verify-host", "db.internal", "--alpn", "pg",
+                            "tcp://127.0.0.1:0", "tls://[::1]:5432"});
+    REQUIRE(originate.ok());
+    const RelayConfig& o = originate->relay;
+    CHECK(o.target.scheme == Scheme::tls);
+    CHECK(o.target.host == "::1");
+    CHECK(o.target.address.to_string() == "[::1]:5432");
+    CHECK(o.target_tls.ca_file == "ca.pem");
+    CHECK(o.target_tls.server_name == "db.internal");
+    CHECK(o.target_tls.alpn == std::vector<std::string>{"pg"});
+    CHECK(!o.target_tls.insecure_skip_verify);
+    CHECK(o.listen_tls.alpn.empty());
+
+    auto insecure = parse({"--insecure", "tcp://127.0.0.1:0", "tls://127.0.0.1:443"});
+    REQUIRE(insecure.ok());
+    CHECK(insecure->relay.target_tls.insecure_skip_verify);
+    CHECK(insecure->relay.target.host == "127.0.0.1");
+
+    // TLS to TLS: --ca serves both the target's certificate and the clients'.
+    auto both = parse({"--cert", "c.pem", "--key", "k.pem", "--require-client-cert", "--ca",
+                       "ca.pem", "tls://127.0.0.1:0", "tls://127.0.0.1:1"});
+    REQUIRE(both.ok());
+    CHECK(both->relay.listen_tls.require_client_cert);
+    CHECK(both->relay.listen_tls.ca_file == "ca.pem");
+    CHECK(both->relay.target_tls.ca_file == "ca.pem");
+    // TLS to UDP, as TCP to UDP, needs length framing.
+    CHECK(error_of({"--cert", "c", "--key", "k", "tls://127.0.0.1:0", "udp://127.0.0.1:1"})
+              .find("relaying tls to udp needs --framing length") != std::string::npos);
+    CHECK(parse({"--cert", "c", "--key", "k", "--framing", "length", "tls://127.0.0.1:0",
+                 "udp://127.0.0.1:1"})
+              .ok());
+
+    struct Refused {
+        std::vector<const char*> args;
+        const char* says;
+    };
+    const std::vector<Refused> refused = {
+        {{"tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "needs --cert FILE"},
+        {{"--cert", "c.pem", "tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "needs --key FILE"},
+        {{"--key", "k.pem", "tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "needs --cert FILE"},
+        {{"--cert", "c.pem", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"},
+         "--cert applies to a tls:// LISTEN"},
+        {{"--key", "k.pem", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--key applies to a tls:// LISTEN"},
+        {{"--require-client-cert", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"},
+         "--require-client-cert applies to a tls:// LISTEN"},
+        {{"--verify-host", "x", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--verify-host applies to a tls:// TARGET"},
+        {{"--insecure", "--cert", "c", "--key", "k", "tls://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--insecure applies to a tls:// TARGET"},
+        {{"--alpn", "h2", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--alpn applies to a tls:// side"},
+        {{"--ca", "ca.pem", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--ca applies to a tls:// TARGET"},
+        {{"--ca", "ca.pem", "--cert", "c", "--key", "k", "tls://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--ca applies to a tls:// TARGET, or to a tls:// LISTEN with --require-client-cert"},
+        {{"--ca", "ca.pem", "--insecure", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"},
+         "--ca: --insecure verifies nothing"},
+        {{"--verify-host", "x", "--insecure", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"},
+         "--verify-host: --insecure checks no name"},
+        {{"--alpn", "h2,,x", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"}, "--alpn: expected"},
+        {{"--alpn", "", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"}, "--alpn: expected"},
+        {{"--cert", "", "tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "--cert: needs a value"},
+        {{"tcp://127.0.0.1:0", "tls://127.0.0.1:1", "--ca"}, "--ca: needs a value"},
+        {{"--insecure=yes", "tcp://127.0.0.1:0", "tls://127.0.0.1:1"},
+         "--insecure: takes no value"},
+        {{"tcp://127.0.0.1:0", "tls://127.0.0.1:0"}, "needs a port"},
+        {{"tcp://127.0.0.1:0", "ssl://127.0.0.1:1"}, "use tcp://, tls:// or udp://"},
+    };
+    for (const Refused& r : refused) {
+        CAPTURE(r.says);
+        const std::string e = error_of(r.args);
+        CAPTURE(e);
+        CHECK(e.find(r.says) != std::string::npos);
+    }
+    // RelayServer::start checks a config made in code as the command line does.
+    Loop loop;
+    RelayConfig no_key = config(Scheme::tls, Scheme::tcp, lo(Family::ipv4, 9));
+    no_key.listen_tls.cert_pem = "PEM";
+    auto started = RelayServer::start(loop, no_key);
+    REQUIRE(!started);
+    CHECK(started.error().message.find("needs --key FILE") != std::string::npos);
+}
+
 // ---------------------------------------------------------------- the binary
 
 TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a manual") {
@@ -769,7 +976,11 @@ TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a ma
         {{}, "expected LISTEN and TARGET"},
         {{"--nope", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"}, "unknown option"},
         {{"--max-conns", "-1", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"}, "--max-conns"},
-        {{"tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "not supported yet"},
+        {{"tls://127.0.0.1:0", "tcp://127.0.0.1:1"}, "needs --cert FILE"},
+        {{"--cert", "c.pem", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--cert applies to a tls:// LISTEN"},
+        {{"--insecure", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
+         "--insecure applies to a tls:// TARGET"},
         {{"tcp://127.0.0.1:0", "udp://127.0.0.1:1"}, "needs --framing length"},
         {{"tcp://127.0.0.1:0", "tcp://nonsense"}, "TARGET"},
         {{"--frame-timeout", "5", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"},
@@ -780,15 +991,35 @@ TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a ma
     for (const auto& c : cases) expect_bad_arguments(bin, c.args, c.says, "usage: pipeworks-relay");
     Child help({bin, "--help"});
     CHECK(help.wait_exit() == 0);
-    for (const char* section : {"NAME", "SYNOPSIS", "OPTIONS", "SIGNALS", "EXAMPLES", "--max-conns",
-                                "--idle-timeout", "--frame-timeout", "--connect-timeout", "--stats",
-                                "--quiet", "accept failed", "forever (default 10; 0: no bound)"})
+    for (const char* section : {"NAME",
+                                "SYNOPSIS",
+                                "OPTIONS",
+                                "SIGNALS",
+                                "EXAMPLES",
+                                "--max-conns",
+                                "--idle-timeout",
+                                "--frame-timeout",
+                                "--connect-timeout",
+                                "--stats",
+                                "--quiet",
+                                "accept failed",
+                                "forever (default 10; 0: no bound)",
+                                "tls://HOST:PORT",
+                                "--cert FILE, --key FILE",
+                                "--ca FILE",
+                                "--verify-host NAME",
+                                "--alpn LIST",
+                                "--insecure",
+                                "--require-client-cert",
+                                "TLS handshake failed",
+                                "tls_failed="})
         CHECK(help.out_text.find(section) != std::string::npos);
     // The usage text, printed with every refusal, gives the defaults.
     Child bad({bin, "--bogus", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"});
     CHECK(bad.wait_exit() == 2);
     for (const char* text : {"[--frame-timeout S]", "defaults:", "--frame-timeout 10 (length",
-                             "--idle-timeout none", "--max-conns none for TCP"})
+                             "--idle-timeout none", "--max-conns none for TCP",
+                             "[--cert FILE --key FILE]", "[--insecure]", "tls://HOST:PORT"})
         CHECK(bad.err_text.find(text) != std::string::npos);
 }
 
@@ -985,4 +1216,257 @@ TEST_CASE("pipeworks-relay: a failed accept is logged on stderr; relaying goes o
         loop, [&] { return got == "room again"; }, "relayed once descriptors are free");
     REQUIRE(::kill(relay.pid, SIGTERM) == 0);
     CHECK(relay.wait_exit(&loop) == 0);
+}
+
+// ---------------------------------------------------------------- tls://
+
+TEST_CASE("tcp to tls: a plain client reaches a TLS server, verified, ALPN offered") {
+    for (Family f : {Family::ipv4, Family::ipv6}) {
+        CAPTURE(f == Family::ipv4 ? "ipv4" : "ipv6");
+        Loop loop;
+        NetConf server_conf = tls_server();
+        server_conf.tls.alpn = {"echo/1"};
+        auto upstream = echo_server(loop, f, server_conf);
+        TlsInfo upstream_tls;
+        upstream->on_accept([&](Pipe&, const PipePtr& c) { upstream_tls = c->tls_info(); });
+        std::vector<std::string> upstream_errors;
+        upstream->on_error([&](Pipe&, const Error& e) { upstream_errors.push_back(e.message); });
+        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address(), f);
+        c.target_tls.ca_pem = pki().ca_pem;
+        c.target_tls.alpn = {"other/2", "echo/1"};
+        TestRelay relay(loop, c);
+        const std::string msg(200'000, 'p');
+        auto client = echo_round_trip(loop, relay.addr(), {}, msg);
+        CHECK_MESSAGE(upstream_tls.established,
+                      (upstream_errors.empty() ? std::string() : upstream_errors[0]));
+        CHECK(upstream_tls.alpn == "echo/1");
+        client->close();
+        run_until(
+            loop, [&] { return relay.reports.size() == 1; }, "reported");
+        REQUIRE(relay.reports.size() == 1);
+        CHECK(relay.reports[0].up_bytes == msg.size());
+        CHECK(relay.reports[0].down_bytes == msg.size());
+        CHECK(relay.reports[0].side == "client");
+        CHECK(relay.server->counters().failed == 0);
+        CHECK_MESSAGE(relay.logs.empty(), relay.logs[0]);
+    }
+}
+
+TEST_CASE(
+    "tls to tcp: a TLS client is relayed to a plain server; a failed handshake is "
+    "counted and logged, and relaying goes on") {
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    TestRelay relay(loop, terminating(Scheme::tcp, upstream->local_address()));
+
+    // A plaintext client on the TLS port: never relayed.
+    auto plain = must(Pipe::connect(loop, relay.addr()));
+    REQUIRE(!plain->send("GET / HTTP/1.0\r\n\r\n"));
+    run_until(
+        loop, [&] { return relay.server->counters().tls_failed == 1 && plain->ended(); },
+        "the failed handshake is counted");
+    REQUIRE(relay.logs.size() == 1);
+    CHECK(relay.logs[0].starts_with("TLS handshake failed: "));
+    CHECK(relay.server->counters().accepted == 0);
+
+    const std::string msg(150'000, 't');
+    auto client = echo_round_trip(loop, relay.addr(), tls_client(), msg);
+    CHECK(client->tls_info().verified);
+    CHECK(client->tls_info().peer_subject.find("localhost") != std::string::npos);
+    CHECK(relay.server->open_connections() == 1);
+    // close_notify and FIN pass through both ways: the client's pipe ends in order.
+    std::optional<EndInfo> end;
+    client->on_end([&](Pipe&, const EndInfo& e) { end = e; });
+    REQUIRE(!client->shutdown());
+    run_until(
+        loop, [&] { return end && relay.reports.size() == 1; }, "ended and reported");
+    CHECK(end->reason == EndReason::peer_close);
+    REQUIRE(relay.reports.size() == 1);
+    CHECK(relay.reports[0].up_bytes == msg.size());
+    CHECK(relay.reports[0].down_bytes == msg.size());
+    CHECK_MESSAGE(relay.reports[0].reason == "peer_close", relay.reports[0].detail);
+    CHECK(relay.reports[0].side == "client");
+    const RelayCounters n = relay.server->counters();
+    CHECK(n.accepted == 1);
+    CHECK(n.failed == 0);
+    CHECK(n.tls_failed == 1);
+}
+
+TEST_CASE(
+    "tls to tls with client certificates: re-encrypted both ways; no certificate, no "
+    "relay") {
+    Loop loop;
+    NetConf server_conf = tls_server();
+    server_conf.tls.alpn = {"echo/1"};
+    auto upstream = echo_server(loop, Family::ipv4, server_conf);
+    RelayConfig c = terminating(Scheme::tls, upstream->local_address());
+    c.listen_tls.ca_pem = pki().ca_pem;
+    c.listen_tls.require_client_cert = true;
+    c.listen_tls.alpn = {"echo/1"};
+    c.target_tls.ca_pem = pki().ca_pem;
+    c.target_tls.alpn = {"echo/1"};
+    TestRelay relay(loop, c);
+
+    // The relay's own certificate serves as the client's: the test CA signed it.
+    NetConf with_cert = tls_client();
+    with_cert.tls.cert_pem = pki().cert_pem;
+    with_cert.tls.key_pem = pki().key_pem;
+    with_cert.tls.alpn = {"echo/1"};
+    auto client = echo_round_trip(loop, relay.addr(), with_cert, "twice encrypted");
+    CHECK(client->tls_info().alpn == "echo/1");
+
+    auto anonymous = must(Pipe::connect(loop, relay.addr(), tls_client()));
+    (void)anonymous->send("let me in");
+    run_until(
+        loop, [&] { return anonymous->ended() && relay.server->counters().tls_failed == 1; },
+        "a client without a certificate is refused");
+    CHECK(relay.server->counters().accepted == 1);
+    client->close();
+    run_until(
+        loop, [&] { return relay.reports.size() == 1; }, "reported");
+}
+
+TEST_CASE(
+    "tcp -> relay (tls upstream) -> pipeworks-relay (tls listen) -> sink: 64 MiB, hash "
+    "compared") {
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
+    const std::size_t total = 64u << 20;
+    Loop loop;
+    BulkSink sink(loop);
+    Child terminator({bin, "--stats", "--cert", pki().cert_file, "--key", pki().key_file,
+                      "tls://127.0.0.1:0", "tcp://" + sink.server->local_address().to_string()});
+    const Address tls_at = listening_address(terminator, "127.0.0.1", &loop);
+    // The originating relay as a user would configure it: by name, trusting the test CA file.
+    auto cl = parse_command_line(
+        std::vector<const char*>{"--ca", pki().ca_file.c_str(), "--verify-host", "localhost",
+                                 "tcp://127.0.0.1:0", ("tls://" + tls_at.to_string()).c_str()});
+    REQUIRE(cl.ok());
+    TestRelay originator(loop, cl->relay);
+    BulkSender sender(must(Pipe::connect(loop, originator.addr())), total);
+    const auto t0 = std::chrono::steady_clock::now();
+    run_until(
+        loop, [&] { return sink.end.has_value() && originator.reports.size() == 1; },
+        "the whole transfer", 60s);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    MESSAGE("64 MiB through two TLS relays in " << secs << " s");
+    CHECK(sink.received.total == total);
+    CHECK(sink.received.digest() == sender.sent.digest());
+    CHECK(sink.end->reason == EndReason::peer_close);
+    REQUIRE(originator.reports.size() == 1);
+    CHECK(originator.reports[0].up_bytes == total);
+    CHECK(originator.reports[0].reason == "peer_close");
+    CHECK(originator.logs.empty());
+    CHECK(terminator.wait_for(
+        [&] {
+            return terminator.out_text.find("up_bytes=" + std::to_string(total) +
+                                            " down_bytes=0") != std::string::npos;
+        },
+        &loop));
+    REQUIRE(::kill(terminator.pid, SIGTERM) == 0);
+    CHECK(terminator.wait_exit(&loop) == 0);
+    CHECK(terminator.out_text.find("tls_failed=0") != std::string::npos);
+}
+
+TEST_CASE(
+    "a tls:// target with an untrusted certificate, or one for another name: the client "
+    "is reset, the relay reports it") {
+    // The good certificate is for localhost and 127.0.0.1; the name checked is TARGET's host,
+    // or --verify-host's.
+    struct Case {
+        const char* what;
+        std::string cert, host, verify_host;
+        const char* says;
+    };
+    const Case cases[] = {
+        {"signed by a CA the relay does not trust", pki().untrusted_pem, "", "",
+         "certificate verify failed"},
+        {"TARGET named by a host the certificate does not carry", pki().cert_pem,
+         "elsewhere.invalid", "", "mismatch"},
+        {"--verify-host names another host", pki().cert_pem, "localhost", "elsewhere.invalid",
+         "mismatch"},
+    };
+    for (const Case& k : cases) {
+        CAPTURE(k.what);
+        Loop loop;
+        auto upstream = echo_server(loop, Family::ipv4, tls_server(k.cert));
+        RelayConfig c = config(Scheme::tcp, Scheme::tls, upstream->local_address());
+        c.target.host = k.host;
+        c.target_tls.ca_pem = pki().ca_pem;
+        c.target_tls.server_name = k.verify_host;
+        TestRelay relay(loop, c);
+        expect_target_failure(loop, relay, k.says);
+    }
+}
+
+TEST_CASE("pipeworks-relay --insecure: a loud warning, then an unverified target is relayed") {
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4, tls_server(pki().untrusted_pem));
+    const std::string target = "tls://" + upstream->local_address().to_string();
+    Child relay({bin, "--quiet", "--grace", "0.5", "--insecure", "tcp://127.0.0.1:0", target});
+    const Address at = listening_address(relay, "127.0.0.1", &loop);
+    CHECK(relay.wait_for([&] { return relay.err_text.find('\n') != std::string::npos; }, &loop));
+    CHECK(relay.err_text.starts_with("pipeworks-relay: WARNING: --insecure: "));
+    CHECK(relay.err_text.find(target + " is not verified") != std::string::npos);
+    echo_round_trip(loop, at, {}, "unverified but encrypted")->close();
+    REQUIRE(::kill(relay.pid, SIGTERM) == 0);
+    CHECK(relay.wait_exit(&loop) == 0);
+
+    // Without --insecure the same target is refused, and the refusal reported.
+    Child strict({bin, "--stats", "tcp://127.0.0.1:0", target});
+    const Address strict_at = listening_address(strict, "127.0.0.1", &loop);
+    auto refused = must(Pipe::connect(loop, strict_at));
+    (void)refused->send("x");
+    CHECK(strict.wait_for(
+        [&] {
+            return strict.out_text.find("reason=error side=target detail=") != std::string::npos;
+        },
+        &loop));
+    CHECK(strict.err_text.find("certificate verify failed") != std::string::npos);
+    CHECK(strict.err_text.find("WARNING") == std::string::npos);
+    REQUIRE(::kill(strict.pid, SIGTERM) == 0);
+    CHECK(strict.wait_exit(&loop) == 0);
+    CHECK(strict.out_text.find("failed=1") != std::string::npos);
+}
+
+TEST_CASE("pipeworks-relay: a tls:// LISTEN whose certificate cannot be read exits 1 saying why") {
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
+    const std::string missing = (pki().dir / "missing.pem").string();
+    Child relay({bin, "--cert", missing, "--key", pki().key_file, "tls://127.0.0.1:0",
+                 "tcp://127.0.0.1:1"});
+    CHECK(relay.wait_exit() == 1);
+    CHECK(relay.err_text.find(missing) != std::string::npos);
+    CHECK(relay.out_text.empty());
+}
+
+TEST_CASE(
+    "shutdown with a tls:// LISTEN: no new client is relayed, the open one goes on until "
+    "the grace period ends") {
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    TestRelay relay(loop, terminating(Scheme::tcp, upstream->local_address()));
+    auto open = echo_round_trip(loop, relay.addr(), tls_client(), "before");
+    bool done = false;
+    relay.server->shutdown(400ms, [&] { done = true; });
+    // The listener holds the open session, so it stays; it takes no one new.
+    auto late = must(Pipe::connect(loop, relay.addr(), tls_client()));
+    bool late_up = false;
+    late->on_up([&](Pipe&) { late_up = true; });
+    std::string got;
+    open->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    REQUIRE(!open->send("after"));
+    run_until(
+        loop, [&] { return got == "after"; }, "still relayed after shutdown()");
+    run_until(
+        loop, [&] { return done; }, "shutdown done");
+    run_until(
+        loop, [&] { return late->ended() && open->ended(); }, "both clients end");
+    CHECK(!late_up);
+    REQUIRE(relay.reports.size() == 1);
+    CHECK(relay.reports[0].reason == "shutdown");
+    CHECK(relay.server->counters().accepted == 1);
 }

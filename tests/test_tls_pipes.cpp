@@ -1,7 +1,8 @@
 // TLS through NetConf (use_ssl + tls) on real loopback connections, v4 and v6: round trips,
 // what the pipe reports, every refused certificate with its reason, plaintext and TLS peers
 // on the wrong port, the handshake bound, client certificates, ALPN, resumption, half-close,
-// close_notify against truncation, framed pipes and packet connections over TLS.
+// close_notify against truncation, framed pipes and packet connections over TLS, relays into
+// TLS pipes.
 #include "pipe_support.hpp"
 #include "tls_support.hpp"
 #include "transport/pipe_impl.hpp"
@@ -60,18 +61,11 @@ const Pem& pem() {
 }
 
 NetConf server_conf(const std::string& cert = pem().cert) {
-    NetConf c;
-    c.use_ssl = true;
-    c.tls.cert_pem = cert;
-    c.tls.key_pem = pem().key;
-    return c;
+    return tls_server_conf(cert, pem().key);
 }
 
 NetConf client_conf() {
-    NetConf c;
-    c.use_ssl = true;
-    c.tls.ca_pem = pem().ca;
-    return c;
+    return tls_client_conf(pem().ca);
 }
 
 // A TLS echo server: every accepted pipe echoes; the errors it reports are kept.
@@ -474,6 +468,24 @@ TEST_CASE("TLS pipes: a framed pipe and a packet connection over TLS") {
         CHECK(answers[0] == "tls:0");
         CHECK(answers[49] == "tls:49");
     }
+}
+
+TEST_CASE("TLS pipes: what a relay forwards to a TLS pipe before it is up is encrypted") {
+    // Large forwards normally keep the read block as it is: a TLS pipe still connecting has no
+    // filter yet, and those bytes must not reach its socket in plaintext.
+    Loop loop;
+    auto server = echo_server(loop, Family::ipv4, server_conf());
+    auto front = must(Pipe::listen(loop, lo(Family::ipv4)));
+    front->on_accept([&](Pipe&, const PipePtr& plain) {
+        auto tls = must(Pipe::connect(loop, server->pipe->local_address(), client_conf()));
+        CHECK(!Pipe::relay(plain, tls));
+    });
+    const std::string msg = payload(300'000, 9);
+    Outcome o = talk(loop, front->local_address(), {}, msg, "echo through the relay");
+    CHECK(o.end->count == 0);
+    CHECK(o.got->data.size() == msg.size());
+    CHECK((o.got->data == msg));
+    CHECK(server->errors.empty());
 }
 
 TEST_CASE("TLS pipes: bad settings are refused when the pipe opens, naming the field") {

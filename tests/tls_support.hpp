@@ -1,6 +1,9 @@
 // Certificates made at test time with the OpenSSL API (nothing in the tree expires): keys,
-// a CA, leaf certificates with chosen names and validity, and their PEM text.
+// a CA, leaf certificates with chosen names and validity, their PEM text, and the NetConf of a
+// TLS server or client that uses them.
 #pragma once
+
+#include <pipeworks/net_conf.hpp>
 
 #include <doctest/doctest.h>
 
@@ -99,6 +102,23 @@ inline std::string pem_of(EVP_PKEY* key) {
     std::string s(data, static_cast<std::size_t>(n));
     BIO_free(b);
     return s;
+}
+
+// A TLS server's NetConf with this certificate chain and key (PEM).
+inline pipeworks::NetConf tls_server_conf(const std::string& cert_pem, const std::string& key_pem) {
+    pipeworks::NetConf c;
+    c.use_ssl = true;
+    c.tls.cert_pem = cert_pem;
+    c.tls.key_pem = key_pem;
+    return c;
+}
+
+// A TLS client's NetConf trusting only this CA (PEM).
+inline pipeworks::NetConf tls_client_conf(const std::string& ca_pem) {
+    pipeworks::NetConf c;
+    c.use_ssl = true;
+    c.tls.ca_pem = ca_pem;
+    return c;
 }
 
 }  // namespace pw_test

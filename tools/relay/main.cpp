@@ -1,5 +1,5 @@
-// pipeworks-relay [options] LISTEN TARGET: relays every TCP client (or UDP source) of LISTEN to
-// TARGET, both ways. The manual is --help (and docs/relays.md).
+// pipeworks-relay [options] LISTEN TARGET: relays every TCP or TLS client (or UDP source) of
+// LISTEN to TARGET, both ways. The manual is --help (and docs/relays.md).
 #include "relay_server.hpp"
 
 #include <pipeworks/loop.hpp>
@@ -18,14 +18,17 @@ namespace {
 constexpr const char* kUsage =
     "usage: pipeworks-relay [--framing raw|length] [--max-conns N] [--idle-timeout S]\n"
     "                       [--frame-timeout S] [--connect-timeout S] [--grace S] [--stats]\n"
-    "                       [--quiet] LISTEN TARGET\n"
+    "                       [--quiet] [--cert FILE --key FILE] [--require-client-cert]\n"
+    "                       [--ca FILE] [--verify-host NAME] [--alpn LIST] [--insecure]\n"
+    "                       LISTEN TARGET\n"
     "       pipeworks-relay --help\n"
+    "LISTEN, TARGET: tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT\n"
     "defaults: --framing raw, --max-conns none for TCP (1024 UDP sources), --idle-timeout none\n"
     "for TCP to TCP (60 with a UDP side), --frame-timeout 10 (length framing), --connect-timeout\n"
     "5, --grace 5\n";
 
 constexpr const char* kManual = R"(NAME
-    pipeworks-relay - relay TCP connections and UDP flows to a target
+    pipeworks-relay - relay TCP connections (with or without TLS) and UDP flows to a target
 
 SYNOPSIS
     pipeworks-relay [options] LISTEN TARGET
@@ -43,8 +46,12 @@ ENDPOINTS
     tcp://HOST:PORT     a TCP server (LISTEN) or a TCP connection per client (TARGET)
     udp://HOST:PORT     a UDP socket; as LISTEN, one session (and one target pipe with its
                         own port) per source address; replies go back to that source
-    tls://HOST:PORT     not supported yet (arrives with TLS)
+    tls://HOST:PORT     TCP with TLS. As LISTEN the relay terminates TLS (--cert, --key):
+                        a client is relayed once its handshake is done. As TARGET it
+                        originates TLS and verifies the target's certificate (system trust
+                        store, or --ca) and name (HOST, or --verify-host). Otherwise as tcp://
     IPv6 hosts go in brackets: tcp://[::1]:8080. Host names are resolved once, at start.
+    tls:// to tls:// re-encrypts: the relay sees the plaintext.
 
 OPTIONS
     --framing raw|length
@@ -69,23 +76,46 @@ OPTIONS
         reached is reset.
     --grace S
         After SIGINT/SIGTERM, how long open connections may finish (default 5).
+    --cert FILE, --key FILE
+        A tls:// LISTEN (needed there, refused elsewhere): the certificate chain the relay
+        presents and its private key, PEM.
+    --require-client-cert
+        A tls:// LISTEN: refuse clients without a certificate signed by --ca (or by the system
+        trust store without --ca).
+    --ca FILE
+        PEM bundle of the CAs to trust instead of the system store: for a tls:// TARGET's
+        certificate, and with --require-client-cert for the clients'.
+    --verify-host NAME
+        A tls:// TARGET: the name its certificate must carry (and the SNI sent), instead of
+        TARGET's HOST. Useful when TARGET is an IP address.
+    --alpn LIST
+        ALPN protocols, comma-separated in order of preference (h2,http/1.1), offered to a
+        tls:// TARGET and accepted from clients of a tls:// LISTEN. None in common fails the
+        handshake.
+    --insecure
+        A tls:// TARGET: do not verify its certificate. Anyone in the middle can read and
+        change the traffic; a warning says so on standard error at start (even with --quiet).
     --stats
         Print a line per connection when it closes, and totals on SIGUSR1 (below).
     --quiet
-        No log lines on standard error (refused clients, unreachable targets, accept
-        failures, shutdown).
+        No log lines on standard error (refused clients, unreachable targets, failed client
+        handshakes, accept failures, shutdown).
     -h, --help
         This manual.
 
 LOG (standard error, unless --quiet)
     A line per refused client, unreachable target and shutdown, and "accept failed: ..." when
     the listening socket cannot accept a connection (out of file descriptors): the relay
-    keeps serving, and the connection waits until it can be accepted.
+    keeps serving, and the connection waits until it can be accepted. With a tls:// LISTEN,
+    "TLS handshake failed: ..." per client whose handshake failed (it is not relayed). A
+    target whose TLS handshake fails (its certificate refused, say) is an unreachable
+    target: the client is reset.
 
 SIGNALS
     SIGINT, SIGTERM
-        Stop accepting (the listening socket is closed), let open connections finish for up to
-        the grace period, close what is left, exit 0. A second signal closes everything now;
+        Stop accepting (the listening socket is closed; a tls:// LISTEN's stops accepting and
+        closes with the last connection), let open connections finish for up to the grace
+        period, close what is left, exit 0. A second signal closes everything now;
         more change nothing (the exit status stays 0).
     SIGUSR1
         With --stats: print the totals line.
@@ -93,9 +123,11 @@ SIGNALS
 STATS (--stats, on standard output)
     closed id=ID client=ADDR target=ADDR up_bytes=N down_bytes=N duration_s=SECONDS
         reason=REASON side=client|target|relay [detail="..."]
-    totals open=N accepted=N refused=N failed=N up_bytes=N down_bytes=N dropped=N uptime_s=S
+    totals open=N accepted=N refused=N failed=N up_bytes=N down_bytes=N dropped=N
+        tls_failed=N uptime_s=S
     up_bytes: received from the client; down_bytes: received from the target (as read from
-    each socket, length prefixes included). reason: peer_close, peer_reset, error, timeout,
+    each socket, length prefixes included; over TLS the plaintext). tls_failed: clients of a
+    tls:// LISTEN whose handshake failed. reason: peer_close, peer_reset, error, timeout,
     framing_error, local_close, idle_timeout or shutdown; side: whose end closed it.
 
 EXIT STATUS
@@ -106,6 +138,10 @@ EXAMPLES
     pipeworks-relay --max-conns 100 --idle-timeout 300 tcp://[::]:2222 tcp://[fd00::5]:22
     pipeworks-relay udp://0.0.0.0:5353 udp://10.0.0.53:53
     pipeworks-relay --framing length tcp://127.0.0.1:9000 udp://127.0.0.1:9001
+    pipeworks-relay --cert relay.pem --key relay.key tls://0.0.0.0:443 tcp://127.0.0.1:8080
+    pipeworks-relay tcp://127.0.0.1:8443 tls://example.com:443
+    pipeworks-relay --ca internal-ca.pem --verify-host db.internal tcp://127.0.0.1:5432 \
+        tls://10.0.0.7:5432
 )";
 
 // The signals the relay handles, none of which may kill it once it is stopping.
@@ -142,11 +178,12 @@ void print_report(const ConnReport& r) {
 void print_totals(const RelayCounters& t, std::uint64_t uptime_ms) {
     std::printf(
         "totals open=%llu accepted=%llu refused=%llu failed=%llu up_bytes=%llu down_bytes=%llu "
-        "dropped=%llu uptime_s=%.3f\n",
+        "dropped=%llu tls_failed=%llu uptime_s=%.3f\n",
         static_cast<unsigned long long>(t.open), static_cast<unsigned long long>(t.accepted),
         static_cast<unsigned long long>(t.refused), static_cast<unsigned long long>(t.failed),
         static_cast<unsigned long long>(t.up_bytes), static_cast<unsigned long long>(t.down_bytes),
-        static_cast<unsigned long long>(t.dropped), static_cast<double>(uptime_ms) / 1000.0);
+        static_cast<unsigned long long>(t.dropped), static_cast<unsigned long long>(t.tls_failed),
+        static_cast<double>(uptime_ms) / 1000.0);
     std::fflush(stdout);
 }
 
@@ -159,6 +196,12 @@ int run(const CommandLine& cl) {
         return 1;
     }
     std::shared_ptr<RelayServer> relay = *started;
+    // Not a log line: --quiet does not hide it.
+    if (cl.relay.target_tls.insecure_skip_verify)
+        std::fprintf(stderr,
+                     "pipeworks-relay: WARNING: --insecure: the certificate of %s is not verified; "
+                     "anyone in the middle can read and change the traffic\n",
+                     cl.relay.target.text.c_str());
     const bool quiet = cl.quiet;
     relay->on_log([quiet](const std::string& line) {
         if (!quiet) std::fprintf(stderr, "pipeworks-relay: %s\n", line.c_str());

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace pipeworks::relay {
@@ -13,17 +14,92 @@ Error bad(std::string message) {
     return Error(errc::invalid_config, std::move(message));
 }
 
+// The TLS options as given, applied once both endpoints are known.
+struct TlsFlags {
+    std::optional<std::string> cert, key, ca, verify_host;
+    std::optional<std::vector<std::string>> alpn;
+    bool insecure = false, require_client_cert = false;
+};
+
+Result<std::vector<std::string>> parse_alpn(std::string_view text) {
+    std::vector<std::string> out;
+    while (true) {
+        const auto comma = text.find(',');
+        const std::string_view name = text.substr(0, comma);
+        if (name.empty() || name.size() > 255)
+            return bad(
+                "--alpn: expected protocol names separated by commas (1 to 255 bytes "
+                "each, e.g. h2,http/1.1), got \"" +
+                std::string(text) + "\"");
+        out.emplace_back(name);
+        if (comma == std::string_view::npos) return out;
+        text = text.substr(comma + 1);
+    }
+}
+
+// Refuses a flag the schemes give no use, then fills the TlsConf of each tls:// side.
+Error apply_tls(const TlsFlags& f, RelayConfig& c) {
+    const bool tls_listen = c.listen.scheme == Scheme::tls;
+    const bool tls_target = c.target.scheme == Scheme::tls;
+    auto only_listen = [&](const char* flag) {
+        return bad(std::string(flag) + " applies to a tls:// LISTEN, and LISTEN is \"" +
+                   c.listen.text + "\"");
+    };
+    auto only_target = [&](const char* flag) {
+        return bad(std::string(flag) + " applies to a tls:// TARGET, and TARGET is \"" +
+                   c.target.text + "\"");
+    };
+    if (f.cert && !tls_listen) return only_listen("--cert");
+    if (f.key && !tls_listen) return only_listen("--key");
+    if (f.require_client_cert && !tls_listen) return only_listen("--require-client-cert");
+    if (f.verify_host && !tls_target) return only_target("--verify-host");
+    if (f.insecure && !tls_target) return only_target("--insecure");
+    if (f.alpn && !tls_listen && !tls_target)
+        return bad("--alpn applies to a tls:// side, and neither LISTEN nor TARGET is one");
+    if (f.insecure && f.verify_host)
+        return bad("--verify-host: --insecure checks no name; give one or the other");
+    const bool ca_for_clients = tls_listen && f.require_client_cert;
+    if (f.ca && !ca_for_clients && !(tls_target && !f.insecure))
+        return bad(f.insecure && tls_target
+                       ? "--ca: --insecure verifies nothing; give one or the other"
+                       : "--ca applies to a tls:// TARGET, or to a tls:// LISTEN with "
+                         "--require-client-cert");
+    if (tls_listen) {
+        c.listen_tls.cert_file = f.cert.value_or("");
+        c.listen_tls.key_file = f.key.value_or("");
+        c.listen_tls.require_client_cert = f.require_client_cert;
+        if (ca_for_clients) c.listen_tls.ca_file = f.ca.value_or("");
+        if (f.alpn) c.listen_tls.alpn = *f.alpn;
+    }
+    if (tls_target) {
+        c.target_tls.ca_file = f.ca.value_or("");
+        c.target_tls.server_name = f.verify_host.value_or("");
+        c.target_tls.insecure_skip_verify = f.insecure;
+        if (f.alpn) c.target_tls.alpn = *f.alpn;
+    }
+    return {};
+}
+
 }  // namespace
 
 const char* to_string(Scheme s) noexcept {
-    return s == Scheme::udp ? "udp" : "tcp";
+    switch (s) {
+        case Scheme::udp:
+            return "udp";
+        case Scheme::tls:
+            return "tls";
+        case Scheme::tcp:
+            break;
+    }
+    return "tcp";
 }
 
 Result<Endpoint> parse_endpoint(std::string_view text) {
     const auto sep = text.find("://");
     if (sep == std::string_view::npos)
         return Error(errc::invalid_address,
-                     "\"" + std::string(text) + "\": expected tcp://HOST:PORT or udp://HOST:PORT");
+                     "\"" + std::string(text) +
+                         "\": expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT");
     const std::string_view scheme = text.substr(0, sep);
     const std::string_view rest = text.substr(sep + 3);
     Endpoint ep;
@@ -33,21 +109,22 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
     } else if (scheme == "udp") {
         ep.scheme = Scheme::udp;
     } else if (scheme == "tls") {
-        return Error(errc::not_supported_yet,
-                     "\"" + ep.text + "\": tls:// is not supported yet (it arrives with TLS)");
+        ep.scheme = Scheme::tls;
     } else {
         return Error(errc::invalid_address, "\"" + ep.text + "\": unknown scheme \"" +
-                                                std::string(scheme) + "\" (use tcp:// or udp://)");
+                                                std::string(scheme) +
+                                                "\" (use tcp://, tls:// or udp://)");
     }
     auto addr = resolve_blocking(rest);
     if (!addr) return Error(errc::invalid_address, "\"" + ep.text + "\": " + addr.error().message);
     ep.address = *addr;
+    if (auto hp = split_host_port(rest)) ep.host = hp->first;
     return ep;
 }
 
 Error RelayConfig::validate() const {
-    const bool tcp_listen = listen.scheme == Scheme::tcp;
-    const bool tcp_target = target.scheme == Scheme::tcp;
+    const bool tcp_listen = is_stream(listen.scheme);
+    const bool tcp_target = is_stream(target.scheme);
     if (tcp_listen != tcp_target && framing == Framing::raw)
         return bad(std::string("relaying ") + to_string(listen.scheme) + " to " +
                    to_string(target.scheme) +
@@ -65,6 +142,14 @@ Error RelayConfig::validate() const {
     if (frame_timeout && framing == Framing::raw)
         return bad("--frame-timeout applies to --framing length (raw TCP has no messages)");
     if (frame_timeout && frame_timeout->count() < 0) return bad("--frame-timeout: must be >= 0");
+    if (listen.scheme == Scheme::tls) {
+        if (listen_tls.cert_file.empty() && listen_tls.cert_pem.empty())
+            return bad("the tls:// LISTEN \"" + listen.text +
+                       "\" needs --cert FILE (the relay's certificate chain, PEM)");
+        if (listen_tls.key_file.empty() && listen_tls.key_pem.empty())
+            return bad("the tls:// LISTEN \"" + listen.text +
+                       "\" needs --key FILE (the private key of --cert, PEM)");
+    }
     return {};
 }
 
@@ -82,6 +167,7 @@ Result<std::chrono::milliseconds> parse_seconds(std::string_view option, std::st
 
 Result<CommandLine> parse_command_line(std::span<const char* const> args) {
     CommandLine cl;
+    TlsFlags tls;
     std::vector<std::string_view> positional;
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string_view a = args[i];
@@ -149,6 +235,25 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
                 cl.relay.connect_timeout = *ms;
             else
                 cl.grace = *ms;
+        } else if (a == "--cert" || a == "--key" || a == "--ca" || a == "--verify-host") {
+            auto v = value();
+            if (!v) return v.error();
+            if (v->empty()) return bad(std::string(a) + ": needs a value");
+            std::optional<std::string>& out = a == "--cert"  ? tls.cert
+                                              : a == "--key" ? tls.key
+                                              : a == "--ca"  ? tls.ca
+                                                             : tls.verify_host;
+            out = std::string(*v);
+        } else if (a == "--alpn") {
+            auto v = value();
+            if (!v) return v.error();
+            auto names = parse_alpn(*v);
+            if (!names) return names.error();
+            tls.alpn = std::move(*names);
+        } else if (a == "--insecure") {
+            e = flag(tls.insecure);
+        } else if (a == "--require-client-cert") {
+            e = flag(tls.require_client_cert);
         } else if (a.starts_with("-") && a.size() > 1) {
             return bad("unknown option \"" + std::string(args[i]) + "\"");
         } else {
@@ -165,6 +270,7 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
     if (!target) return Error(target.error().code, "TARGET " + target.error().message);
     cl.relay.listen = std::move(*listen);
     cl.relay.target = std::move(*target);
+    if (auto e = apply_tls(tls, cl.relay)) return e;
     if (auto e = cl.relay.validate()) return e;
     return cl;
 }

@@ -1,5 +1,5 @@
-// RelayConfig: what pipeworks-relay relays (endpoints, framing, limits), and the parsing of
-// its command line into one. Plain values; thread-safe as values.
+// RelayConfig: what pipeworks-relay relays (endpoints, framing, limits, TLS), and the parsing
+// of its command line into one. Plain values; thread-safe as values.
 #pragma once
 
 #include <pipeworks/address.hpp>
@@ -16,19 +16,26 @@
 
 namespace pipeworks::relay {
 
-enum class Scheme : std::uint8_t { tcp, udp };
+// tls: TCP with TLS on it (terminated on LISTEN, originated toward TARGET).
+enum class Scheme : std::uint8_t { tcp, udp, tls };
 
 const char* to_string(Scheme s) noexcept;
 
-// One side of the relay: "tcp://HOST:PORT" or "udp://HOST:PORT" ("[v6]:port" for IPv6).
+// TCP, with or without TLS: a byte stream, framed and timed alike.
+constexpr bool is_stream(Scheme s) noexcept {
+    return s != Scheme::udp;
+}
+
+// One side of the relay: "tcp://HOST:PORT", "tls://HOST:PORT" or "udp://HOST:PORT" ("[v6]:port"
+// for IPv6).
 struct Endpoint {
     Scheme scheme = Scheme::tcp;
     Address address;   // resolved when parsed
     std::string text;  // as given, for messages
+    std::string host;  // HOST as given, without brackets: the name a tls:// TARGET must carry
 };
 
-// Parses an endpoint; a host name is resolved (blocking). "tls://" is refused with
-// errc::not_supported_yet; anything else malformed with errc::invalid_address.
+// Parses an endpoint; a host name is resolved (blocking). Malformed: errc::invalid_address.
 Result<Endpoint> parse_endpoint(std::string_view text);
 
 // How the TCP sides split the byte stream into messages.
@@ -71,11 +78,17 @@ struct RelayConfig {
     // Bound on each TCP connect to the target.
     std::chrono::milliseconds connect_timeout{5000};
     // The NetConf of every pipe the relay opens (watermarks, reader_limit, ...); its framer,
-    // con_timeout, idle_timeout and frame_timeout are replaced by the fields above.
+    // con_timeout, idle_timeout, frame_timeout, use_ssl and tls are replaced by the fields
+    // above and below.
     NetConf conf;
+    // A tls:// LISTEN: the relay's certificate and key (needed), client certificates.
+    TlsConf listen_tls;
+    // A tls:// TARGET: whom to trust, the name to check (empty: TARGET's host), ALPN.
+    TlsConf target_tls;
 
     // Checks the combination: a TCP side relayed to a UDP side needs length framing, framing
-    // needs a TCP side. An empty Error when valid (errc::invalid_config otherwise).
+    // needs a TCP side, a tls:// LISTEN needs a certificate and key. An empty Error when valid
+    // (errc::invalid_config otherwise).
     Error validate() const;
 };
 

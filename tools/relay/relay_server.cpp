@@ -58,8 +58,8 @@ struct RelayServer::Conn {
 
 RelayServer::RelayServer(Loop& loop, RelayConfig config) : loop_(loop), config_(std::move(config)) {
     using std::chrono::milliseconds;
-    const bool tcp_listen = config_.listen.scheme == Scheme::tcp;
-    const bool tcp_target = config_.target.scheme == Scheme::tcp;
+    const bool tcp_listen = is_stream(config_.listen.scheme);
+    const bool tcp_target = is_stream(config_.target.scheme);
     client_conf_ = config_.conf;
     client_conf_.con_timeout = config_.connect_timeout;
     client_conf_.framer = framer_of(config_.framing);
@@ -84,6 +84,13 @@ RelayServer::RelayServer(Loop& loop, RelayConfig config) : loop_(loop), config_(
     };
     if (!tcp_listen) datagrams(client_conf_);
     if (!tcp_target) datagrams(target_conf_);
+    client_conf_.use_ssl = config_.listen.scheme == Scheme::tls;
+    client_conf_.tls = config_.listen_tls;
+    target_conf_.use_ssl = config_.target.scheme == Scheme::tls;
+    target_conf_.tls = config_.target_tls;
+    // The target is connected by address (resolved at start): without this its certificate
+    // would be checked against the IP, not the name TARGET gave.
+    if (target_conf_.tls.server_name.empty()) target_conf_.tls.server_name = config_.target.host;
 }
 
 RelayServer::~RelayServer() {
@@ -108,11 +115,20 @@ Result<std::shared_ptr<RelayServer>> RelayServer::start(Loop& loop, RelayConfig 
 Error RelayServer::open_listener() {
     NetConf conf = client_conf_;
     conf.reuse_addr = true;
-    // The listening pipe relays no bytes of its own to time; accepted connections move to pipes
-    // of their own (accept_tcp), which have client_conf_'s idle timeout.
-    conf.idle_timeout = std::chrono::milliseconds(0);
+    if (config_.listen.scheme == Scheme::tls) {
+        // The accepted pipes hold their TLS sessions and are relayed as they are, with this
+        // conf (client_conf_'s idle timeout). Handshakes under way count as the server's
+        // clients: with room beyond --max-conns, a client over it is still reset (accept_tcp)
+        // rather than left in the backlog.
+        const std::size_t n = max_conns();
+        conf.max_clients = n > std::numeric_limits<std::size_t>::max() / 2 ? 0 : 2 * n;
+    } else {
+        // The listening pipe relays no bytes of its own to time; accepted connections move to
+        // pipes of their own (accept_tcp), which have client_conf_'s idle timeout.
+        conf.idle_timeout = std::chrono::milliseconds(0);
+    }
     std::weak_ptr<RelayServer> weak = weak_from_this();
-    if (config_.listen.scheme == Scheme::tcp) {
+    if (is_stream(config_.listen.scheme)) {
         auto server = Pipe::listen(loop_, config_.listen.address, conf);
         if (!server) return server.error();
         listener_ = *server;
@@ -127,10 +143,17 @@ Error RelayServer::open_listener() {
             if (auto s = weak.lock()) s->on_datagram(m);
         });
     }
-    // Failures the listener survives (out of file descriptors, say): one line per report.
+    // Failures the listener survives (out of file descriptors, a client's failed TLS
+    // handshake): one line per report.
     listener_->on_error([weak](Pipe&, const Error& e) {
-        if (auto s = weak.lock())
-            s->log((e == errc::accept_failed ? "accept failed: " : "") + e.message);
+        auto s = weak.lock();
+        if (!s) return;
+        if (e == errc::tls_failed || e == errc::tls_handshake_timeout) {
+            ++s->closed_.tls_failed;
+            s->log("TLS handshake failed: " + e.message);
+            return;
+        }
+        s->log((e == errc::accept_failed ? "accept failed: " : "") + e.message);
     });
     return {};
 }
@@ -150,8 +173,8 @@ void RelayServer::log(const std::string& line) const {
 
 Result<PipePtr> RelayServer::open_target(Conn& c) {
     const Address& to = config_.target.address;
-    auto target = config_.target.scheme == Scheme::tcp ? Pipe::connect(loop_, to, target_conf_)
-                                                       : Pipe::udp(loop_, {}, to, target_conf_);
+    auto target = is_stream(config_.target.scheme) ? Pipe::connect(loop_, to, target_conf_)
+                                                   : Pipe::udp(loop_, {}, to, target_conf_);
     if (!target) return target;
     c.target = *target;
     std::weak_ptr<RelayServer> weak = weak_from_this();
@@ -181,6 +204,22 @@ void RelayServer::watch(Conn& c) {
     c.start_ms = c.last_active_ms = loop_.now_ms();
 }
 
+Result<PipePtr> RelayServer::own_pipe(const PipePtr& accepted) {
+    // A TLS session lives in the pipe that made the handshake: that pipe is relayed, and stays
+    // the listener's (shutdown() pauses the listener instead of closing it).
+    if (config_.listen.scheme == Scheme::tls) return accepted;
+    // The library closes a server's accepted pipes with the server. Moving the connection onto
+    // a pipe of its own (a duplicate of its socket) lets shutdown() close the listening socket
+    // while the relayed connections finish. The accepted pipe has not read yet: nothing is lost.
+    const int fd = ::dup(accepted->native_handle());
+    accepted->pause();
+    accepted->close();
+    if (fd < 0) return Error(errc::accept_failed, "dup failed");
+    auto client = Pipe::adopt(loop_, fd, client_conf_);
+    if (!client) ::close(fd);
+    return client;
+}
+
 void RelayServer::accept_tcp(const PipePtr& accepted) {
     const Address peer = accepted->peer_address();
     if (!accepting_) {
@@ -195,19 +234,8 @@ void RelayServer::accept_tcp(const PipePtr& accepted) {
             " connections are open");
         return;
     }
-    // The library closes a server's accepted pipes with the server. Moving the connection onto
-    // a pipe of its own (a duplicate of its socket) lets shutdown() close the listening socket
-    // while the relayed connections finish. The accepted pipe has not read yet: nothing is lost.
-    const int fd = ::dup(accepted->native_handle());
-    accepted->pause();
-    accepted->close();
-    if (fd < 0) {
-        log("dropped " + peer.to_string() + ": dup failed");
-        return;
-    }
-    auto client = Pipe::adopt(loop_, fd, client_conf_);
+    auto client = own_pipe(accepted);
     if (!client) {
-        ::close(fd);
         log("dropped " + peer.to_string() + ": " + client.error().message);
         return;
     }
@@ -228,7 +256,7 @@ void RelayServer::accept_tcp(const PipePtr& accepted) {
     }
     // Until the target is up, the client is reset if it goes away: a client whose target cannot
     // be reached sees a reset, not an orderly (empty) end.
-    if (config_.target.scheme == Scheme::tcp) set_reset_on_close(c->client, true);
+    if (is_stream(config_.target.scheme)) set_reset_on_close(c->client, true);
     ++closed_.accepted;
     watch(*c);
     conns_.emplace(c->id, std::move(c));
@@ -392,8 +420,10 @@ void RelayServer::shutdown(std::chrono::milliseconds grace, std::function<void()
     accepting_ = false;
     done_ = std::move(done);
     // TCP: the relayed connections are pipes of their own, so closing the server leaves them.
-    // UDP: the listener carries the replies; it closes once the last source is gone.
+    // TLS: they are the server's, which only stops accepting until they are gone. UDP: the
+    // listener carries the replies; it closes once the last source is gone.
     if (listener_ && config_.listen.scheme == Scheme::tcp) listener_->close();
+    if (listener_ && config_.listen.scheme == Scheme::tls) listener_->pause();
     std::weak_ptr<RelayServer> weak = weak_from_this();
     grace_timer_.cancel();
     grace_timer_ = loop_.call_later(grace, [weak] {

@@ -45,7 +45,8 @@ struct RelayCounters {
     std::uint64_t open = 0;
     std::uint64_t up_bytes = 0;
     std::uint64_t down_bytes = 0;
-    std::uint64_t dropped = 0;  // datagrams dropped (source limit, full target, stray replies)
+    std::uint64_t dropped = 0;     // datagrams dropped (source limit, full target, stray replies)
+    std::uint64_t tls_failed = 0;  // tls:// LISTEN: clients whose handshake failed (not relayed)
 };
 
 class RelayServer : public std::enable_shared_from_this<RelayServer> {
@@ -68,7 +69,7 @@ public:
     // Called once per relayed connection (or UDP source) when it has closed on both sides.
     void on_close(CloseFn fn) { on_close_ = std::move(fn); }
     // Called with one line per event worth telling the operator (a refused client, a target
-    // that cannot be reached).
+    // that cannot be reached, a client's failed TLS handshake).
     void on_log(LogFn fn) { on_log_ = std::move(fn); }
 
     RelayCounters counters() const;
@@ -89,6 +90,7 @@ private:
     RelayServer(Loop& loop, RelayConfig config);
     Error open_listener();
     void accept_tcp(const PipePtr& accepted);
+    Result<PipePtr> own_pipe(const PipePtr& accepted);
     void on_datagram(const Message& m);
     Result<PipePtr> open_target(Conn& c);
     void watch(Conn& c);
