@@ -105,7 +105,7 @@ Error not_udp(const PipeImpl& p, const char* op) {
 }
 
 // The interface as libuv wants it for `family`: "" (the system's choice), an IPv4 address, or
-// "::%INDEX".
+// "::%NAME".
 Result<std::string> interface_text(std::string_view interface, Family family, const char* op) {
     if (interface.empty()) return std::string();
     if (family == Family::ipv4 && Address::ip(interface, 0)) return std::string(interface);
@@ -113,7 +113,7 @@ Result<std::string> interface_text(std::string_view interface, Family family, co
     if (!itfs) return itfs.error();
     for (const Interface& i : *itfs) {
         if (i.name != interface) continue;
-        if (family == Family::ipv6) return "::%" + std::to_string(i.index);
+        if (family == Family::ipv6) return "::%" + i.name;  // libuv reads the scope by name
         for (const InterfaceAddress& a : i.addresses)
             if (a.address.is_v4()) return a.address.host();
         return Error(errc::invalid_address, std::string(op) + ": interface \"" +
