@@ -523,3 +523,29 @@ TEST_CASE("TLS pipes: bad settings are refused when the pipe opens, naming the f
     REQUIRE(!ur);
     CHECK(mentions(ur.error(), "NetConf.use_ssl"));
 }
+
+TEST_CASE("TLS pipes: a peer that sends close_notify and closes entirely is a clean end") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto server = must(Pipe::listen(loop, lo(f), server_conf()));
+        std::optional<EndInfo> server_end;
+        std::string at_server;
+        server->on_accept([&](Pipe&, const PipePtr& c) {
+            c->on_message([&](Pipe&, const Message& m) { at_server += m.data; });
+            // Finishing our side too, after the peer is gone: its socket refuses our
+            // close_notify and FIN, yet nothing of ours was lost.
+            c->on_eof([](Pipe& p) { CHECK(!p.shutdown()); });
+            c->on_end([&](Pipe&, const EndInfo& e) { server_end = e; });
+        });
+        auto client = must(Pipe::connect(loop, server->local_address(), client_conf()));
+        REQUIRE(!client->send("last words"));
+        client->close();
+        run_until(
+            loop, [&] { return server_end.has_value(); }, "the server's pipe ends");
+        CAPTURE(server_end->error.message);
+        CHECK(at_server == "last words");
+        CHECK(server_end->reason == EndReason::peer_close);
+        CHECK(!server_end->error);
+    }
+}

@@ -35,12 +35,21 @@ void PipeImpl::on_connected(int status) {
     if (ending()) {
         // close() while connecting, with bytes queued: deliver them, then close.
         if (!(life_ == Life::draining) || closing()) return;
-        if (status != 0 || tls_) {  // (TLS: no session to carry them)
+        if (status != 0) {
             close_handle_now();
             return;
         }
         connected_ = true;
         local_ = sockname(&h_.handle, false);
+        if (tls_) {
+            // They go out once the handshake is done (tls_established), then close_notify.
+            if (Error e = start_tls()) {
+                end_info_.error = std::move(e);
+                close_handle_now();
+                return;
+            }
+            start_reading();
+        }
         flush();
         return;
     }

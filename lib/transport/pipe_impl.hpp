@@ -188,9 +188,10 @@ public:
     bool in_read_ = false;  // delivering this pipe's own read: its sends flush after it
     // An adopted UDP socket that was connect()ed: its sends to peer_ carry no address.
     bool udp_connected_ = false;
-    bool read_eof_ = false;       // FIN received
-    bool eof_delivered_ = false;  // finish_input() has passed the FIN on
-    int kept_fd_ = -1;            // do_close == false: the fd that survives the pipe
+    bool read_eof_ = false;               // FIN received
+    std::uint64_t bytes_out_at_eof_ = 0;  // bytes_out_ when the FIN came
+    bool eof_delivered_ = false;          // finish_input() has passed the FIN on
+    int kept_fd_ = -1;                    // do_close == false: the fd that survives the pipe
     Address local_, peer_;
     std::unique_ptr<ByteFilter> filter_;  // null: bytes pass as they are
 

@@ -175,7 +175,11 @@ void PipeImpl::schedule_up() {
 // ---------------------------------------------------------------- reading
 
 void PipeImpl::start_reading() {
-    if (reading_ || ending() || !connected_ || conf_->sock_only || read_held()) return;
+    // A TLS pipe closed before its handshake finished still reads: the handshake must complete
+    // for what was sent to go out.
+    const bool handshaking = tls_ && !tls_->established && life_ == Life::draining;
+    if (reading_ || (ending() && !handshaking) || !connected_ || conf_->sock_only || read_held())
+        return;
     if (kind_ == PipeKind::tcp_server) return;
     if (kind_ == PipeKind::udp) {
         int rc = uv_udp_recv_start(
@@ -267,6 +271,7 @@ void PipeImpl::read_failed(int status) {
         return;
     }
     read_eof_ = true;
+    bytes_out_at_eof_ = bytes_out_;
     stop_reading();
     finish_input();
 }

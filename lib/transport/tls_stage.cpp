@@ -57,7 +57,12 @@ void PipeImpl::tls_established() {
     TlsStage& t = *tls_;
     t.established = true;
     core_->disarm(t.handshake);
-    if (ending()) return;
+    if (ending()) {
+        // Closed during the handshake: what was sent leaves now (the read that completed the
+        // handshake flushes it), close_notify after it; after_written() then closes.
+        if (life_ == Life::draining) tls_close_notify();
+        return;
+    }
     if (kind_ == PipeKind::tcp_accepted) {
         // The server hands the pipe over only now, with its callbacks as they are now.
         if (server_ != nullptr) server_->deliver_accepted(self_);
@@ -83,6 +88,7 @@ void PipeImpl::tls_after_read() {
     if (ending() || read_eof_ || !tls_->filter->peer_closed()) return;
     // close_notify: the peer sends no more; what it said stands (a FIN, the TLS way).
     read_eof_ = true;
+    bytes_out_at_eof_ = bytes_out_;
     stop_reading();
     finish_input();
 }
@@ -102,7 +108,14 @@ void PipeImpl::tls_eof() {
 }
 
 void PipeImpl::tls_fail(Error e) {
-    if (ending()) return;
+    if (closing()) return;
+    if (ending()) {
+        // A close waiting for its bytes: they cannot go out now, and the end says so.
+        end_info_.reason = EndReason::error;
+        end_info_.error = std::move(e);
+        close_handle_now();
+        return;
+    }
     if (e.code == make_error_code(errc::tls_failed) && e.message.find(describe()) != 0)
         e.message = describe() + ": " + e.message;
     // The filter's alert tells the peer why, if the socket takes it now.

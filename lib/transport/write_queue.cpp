@@ -383,6 +383,12 @@ void PipeImpl::try_shutdown() {
     int rc = uv_shutdown(shutdown_req_.get(), &h_.stream, [](uv_shutdown_t* req, int status) {
         auto* p = static_cast<PipeImpl*>(req->data);
         if (status == UV_ECANCELED || p->closing()) return;
+        // The peer finished and then closed its socket entirely, so it refuses the FIN (or a
+        // TLS close_notify before it). When nothing of the application's was sent after the
+        // peer finished, nothing was lost: both directions are done, not an error.
+        if (p->read_eof_ && p->bytes_out_ == p->bytes_out_at_eof_ &&
+            (status == UV_ENOTCONN || status == UV_ECONNRESET || status == UV_EPIPE))
+            status = 0;
         if (status != 0) {
             p->fail(reason_for(status), p->uv_fail("shutdown", status, p->peer_));
             return;
