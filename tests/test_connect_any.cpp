@@ -158,3 +158,40 @@ TEST_CASE("connect_any: closing while attempts run ends them all, and bad input 
     REQUIRE(!zero);
     CHECK(zero.error() == errc::invalid_address);
 }
+
+TEST_CASE("connect retries: backoff between tries, the count in the error, a late server") {
+    Loop loop;
+    const Address closed = closed_tcp_port(loop, Family::ipv4);
+    NetConf conf;
+    conf.connect_retries = 2;
+    conf.retry_backoff = 100ms;
+    const auto t0 = Clock::now();
+    auto p = must(Pipe::connect(loop, closed, conf));
+    auto end = watch_end(*p);
+    run_until(
+        loop, [&] { return end->count == 1; }, "all tries failed");
+    const auto waited = Clock::now() - t0;
+    CHECK(waited >= 300ms);  // 100 ms, then 200 ms
+    CHECK(waited < 2s);
+    CAPTURE(end->info.error.message);
+    CHECK(end->info.error.code == std::errc::connection_refused);
+    CHECK(end->info.error.message.find("3 tries; NetConf.connect_retries") != std::string::npos);
+
+    // A server that comes up during the backoff is reached by the next try.
+    const Address later = closed_tcp_port(loop, Family::ipv6);
+    PipePtr server;
+    loop.call_later(150ms, [&] { server = must(Pipe::listen(loop, later), "late listen"); });
+    conf.connect_retries = 5;
+    auto q = must(Pipe::connect(loop, later, conf));
+    run_until(
+        loop, [&] { return q->is_up() || q->ended(); }, "up on a retry");
+    CHECK(q->is_up());
+    CHECK(q->peer_address() == later);
+
+    NetConf bad;
+    bad.connect_retries = -1;
+    CHECK(bad.validate(Transport::tcp) == errc::invalid_config);
+    bad.connect_retries = 1;
+    bad.retry_backoff = 0ms;
+    CHECK(bad.validate(Transport::tcp) == errc::invalid_config);
+}

@@ -27,7 +27,7 @@ struct NetConf {
     ms ssl_handshake{4000};     // TLS handshake bound, from TCP connect / accept to established
     int sock_proto = 0;         // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP
     ms recv_timeout{2000};      // default timeout of recv() and accept()
-    ms con_timeout{2000};       // bound on a TCP connect
+    ms con_timeout{2000};       // bound on a TCP connect (one try: every address of it)
     std::size_t max_qsize = 0;  // messages per subscription queue; 0 = unbounded (drop-oldest)
     bool enable_msg_ids = false;  // UDP: drop a datagram equal to a recent one from the same source
     std::size_t max_msg_ids = 1000;        // how many recent datagram identities are remembered
@@ -43,6 +43,11 @@ struct NetConf {
     Loop* loop = nullptr;  // the loop used by open calls that are given none
 
     // --- beyond P2PD ---
+    // TCP clients: tries after the first when a connect fails (refused, unreachable, no answer
+    // within con_timeout), each after a pause that starts at retry_backoff and doubles, up to
+    // 30 s. The pipe ends only after the last, its error saying how many there were.
+    int connect_retries = 0;
+    ms retry_backoff{500};
     bool nodelay = true;  // TCP_NODELAY
     // SO_BINDTODEVICE: the socket sends and receives on this interface only ("eth0"; a
     // Route's interface). Needs CAP_NET_RAW; without it the open fails saying so. Empty: none.

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace pipeworks::detail {
@@ -42,13 +43,20 @@ std::vector<Address> interleave(const std::vector<Address>& in) {
 
 void PipeImpl::begin_attempts(std::vector<Address> addrs, std::string what) {
     attempts_ = std::make_unique<Attempts>();
-    attempts_->queue = interleave(addrs);
-    if (attempts_->queue.empty()) {
+    attempts_->all = interleave(addrs);
+    if (attempts_->all.empty()) {
         fail(EndReason::error,
              Error(errc::invalid_address, "connect to " + what + ": no IPv4 or IPv6 address"));
         return;
     }
     attempts_->what = std::move(what);
+    try_addresses();
+}
+
+void PipeImpl::try_addresses() {
+    Attempts& a = *attempts_;
+    ++a.tries;
+    a.queue = a.all;
     std::weak_ptr<PipeImpl> weak = self_;
     connect_timer_.cancel();
     connect_timer_ = loop_->call_later(conf_->con_timeout, [weak] {
@@ -57,13 +65,36 @@ void PipeImpl::begin_attempts(std::vector<Address> addrs, std::string what) {
         std::string tried = p->attempts_->failures;
         for (const auto& r : p->attempts_->running)
             tried += (tried.empty() ? "" : "; ") + r->to.to_string() + ": no answer";
-        p->fail(EndReason::timeout,
-                Error(errc::connect_timeout, "connect to " + p->attempts_->what +
-                                                 ": no connection within " +
-                                                 std::to_string(p->conf_->con_timeout.count()) +
-                                                 " ms (NetConf.con_timeout); tried " + tried));
+        p->attempts_failed(EndReason::timeout,
+                           Error(errc::connect_timeout,
+                                 "connect to " + p->attempts_->what + ": no connection within " +
+                                     std::to_string(p->conf_->con_timeout.count()) +
+                                     " ms (NetConf.con_timeout); tried " + tried));
     });
     start_next_attempt();
+}
+
+void PipeImpl::attempts_failed(EndReason reason, Error e) {
+    Attempts& a = *attempts_;
+    close_attempts();
+    if (a.tries > conf_->connect_retries) {
+        if (a.tries > 1)
+            e.message += " (" + std::to_string(a.tries) + " tries; NetConf.connect_retries)";
+        fail(reason, std::move(e));
+        return;
+    }
+    // Another try after the backoff: retry_backoff, doubled each time, at most 30 s.
+    connect_timer_.cancel();
+    a.failures.clear();
+    a.first_error = {};
+    auto delay = conf_->retry_backoff;
+    for (int i = 1; i < a.tries && delay < std::chrono::seconds(30); ++i) delay *= 2;
+    delay = std::min<std::chrono::milliseconds>(delay, std::chrono::seconds(30));
+    std::weak_ptr<PipeImpl> weak = self_;
+    a.stagger = loop_->call_later(delay, [weak] {
+        if (auto p = weak.lock(); p && p->attempts_ && !p->ending() && !p->connected_)
+            p->try_addresses();
+    });
 }
 
 void PipeImpl::start_next_attempt() {
@@ -112,9 +143,9 @@ void PipeImpl::start_next_attempt() {
         return;
     }
     if (a.running.empty() && !ending() && !connected_) {
-        fail(EndReason::error,
-             Error(a.first_error ? a.first_error : uv_error_code(UV_ECONNREFUSED),
-                   "connect to " + a.what + ": every address failed: " + a.failures));
+        attempts_failed(EndReason::error,
+                        Error(a.first_error ? a.first_error : uv_error_code(UV_ECONNREFUSED),
+                              "connect to " + a.what + ": every address failed: " + a.failures));
     }
 }
 

@@ -44,6 +44,9 @@ Error NetConf::validate(Transport transport) const {
     if (dns_timeout.count() <= 0) return field("dns_timeout", "must be > 0 ms");
     if (recv_timeout.count() < 0) return field("recv_timeout", "must be >= 0 ms");
     if (con_timeout.count() <= 0) return field("con_timeout", "must be > 0 ms");
+    if (connect_retries < 0 || connect_retries > 1000)
+        return field("connect_retries", "must be from 0 to 1000");
+    if (retry_backoff.count() <= 0) return field("retry_backoff", "must be > 0 ms");
     if (sock_proto != 0) {
         int expected = transport == Transport::tcp ? IPPROTO_TCP : IPPROTO_UDP;
         if (sock_proto != expected)

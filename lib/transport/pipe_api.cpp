@@ -115,6 +115,15 @@ Result<PipePtr> Pipe::connect(Loop& loop, const Address& to, const NetConf& conf
     init_tcp(*p);
     if (conf.use_ssl)
         if (auto e = p->prepare_tls(detail::TlsRole::client, {})) return abandon(p, std::move(e));
+    if (conf.connect_retries > 0 && !local.empty())
+        return abandon(p, Error(errc::not_supported_yet,
+                                "connect: NetConf.connect_retries together with a local address "
+                                "is not supported yet"));
+    if (conf.connect_retries > 0) {
+        // Retries make a new socket each time: the connector's attempts do.
+        p->begin_attempts({to}, to.to_string());
+        return PipePtr(p);
+    }
     if (auto e = p->open_tcp_socket(local, to.family(), false)) return abandon_own(p, e);
     if (auto e = p->start_connect(to)) return abandon_own(p, e);
     return PipePtr(p);

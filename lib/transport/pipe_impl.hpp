@@ -241,7 +241,9 @@ public:
             uv_poll_t* poll = nullptr;
             Address to;
         };
-        std::vector<Address> queue;  // not tried yet, in order
+        std::vector<Address> all;    // every candidate, in the order tried
+        std::vector<Address> queue;  // not tried yet in this try, in order
+        int tries = 0;               // 1 + the retries started (NetConf::connect_retries)
         std::vector<std::unique_ptr<Running>> running;
         std::string failures;  // "ADDRESS: reason; ..."
         std::error_code first_error;
@@ -252,6 +254,10 @@ public:
     // Connects to the first of `addrs` that answers (families interleaved, one attempt
     // started every 250 ms or at once after a failure), bounded by con_timeout.
     void begin_attempts(std::vector<Address> addrs, std::string what);
+    void try_addresses();  // one try: every address, as above
+    // Every address of a try failed (or con_timeout passed): the next try after the backoff,
+    // or the end after the last.
+    void attempts_failed(EndReason reason, Error e);
     void start_next_attempt();
     void attempt_finished(Attempts::Running* run, int status);
     void attempt_failed(Attempts::Running& r, const std::string& why, std::error_code code);
