@@ -81,19 +81,19 @@ Args parse(int argc, char** argv) {
 struct Dnsmasq {
     pid_t pid = -1;
     Dnsmasq(const std::string& bin, std::uint16_t port) {
-        std::vector<std::string> args{bin,
-                                      "--keep-in-foreground",
-                                      "--conf-file=/dev/null",
-                                      "--no-resolv",
-                                      "--no-hosts",
-                                      "--pid-file=",
-                                      "--user=",
-                                      "--bind-interfaces",
-                                      "--listen-address=127.0.0.1",
-                                      "--port=" + std::to_string(port),
-                                      "--local=/pw.test/",
-                                      "--host-record=" + std::string(kName) + "," + kV4 +
-                                          ",fd00::1"};
+        std::vector<std::string> args{
+            bin,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--user=",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--port=" + std::to_string(port),
+            "--local=/pw.test/",
+            "--host-record=" + std::string(kName) + "," + kV4 + ",fd00::1"};
         std::vector<char*> argv;
         for (auto& s : args) argv.push_back(s.data());
         argv.push_back(nullptr);
@@ -117,7 +117,7 @@ struct Counts {
 };
 
 // Keeps `inflight` resolutions going for `seconds`; completions per second.
-double measure(Loop& loop, int inflight, int seconds,
+double measure(Loop& loop, const char* who, int inflight, int seconds,
                const std::function<void(Counts&, std::function<void()>&)>& make_starter) {
     Counts c;
     std::function<void()> start;
@@ -133,8 +133,8 @@ double measure(Loop& loop, int inflight, int seconds,
     });
     loop.run_until([&] { return c.stopping && c.active == 0; }, std::chrono::seconds(seconds + 10));
     if (c.failed > 0)
-        std::fprintf(stderr, "dns_bench: %llu resolutions failed\n",
-                     static_cast<unsigned long long>(c.failed));
+        std::fprintf(stderr, "dns_bench: %s, %d in flight: %llu resolutions failed\n", who,
+                     inflight, static_cast<unsigned long long>(c.failed));
     return elapsed > 0 ? static_cast<double>(at_stop) / elapsed : 0;
 }
 
@@ -243,12 +243,12 @@ int main(int argc, char** argv) {
                 args.seconds, pool ? pool : "4 (default)");
     std::printf("%-9s %14s %16s %7s\n", "inflight", "uv_getaddrinfo", "pipeworks", "ratio");
     for (int n : args.inflight) {
-        double base = measure(loop, n, args.seconds, [&](Counts& c, std::function<void()>& s) {
-            getaddrinfo_starter(loop, c, s);
-        });
-        double pw = measure(loop, n, args.seconds, [&](Counts& c, std::function<void()>& s) {
-            pipeworks_starter(loop, c, s);
-        });
+        double base =
+            measure(loop, "uv_getaddrinfo", n, args.seconds,
+                    [&](Counts& c, std::function<void()>& s) { getaddrinfo_starter(loop, c, s); });
+        double pw =
+            measure(loop, "pipeworks", n, args.seconds,
+                    [&](Counts& c, std::function<void()>& s) { pipeworks_starter(loop, c, s); });
         std::printf("%-9d %14.0f %16.0f %7.2f\n", n, base, pw, base > 0 ? pw / base : 0);
         std::fflush(stdout);
     }

@@ -189,16 +189,16 @@ struct ALoneServer {
         while (p < q.size() && q[p] != 0) p += 1 + static_cast<unsigned char>(q[p]);
         if (p + 5 > q.size()) return;
         const std::size_t qend = p + 5;  // the root label, type, class
-        const int qtype = (static_cast<unsigned char>(q[p + 1]) << 8) |
-                          static_cast<unsigned char>(q[p + 2]);
+        const int qtype =
+            (static_cast<unsigned char>(q[p + 1]) << 8) | static_cast<unsigned char>(q[p + 2]);
         if (qtype != 1) {
             ++dropped;
             return;
         }
         ++a_queries;
-        std::string r = q.substr(0, 2);                          // id
-        r += bytes({0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0});        // response, 1 question, 1 answer
-        r += q.substr(12, qend - 12);                            // the question
+        std::string r = q.substr(0, 2);                           // id
+        r += bytes({0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0});         // response, 1 question, 1 answer
+        r += q.substr(12, qend - 12);                             // the question
         r += bytes({0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4});  // name -> question, A, IN, TTL
         r += bytes({10, 9, 9, 9});
         uv_buf_t b = uv_buf_init(r.data(), static_cast<unsigned>(r.size()));
@@ -223,12 +223,11 @@ Resolver::Id lookup(Loop& loop, Calls& c, std::string_view host, FamilyPolicy po
                     std::chrono::milliseconds timeout = 2000ms, std::uint16_t port = 80) {
     c.started = Clock::now();
     c.in_lookup = true;
-    auto id = Resolver::of(loop).lookup(host, port, policy, timeout,
-                                        [&c](Family f, Result<std::vector<Address>> r) {
-                                            if (c.in_lookup) c.inside_call = true;
-                                            c.calls.push_back(
-                                                {f, std::move(r), Clock::now() - c.started});
-                                        });
+    auto id = Resolver::of(loop).lookup(
+        host, port, policy, timeout, [&c](Family f, Result<std::vector<Address>> r) {
+            if (c.in_lookup) c.inside_call = true;
+            c.calls.push_back({f, std::move(r), Clock::now() - c.started});
+        });
     c.in_lookup = false;
     return id;
 }
@@ -239,7 +238,8 @@ Result<std::vector<Address>> lookup_one(Loop& loop, std::string_view host, Famil
     Calls c;
     lookup(loop, c, host, f == Family::ipv4 ? FamilyPolicy::ipv4_only : FamilyPolicy::ipv6_only,
            2000ms, port);
-    if (!run_until(loop, [&] { return !c.calls.empty(); }, "the lookup's callback"))
+    if (!run_until(
+            loop, [&] { return !c.calls.empty(); }, "the lookup's callback"))
         return Error(errc::dns_timeout, "test deadline");
     CHECK(c.calls.size() == 1);
     CHECK(c.calls[0].family == f);
@@ -255,13 +255,13 @@ struct Resolved {
 Result<std::vector<Address>> resolve(Loop& loop, std::string_view host, FamilyPolicy policy,
                                      std::chrono::milliseconds timeout = 2000ms) {
     Resolved r;
-    Resolver::of(loop).resolve(host, 443, policy, timeout,
-                               [&r](Result<std::vector<Address>> res) {
-                                   ++r.calls;
-                                   r.result = std::move(res);
-                               });
+    Resolver::of(loop).resolve(host, 443, policy, timeout, [&r](Result<std::vector<Address>> res) {
+        ++r.calls;
+        r.result = std::move(res);
+    });
     CHECK_FALSE(r.result.has_value());
-    if (!run_until(loop, [&] { return r.result.has_value(); }, "resolve's callback"))
+    if (!run_until(
+            loop, [&] { return r.result.has_value(); }, "resolve's callback"))
         return Error(errc::dns_timeout, "test deadline");
     run_for(loop, 10ms);
     CHECK(r.calls == 1);
@@ -350,7 +350,8 @@ TEST_CASE("lookup calls back once per family asked, never inside the call") {
         auto id = lookup(loop, c, "both.pw.test", policy);
         CHECK(id != 0);
         CHECK(c.calls.empty());
-        REQUIRE(run_until(loop, [&] { return c.calls.size() == 2; }, "both families"));
+        REQUIRE(run_until(
+            loop, [&] { return c.calls.size() == 2; }, "both families"));
         run_for(loop, 20ms);
         CHECK(c.calls.size() == 2);
         CHECK_FALSE(c.inside_call);
@@ -368,7 +369,8 @@ TEST_CASE("lookup calls back once per family asked, never inside the call") {
     // One family only: one call; the family without an address says so.
     Calls c;
     lookup(loop, c, "v4.pw.test", FamilyPolicy::any_ipv4_first);
-    REQUIRE(run_until(loop, [&] { return c.calls.size() == 2; }, "both families"));
+    REQUIRE(run_until(
+        loop, [&] { return c.calls.size() == 2; }, "both families"));
     for (auto& call : c.calls) {
         if (call.family == Family::ipv4)
             CHECK(call.result.ok());
@@ -378,7 +380,8 @@ TEST_CASE("lookup calls back once per family asked, never inside the call") {
 
     Calls only;
     lookup(loop, only, "both.pw.test", FamilyPolicy::ipv6_only);
-    REQUIRE(run_until(loop, [&] { return !only.calls.empty(); }, "the IPv6 answer"));
+    REQUIRE(run_until(
+        loop, [&] { return !only.calls.empty(); }, "the IPv6 answer"));
     run_for(loop, 50ms);
     REQUIRE(only.calls.size() == 1);
     CHECK(only.calls[0].family == Family::ipv6);
@@ -390,7 +393,8 @@ TEST_CASE("lookup calls back once per family asked, never inside the call") {
     CHECK(ia != 0);
     CHECK(ib != 0);
     CHECK(ia != ib);
-    run_until(loop, [&] { return !a.calls.empty() && !b.calls.empty(); }, "two lookups");
+    run_until(
+        loop, [&] { return !a.calls.empty() && !b.calls.empty(); }, "two lookups");
 }
 
 TEST_CASE("resolve orders the families by the policy, interleaved") {
@@ -445,7 +449,8 @@ TEST_CASE("a server that never answers: the lookup ends by its timeout, promptly
 
     Calls c;
     lookup(loop, c, "slow.pw.test", FamilyPolicy::any_ipv6_first, 300ms);
-    REQUIRE(run_until(loop, [&] { return c.calls.size() == 2; }, "both timeouts"));
+    REQUIRE(run_until(
+        loop, [&] { return c.calls.size() == 2; }, "both timeouts"));
     for (auto& call : c.calls) {
         REQUIRE_FALSE(call.result.ok());
         CHECK(call.result.error() == errc::dns_timeout);
@@ -463,7 +468,8 @@ TEST_CASE("a server that never answers: the lookup ends by its timeout, promptly
     // A timeout of zero is refused.
     Calls zero;
     lookup(loop, zero, "slow.pw.test", FamilyPolicy::ipv4_only, 0ms);
-    REQUIRE(run_until(loop, [&] { return !zero.calls.empty(); }, "the refusal"));
+    REQUIRE(run_until(
+        loop, [&] { return !zero.calls.empty(); }, "the refusal"));
     CHECK(zero.calls[0].result.error() == errc::invalid_config);
     CHECK_FALSE(zero.inside_call);
 }
@@ -475,14 +481,16 @@ TEST_CASE("a family whose answer is lost does not delay the other family") {
 
     Calls c;
     lookup(loop, c, "lost.pw.test", FamilyPolicy::any_ipv6_first, 1500ms);
-    REQUIRE(run_until(loop, [&] { return !c.calls.empty(); }, "the A answer"));
+    REQUIRE(run_until(
+        loop, [&] { return !c.calls.empty(); }, "the A answer"));
     REQUIRE(c.calls.size() == 1);
     CHECK(c.calls[0].family == Family::ipv4);
     CHECK(hosts(must(std::move(c.calls[0].result))) == std::vector<std::string>{"10.9.9.9"});
     CHECK(c.calls[0].after < 500ms);  // not held back by the AAAA query sent before it
     CHECK(server.dropped >= 1);       // the AAAA query did arrive, and was dropped
 
-    REQUIRE(run_until(loop, [&] { return c.calls.size() == 2; }, "the AAAA timeout"));
+    REQUIRE(run_until(
+        loop, [&] { return c.calls.size() == 2; }, "the AAAA timeout"));
     CHECK(c.calls[1].family == Family::ipv6);
     CHECK(c.calls[1].result.error() == errc::dns_timeout);
     CHECK(c.calls[1].after >= 1500ms);
@@ -540,7 +548,8 @@ TEST_CASE("cancel inside the first family's callback stops the second") {
                         ++calls;
                         cancelled = res.cancel(id);
                     });
-    REQUIRE(run_until(loop, [&] { return calls == 1; }, "the A answer"));
+    REQUIRE(run_until(
+        loop, [&] { return calls == 1; }, "the A answer"));
     CHECK(cancelled);
     run_for(loop, 500ms);
     CHECK(calls == 1);
@@ -573,7 +582,8 @@ TEST_CASE("numeric hosts answer without a query, for their own family") {
     Calls c;
     lookup(loop, c, "127.0.0.1", FamilyPolicy::any_ipv6_first, 200ms, 7);
     CHECK(c.calls.empty());
-    REQUIRE(run_until(loop, [&] { return !c.calls.empty(); }, "the numeric answer"));
+    REQUIRE(run_until(
+        loop, [&] { return !c.calls.empty(); }, "the numeric answer"));
     run_for(loop, 20ms);
     REQUIRE(c.calls.size() == 1);
     CHECK_FALSE(c.inside_call);
@@ -616,7 +626,8 @@ TEST_CASE("malformed names fail with dns_failed and say what is wrong") {
         CAPTURE(k.name);
         Calls c;
         lookup(loop, c, k.name, FamilyPolicy::any_ipv4_first, 200ms);
-        REQUIRE(run_until(loop, [&] { return c.calls.size() == 2; }, "the refusals"));
+        REQUIRE(run_until(
+            loop, [&] { return c.calls.size() == 2; }, "the refusals"));
         CHECK_FALSE(c.inside_call);
         for (auto& call : c.calls) {
             REQUIRE_FALSE(call.result.ok());
@@ -629,7 +640,8 @@ TEST_CASE("malformed names fail with dns_failed and say what is wrong") {
     // A 63-byte label and a trailing dot are fine (the server just does not answer).
     Calls ok;
     lookup(loop, ok, std::string(63, 'a') + ".pw.test.", FamilyPolicy::ipv4_only, 100ms);
-    REQUIRE(run_until(loop, [&] { return !ok.calls.empty(); }, "the timeout"));
+    REQUIRE(run_until(
+        loop, [&] { return !ok.calls.empty(); }, "the timeout"));
     CHECK(ok.calls[0].result.error() == errc::dns_timeout);
 }
 
@@ -648,13 +660,14 @@ TEST_CASE("configure: bad servers refused; queries in flight finish on the old c
     Calls inflight;
     lookup(loop, inflight, "v4.pw.test", FamilyPolicy::ipv4_only, 1000ms);
     use(loop, {silent.at});  // before the answer came in
-    REQUIRE(run_until(loop, [&] { return !inflight.calls.empty(); }, "the in-flight answer"));
-    CHECK(hosts(must(std::move(inflight.calls[0].result))) ==
-          std::vector<std::string>{"10.0.0.1"});
+    REQUIRE(run_until(
+        loop, [&] { return !inflight.calls.empty(); }, "the in-flight answer"));
+    CHECK(hosts(must(std::move(inflight.calls[0].result))) == std::vector<std::string>{"10.0.0.1"});
 
     Calls after;
     lookup(loop, after, "v4.pw.test", FamilyPolicy::ipv4_only, 200ms);
-    REQUIRE(run_until(loop, [&] { return !after.calls.empty(); }, "the new server's silence"));
+    REQUIRE(run_until(
+        loop, [&] { return !after.calls.empty(); }, "the new server's silence"));
     CHECK(after.calls[0].result.error() == errc::dns_timeout);
 
     // A server with port 0 means port 53: refused or silent there, never this test's dnsmasq.
@@ -674,7 +687,7 @@ TEST_CASE("the loop destroyed with queries in flight: no callback runs") {
         res.lookup("slow.pw.test", 1, FamilyPolicy::any_ipv6_first, 5000ms, cb);
         res.resolve("slow2.pw.test", 1, FamilyPolicy::ipv4_only, 5000ms,
                     [&called](Result<std::vector<Address>>) { called = true; });
-        run_for(loop, 50ms);  // the queries are out
+        run_for(loop, 50ms);                                              // the queries are out
         res.lookup("127.0.0.1", 1, FamilyPolicy::ipv4_only, 5000ms, cb);  // answer held
         res.lookup("localhost", 1, FamilyPolicy::ipv4_only, 5000ms, cb);  // from /etc/hosts
         // A replaced channel still waited for.

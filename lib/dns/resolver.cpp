@@ -76,9 +76,9 @@ Error failure(int status, std::string_view host, Family f) {
         case ARES_ECONNREFUSED:
             // c-ares tries the next server after a SERVFAIL or REFUSED, and says this when
             // none is left.
-            return Error(errc::dns_failed,
-                         where + "no DNS server answered (each refused, failed or was unreachable)" +
-                             why);
+            return Error(
+                errc::dns_failed,
+                where + "no DNS server answered (each refused, failed or was unreachable)" + why);
         case ARES_EBADNAME:
             return Error(errc::dns_failed, where + "malformed name" + why);
         case ARES_EFORMERR:
@@ -215,9 +215,9 @@ struct Resolver::Impl final : detail::Resource {
                               const ares_socket_t fd = w->fd;
                               // An error: let c-ares read and write, and find out itself.
                               const bool all = status < 0;
-                              ares_process_fd(
-                                  c->ch, all || (events & UV_READABLE) ? fd : ARES_SOCKET_BAD,
-                                  all || (events & UV_WRITABLE) ? fd : ARES_SOCKET_BAD);
+                              ares_process_fd(c->ch,
+                                              all || (events & UV_READABLE) ? fd : ARES_SOCKET_BAD,
+                                              all || (events & UV_WRITABLE) ? fd : ARES_SOCKET_BAD);
                               c->update_timer();
                           });
         }
@@ -304,7 +304,8 @@ struct Resolver::Impl final : detail::Resource {
         std::string lookups = conf.hosts_file ? "fb" : "b";  // c-ares copies it
         opts.lookups = lookups.data();
         if (int rc = ares_init_options(&c->ch, &opts, mask); rc != ARES_SUCCESS)
-            return Error(errc::dns_failed, std::string("resolver: c-ares init: ") + ares_strerror(rc));
+            return Error(errc::dns_failed,
+                         std::string("resolver: c-ares init: ") + ares_strerror(rc));
         if (!conf.servers.empty()) {
             std::vector<ares_addr_port_node> nodes(conf.servers.size());
             for (std::size_t i = 0; i < conf.servers.size(); ++i) {
@@ -328,9 +329,9 @@ struct Resolver::Impl final : detail::Resource {
             }
             if (int rc = ares_set_servers_ports(c->ch, nodes.data()); rc != ARES_SUCCESS) {
                 ares_destroy(c->ch);
-                return Error(errc::dns_failed,
-                             std::string("resolver: c-ares refused the servers: ") +
-                                 ares_strerror(rc));
+                return Error(
+                    errc::dns_failed,
+                    std::string("resolver: c-ares refused the servers: ") + ares_strerror(rc));
             }
         }
         uv_timer_init(owner->core->loop, &c->timer);
@@ -511,9 +512,9 @@ struct Resolver::Impl final : detail::Resource {
         for (std::size_t i = 0; i < l.nslots && !l.finished; ++i) {
             if (l.slots[i].result) continue;
             settle(l, i,
-                   Error(errc::dns_timeout, quoted(l.host) + " (" + family_label(l.slots[i].family) +
-                                                "): no answer within " +
-                                                std::to_string(l.timeout.count()) + " ms"));
+                   Error(errc::dns_timeout,
+                         quoted(l.host) + " (" + family_label(l.slots[i].family) +
+                             "): no answer within " + std::to_string(l.timeout.count()) + " ms"));
         }
     }
 
@@ -631,8 +632,8 @@ Resolver& Resolver::of(Loop& loop) {
             impl->current = *made;
         else
             impl->init_error = made.error();
-        core.resolver = std::shared_ptr<Resolver>(new Resolver(std::move(impl)),
-                                                  [](Resolver* r) { delete r; });
+        core.resolver =
+            std::shared_ptr<Resolver>(new Resolver(std::move(impl)), [](Resolver* r) { delete r; });
     }
     return *static_cast<Resolver*>(core.resolver.get());
 }
