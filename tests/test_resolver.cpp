@@ -17,9 +17,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -708,4 +711,26 @@ TEST_CASE("a callback that throws reaches run_until, and the resolver goes on") 
     CHECK_THROWS_WITH(loop.run_until([] { return false; }, 500ms), "from the callback");
     auto again = must(lookup_one(loop, "::1", Family::ipv6));
     CHECK(again.size() == 1);
+}
+
+TEST_CASE("the resolver's errors: appended to errc, with messages and rows in the guide") {
+    // Appended after tls_truncated (23): the numbers of the older values stay.
+    CHECK(static_cast<int>(errc::tls_truncated) == 23);
+    CHECK(static_cast<int>(errc::host_not_found) == 24);
+    CHECK(static_cast<int>(errc::no_address) == 25);
+    CHECK(static_cast<int>(errc::dns_failed) == 26);
+    std::ifstream guide(std::string(PIPEWORKS_SOURCE_DIR) + "/docs/guide.md");
+    REQUIRE(guide.good());
+    const std::string text((std::istreambuf_iterator<char>(guide)),
+                           std::istreambuf_iterator<char>());
+    for (errc e : {errc::dns_timeout, errc::host_not_found, errc::no_address, errc::dns_failed}) {
+        const std::string msg = make_error_code(e).message();
+        CAPTURE(msg);
+        CHECK(msg != "unknown pipeworks error");
+    }
+    for (const char* row :
+         {"| `dns_timeout`", "| `host_not_found`", "| `no_address`", "| `dns_failed`"}) {
+        CAPTURE(row);
+        CHECK(text.find(row) != std::string::npos);
+    }
 }
