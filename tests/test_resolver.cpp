@@ -35,7 +35,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::string find_dnsmasq() {
-    if (const char* p = std::getenv("PIPEWORKS_DNSMASQ"); p && *p) return p;
+    if (const char* p = std::getenv("PIPEWORKS_DNSMASQ"); p && *p)
+        return ::access(p, X_OK) == 0 ? p : "";
     std::vector<std::string> dirs{"/usr/sbin", "/sbin", "/usr/local/sbin"};
     if (const char* path = std::getenv("PATH")) {
         std::string all = path;
