@@ -14,16 +14,20 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace pipeworks;
@@ -207,6 +211,33 @@ struct ALoneServer {
         r += bytes({10, 9, 9, 9});
         uv_buf_t b = uv_buf_init(r.data(), static_cast<unsigned>(r.size()));
         uv_udp_try_send(h, &b, 1, from);
+    }
+};
+
+// Stops `loop` from another thread after `limit`, unless it is gone first: a bound for run(),
+// which a timer of the loop's own would keep going.
+struct Watchdog {
+    Loop& loop;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::atomic<bool> fired{false};
+    std::thread thread;
+    Watchdog(Loop& l, std::chrono::milliseconds limit)
+        : loop(l), thread([this, limit] {
+              std::unique_lock lock(mu);
+              if (!cv.wait_for(lock, limit, [this] { return done; })) {
+                  fired = true;
+                  loop.post([this] { loop.stop(); });
+              }
+          }) {}
+    ~Watchdog() {
+        {
+            std::lock_guard lock(mu);
+            done = true;
+        }
+        cv.notify_all();
+        thread.join();
     }
 };
 
@@ -504,6 +535,34 @@ TEST_CASE("a family whose answer is lost does not delay the other family") {
     auto r = must(resolve(loop, "lost.pw.test", FamilyPolicy::any_ipv6_first, 400ms));
     CHECK(hosts(r) == std::vector<std::string>{"10.9.9.9"});
     CHECK(Clock::now() - start >= 400ms);
+}
+
+TEST_CASE("run() goes on while a lookup waits, and not for a request nobody waits for") {
+    Dnsmasq dns;
+    SilentServer silent;
+    Loop loop;
+    use(loop, {dns.address()});
+
+    Calls answered;
+    lookup(loop, answered, "both.pw.test", FamilyPolicy::any_ipv6_first);
+    {
+        Watchdog bound(loop, 3000ms);
+        loop.run();
+        CHECK_FALSE(bound.fired);
+    }
+    CHECK(answered.calls.size() == 2);
+
+    use(loop, {silent.at});
+    Calls timed_out;
+    lookup(loop, timed_out, "slow.pw.test", FamilyPolicy::any_ipv6_first, 300ms);
+    const auto start = Clock::now();
+    {
+        Watchdog bound(loop, 3000ms);
+        loop.run();  // c-ares would retry for seconds; nobody waits after 300 ms
+        CHECK_FALSE(bound.fired);
+    }
+    CHECK(timed_out.calls.size() == 2);
+    CHECK(Clock::now() - start < 1500ms);
 }
 
 TEST_CASE("cancel: no callback after it") {
