@@ -114,6 +114,7 @@ struct Counts {
     std::uint64_t ok = 0, failed = 0;
     bool stopping = false;
     int active = 0;
+    std::string first_error;
 };
 
 // Keeps `inflight` resolutions going for `seconds`; completions per second.
@@ -133,8 +134,9 @@ double measure(Loop& loop, const char* who, int inflight, int seconds,
     });
     loop.run_until([&] { return c.stopping && c.active == 0; }, std::chrono::seconds(seconds + 10));
     if (c.failed > 0)
-        std::fprintf(stderr, "dns_bench: %s, %d in flight: %llu resolutions failed\n", who,
-                     inflight, static_cast<unsigned long long>(c.failed));
+        std::fprintf(stderr, "dns_bench: %s, %d in flight: %llu resolutions failed (%s)\n", who,
+                     inflight, static_cast<unsigned long long>(c.failed),
+                     c.first_error.empty() ? "no details" : c.first_error.c_str());
     return elapsed > 0 ? static_cast<double>(at_stop) / elapsed : 0;
 }
 
@@ -145,10 +147,13 @@ void pipeworks_starter(Loop& loop, Counts& c, std::function<void()>& start) {
         r.resolve(kName, 80, FamilyPolicy::any_ipv4_first, 2000ms,
                   [&c, &start](Result<std::vector<Address>> res) {
                       --c.active;
-                      if (res && res->size() == 2)
+                      if (res && res->size() == 2) {
                           ++c.ok;
-                      else
+                      } else {
                           ++c.failed;
+                          if (c.first_error.empty())
+                              c.first_error = res ? "not 2 addresses" : res.error().message;
+                      }
                       if (!c.stopping) start();
                   });
     };

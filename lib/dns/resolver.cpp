@@ -298,7 +298,11 @@ struct Resolver::Impl final : detail::Resource {
         auto c = std::make_unique<Channel>();
         c->owner = owner;
         ares_options opts{};
-        int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS;
+        int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS | ARES_OPT_SOCK_RCVBUF;
+        // Every request to a server shares one UDP socket: a burst of answers to many lookups
+        // in flight overflows the default buffer, and c-ares only notices a lost answer by
+        // its retry timeout (seconds).
+        opts.socket_receive_buffer_size = 1 << 20;
         opts.sock_state_cb = &Channel::on_sock_state;
         opts.sock_state_cb_data = c.get();
         std::string lookups = conf.hosts_file ? "fb" : "b";  // c-ares copies it
