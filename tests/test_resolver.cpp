@@ -69,22 +69,27 @@ struct Fd {
     Fd& operator=(const Fd&) = delete;
 };
 
+// Binds `fd` to 127.0.0.1 and a port the OS chooses; the address it got.
+Address bind_loopback(int fd) {
+    REQUIRE(fd >= 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    socklen_t len = sizeof sa;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+    return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
+}
+
 // A port the OS chose, free for UDP and TCP on 127.0.0.1 when this returns (dnsmasq serves
 // both).
 std::uint16_t free_port() {
     for (int attempt = 0; attempt < 20; ++attempt) {
         Fd udp(::socket(AF_INET, SOCK_DGRAM, 0));
         Fd tcp(::socket(AF_INET, SOCK_STREAM, 0));
-        REQUIRE(udp.fd >= 0);
         REQUIRE(tcp.fd >= 0);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(udp.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-        socklen_t len = sizeof sa;
-        REQUIRE(::getsockname(udp.fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
-        if (::bind(tcp.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0)
-            return ntohs(sa.sin_port);
+        const Address at = bind_loopback(udp.fd);
+        if (::bind(tcp.fd, at.sockaddr(), at.sockaddr_len()) == 0) return at.port();
     }
     FAIL("no port free for both UDP and TCP");
     return 0;
@@ -144,17 +149,7 @@ struct Dnsmasq {
 // A UDP socket on loopback that reads nothing and answers nothing.
 struct SilentServer {
     Fd sock{::socket(AF_INET, SOCK_DGRAM, 0)};
-    Address at;
-    SilentServer() {
-        REQUIRE(sock.fd >= 0);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(sock.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-        socklen_t len = sizeof sa;
-        REQUIRE(::getsockname(sock.fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
-        at = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
-    }
+    Address at = bind_loopback(sock.fd);
 };
 
 // A DNS server on the test's loop that answers every A query with 10.9.9.9 and drops every
