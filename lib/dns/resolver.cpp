@@ -269,7 +269,6 @@ struct Resolver::Impl final : detail::Resource {
         Id id = 0;
         std::string host;
         std::uint16_t port = 0;
-        FamilyPolicy policy = FamilyPolicy::any_ipv6_first;
         std::chrono::milliseconds timeout{0};
         FamilyFn each;
         ResolveFn done;
@@ -388,7 +387,6 @@ struct Resolver::Impl final : detail::Resource {
         l.id = id;
         l.host = std::string(host);
         l.port = port;
-        l.policy = policy;
         l.timeout = timeout;
         l.each = std::move(each);
         l.done = std::move(done);
