@@ -95,6 +95,8 @@ std::uint16_t free_port() {
     return 0;
 }
 
+constexpr int kBigCount = 48;
+
 // dnsmasq serving pw.test from fixed records on 127.0.0.1, killed and reaped with this object.
 struct Dnsmasq {
     std::unique_ptr<Child> child;
@@ -107,7 +109,7 @@ struct Dnsmasq {
                         "PATH): install dnsmasq-base, as .ci/install-deps does");
         for (int attempt = 0; attempt < 3 && !child; ++attempt) {
             port = free_port();
-            auto c = std::make_unique<Child>(std::vector<std::string>{
+            std::vector<std::string> args{
                 bin,
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -130,7 +132,11 @@ struct Dnsmasq {
                 "--host-record=mixed.pw.test,10.0.2.2,fd00::2:2",
                 "--cname=alias.pw.test,both.pw.test",
                 "--txt-record=txt.pw.test,nothing else",
-            });
+            };
+            // Too many addresses for a 512-byte UDP answer: truncated, asked again over TCP.
+            for (int i = 1; i <= kBigCount; ++i)
+                args.push_back("--host-record=big.pw.test,10.0.3." + std::to_string(i));
+            auto c = std::make_unique<Child>(args);
             // It logs "started" once its sockets are bound; a taken port makes it exit.
             const bool up = c->wait_for(
                 [&] { return c->err_text.find("started, version") != std::string::npos; });
@@ -159,10 +165,10 @@ struct ALoneServer {
     Address at;
     int a_queries = 0, dropped = 0;
 
-    explicit ALoneServer(Loop& loop) {
+    explicit ALoneServer(Loop& loop, Family f = Family::ipv4) {
         REQUIRE(uv_udp_init(loop.native(), udp) == 0);
         udp->data = this;
-        Address any = Address::loopback(Family::ipv4, 0);
+        Address any = Address::loopback(f, 0);
         REQUIRE(uv_udp_bind(udp, any.sockaddr(), 0) == 0);
         sockaddr_storage ss{};
         int len = sizeof ss;
@@ -558,6 +564,25 @@ TEST_CASE("run() goes on while a lookup waits, and not for a request nobody wait
     }
     CHECK(timed_out.calls.size() == 2);
     CHECK(Clock::now() - start < 1500ms);
+}
+
+TEST_CASE("a truncated answer is asked again over TCP") {
+    Dnsmasq dns;
+    Loop loop;
+    use(loop, {dns.address()});
+    auto big = must(lookup_one(loop, "big.pw.test", Family::ipv4), "big.pw.test");
+    CHECK(big.size() == static_cast<std::size_t>(kBigCount));
+    CHECK(host_set(big).count("10.0.3.1") == 1);
+    CHECK(host_set(big).count("10.0.3." + std::to_string(kBigCount)) == 1);
+}
+
+TEST_CASE("a DNS server on IPv6") {
+    Loop loop;
+    ALoneServer server(loop, Family::ipv6);
+    use(loop, {server.at});
+    CHECK(hosts(must(lookup_one(loop, "v6server.pw.test", Family::ipv4))) ==
+          std::vector<std::string>{"10.9.9.9"});
+    CHECK(server.a_queries == 1);
 }
 
 TEST_CASE("cancel: no callback after it") {
