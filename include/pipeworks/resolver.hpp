@@ -1,5 +1,4 @@
 // Resolver: asynchronous name resolution (c-ares) on a Loop, bounded in time (docs/dns.md).
-// No cache: every lookup asks /etc/hosts and the DNS servers again.
 #pragma once
 
 #include <pipeworks/address.hpp>
@@ -27,7 +26,8 @@ struct ResolverConf {
 };
 
 // One per loop (Resolver::of). Bound to its loop's thread: every member and every callback
-// runs there. Callbacks may start, cancel and configure lookups.
+// runs there. Callbacks may start, cancel and configure lookups. ~Loop runs none of the
+// callbacks still due. No cache: every lookup asks /etc/hosts and the servers again.
 class PIPEWORKS_API Resolver {
 public:
     using Id = std::uint64_t;  // 0 is never a valid id
