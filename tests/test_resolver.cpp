@@ -494,7 +494,7 @@ TEST_CASE("a server that never answers: the lookup ends by its timeout, promptly
         CHECK(mentions(call.result.error(), "300 ms"));
         CHECK_FALSE(mentions(call.result.error(), "NetConf"));
         CHECK(call.after >= 300ms);
-        CHECK(call.after < 800ms);
+        CHECK(call.after < 1000ms);
     }
 
     auto r = resolve(loop, "slow.pw.test", FamilyPolicy::any_ipv4_first, 200ms);
@@ -663,7 +663,7 @@ TEST_CASE("numeric hosts answer without a query, for their own family") {
     use(loop, {silent.at});
 
     Calls c;
-    lookup(loop, c, "127.0.0.1", FamilyPolicy::any_ipv6_first, 200ms, 7);
+    lookup(loop, c, "127.0.0.1", FamilyPolicy::any_ipv6_first, 2000ms, 7);
     CHECK(c.calls.empty());
     REQUIRE(run_until(
         loop, [&] { return !c.calls.empty(); }, "the numeric answer"));
@@ -673,7 +673,7 @@ TEST_CASE("numeric hosts answer without a query, for their own family") {
     CHECK(c.calls[0].family == Family::ipv4);
     CHECK(must(std::move(c.calls[0].result)) ==
           std::vector<Address>{Address::loopback(Family::ipv4, 7)});
-    CHECK(c.calls[0].after < 150ms);
+    CHECK(c.calls[0].after < 500ms);
 
     CHECK(must(resolve(loop, "::1", FamilyPolicy::any_ipv4_first, 200ms)) ==
           std::vector<Address>{Address::loopback(Family::ipv6, 443)});
@@ -708,7 +708,7 @@ TEST_CASE("malformed names fail with dns_failed and say what is wrong") {
     for (const auto& k : cases) {
         CAPTURE(k.name);
         Calls c;
-        lookup(loop, c, k.name, FamilyPolicy::any_ipv4_first, 200ms);
+        lookup(loop, c, k.name, FamilyPolicy::any_ipv4_first, 2000ms);
         REQUIRE(run_until(
             loop, [&] { return c.calls.size() == 2; }, "the refusals"));
         CHECK_FALSE(c.inside_call);
@@ -717,7 +717,7 @@ TEST_CASE("malformed names fail with dns_failed and say what is wrong") {
             CHECK(call.result.error() == errc::dns_failed);
             CHECK(mentions(call.result.error(), "malformed name"));
             CHECK(mentions(call.result.error(), k.says));
-            CHECK(call.after < 150ms);
+            CHECK(call.after < 500ms);
         }
     }
     // A 63-byte label and a trailing dot are fine (the server just does not answer).
