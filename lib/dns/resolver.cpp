@@ -428,8 +428,11 @@ struct Resolver::Impl final : detail::Resource {
         } else {
             for (std::size_t i = 0; i < l.nslots && !l.finished; ++i) query(l, i);
             current->update_timer();
+            // + 1: the loop clock counts whole milliseconds, so `now` may be up to 1 ms behind
+            // and the timeout must not pass early.
             if (!l.finished && l.results < l.nslots)
-                core->arm(l, core->fresh_now_ms() + static_cast<std::uint64_t>(timeout.count()));
+                core->arm(l,
+                          core->fresh_now_ms() + 1 + static_cast<std::uint64_t>(timeout.count()));
         }
         l.starting = false;
         if (l.results > 0 && !l.finished) schedule_flush(l);
