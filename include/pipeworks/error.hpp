@@ -20,7 +20,7 @@ enum class errc {
     pipe_ended,          // the pipe has ended; nothing more can be sent or received
     write_queue_full,    // queued write bytes would pass NetConf::max_write_queue
     connect_timeout,     // NetConf::con_timeout passed before the connection was made
-    dns_timeout,         // NetConf::dns_timeout passed before the name was resolved
+    dns_timeout,         // a lookup's timeout (NetConf::dns_timeout) passed without an answer
     message_too_large,   // a datagram larger than UDP can carry
     queue_full,          // a bounded queue refused an element
     framing_error,       // received bytes break the pipe's Framer (length, header, delimiter)
@@ -36,6 +36,9 @@ enum class errc {
     tls_failed,          // the TLS layer refused the peer (handshake, certificate, bad record)
     tls_handshake_timeout,  // the TLS handshake did not complete within NetConf::ssl_handshake
     tls_truncated,          // the peer closed the TCP connection without TLS close_notify
+    host_not_found,         // the name does not exist (NXDOMAIN)
+    no_address,             // the name exists but has no address of the family asked
+    dns_failed,             // resolution failed: server failure, refused, no server, bad name
 };
 
 // The category of errc values ("pipeworks").

@@ -9,4 +9,5 @@
 #include <pipeworks/net_conf.hpp>
 #include <pipeworks/packet.hpp>
 #include <pipeworks/pipe.hpp>
+#include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>

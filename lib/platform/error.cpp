@@ -56,6 +56,12 @@ public:
                 return "TLS handshake timeout";
             case errc::tls_truncated:
                 return "TLS stream truncated (no close_notify)";
+            case errc::host_not_found:
+                return "no such host";
+            case errc::no_address:
+                return "no address of the family asked";
+            case errc::dns_failed:
+                return "name resolution failed";
         }
         return "unknown pipeworks error";
     }

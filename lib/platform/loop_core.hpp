@@ -106,6 +106,8 @@ struct LoopCore {
 
     // transport/tls_context.cpp's TLS contexts, by settings (loaded once per loop).
     std::shared_ptr<void> tls_contexts;
+    // dns/resolver.cpp's Resolver (made on first use; a Resource while it lives).
+    std::shared_ptr<void> resolver;
 
     Resource* resources = nullptr;    // intrusive list of live resources
     std::size_t closing_handles = 0;  // uv_close calls whose callback has not run yet
