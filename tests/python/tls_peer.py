@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""TLS peers built on Python's ssl module, for the interop suite. Each prints what it saw as one
+JSON object on the last line of stdout and exits 0 when the peer behaved as TLS says.
+
+usage: tls_peer.py client HOST PORT CAFILE MESSAGE [ALPN,...]
+         connects, verifies the server against CAFILE and HOST, sends MESSAGE, reads its echo,
+         then unwraps: sends close_notify and waits for the server's.
+       tls_peer.py server HOST CERTFILE KEYFILE [ALPN,...]
+         listens on HOST, port chosen by the OS, prints "listening on HOST:PORT" (IPv6 in
+         brackets) first, serves one client: echoes until its close_notify, answers with one.
+       tls_peer.py garbage HOST PORT CAFILE [--at-once]
+         completes the handshake, then (after one echoed line, unless --at-once) writes bytes
+         that are no TLS record straight to the socket and reads until the server hangs up.
+"""
+import json
+import os
+import socket
+import ssl
+import sys
+
+TIMEOUT = 5
+
+
+def report(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def alpn_list(arg):
+    return [p for p in arg.split(",") if p] if arg else []
+
+
+def session_fields(tls):
+    return {
+        "version": tls.version(),
+        "cipher": tls.cipher()[0],
+        "alpn": tls.selected_alpn_protocol(),
+    }
+
+
+def recv_exact(tls, n):
+    data = b""
+    while len(data) < n:
+        chunk = tls.recv(n - len(data))
+        if not chunk:
+            raise EOFError("the server closed after %d of %d bytes" % (len(data), n))
+        data += chunk
+    return data
+
+
+def client_context(cafile, alpn):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+    ctx.load_verify_locations(cafile=cafile)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def client(host, port, cafile, message, alpn=""):
+    ctx = client_context(cafile, alpn_list(alpn))
+    data = message.encode("utf-8")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
+        tls = ctx.wrap_socket(raw, server_hostname=host, suppress_ragged_eofs=False)
+        tls.sendall(data)
+        echo = recv_exact(tls, len(data))
+        fields = session_fields(tls)
+        # unwrap() returns once the server's close_notify is in: a clean end on both sides.
+        tls.unwrap()
+    report(echo=echo.decode("utf-8"), clean_close=True, **fields)
+
+
+def server(host, certfile, keyfile, alpn=""):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile, keyfile)
+    protocols = alpn_list(alpn)
+    if protocols:
+        ctx.set_alpn_protocols(protocols)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as listener:
+        listener.bind((host, 0))
+        listener.listen(1)
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+        shown = "[%s]" % host if family == socket.AF_INET6 else host
+        print("listening on %s:%d" % (shown, port), flush=True)
+        raw, _ = listener.accept()
+        raw.settimeout(TIMEOUT)
+        with raw:
+            tls = ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+            fields = session_fields(tls)
+            served = 0
+            clean = False
+            while True:
+                try:
+                    chunk = tls.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    chunk = b""
+                if not chunk:
+                    # recv() returns nothing only for a close_notify; a bare FIN raises
+                    # SSLEOFError, which fails the run.
+                    clean = True
+                    break
+                served += len(chunk)
+                tls.sendall(chunk)
+            tls.unwrap()
+    report(served=served, clean_close=clean, **fields)
+
+
+def garbage(host, port, cafile, *flags):
+    ctx = client_context(cafile, [])
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
+        tls = ctx.wrap_socket(raw, server_hostname=host, suppress_ragged_eofs=False)
+        echoed = ""
+        if "--at-once" not in flags:
+            tls.sendall(b"first a good line\n")
+            echoed = recv_exact(tls, len(b"first a good line\n")).decode("utf-8")
+        # Not a record: content type 'G' (0x47) and a version no TLS has. Written to the
+        # descriptor itself (wrap_socket took the socket over), past the TLS layer.
+        os.write(tls.fileno(), b"GET / HTTP/1.0\r\n\r\n" * 4)
+        seen = b""
+        ended = "eof"
+        try:
+            while True:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                seen += chunk
+        except ssl.SSLError as e:
+            ended = "alert: " + (e.reason or str(e))
+        except OSError as e:
+            ended = "socket: " + str(e)
+    report(echo=echoed, ended=ended, after_garbage=len(seen))
+
+
+def main():
+    modes = {"client": client, "server": server, "garbage": garbage}
+    if len(sys.argv) < 2 or sys.argv[1] not in modes:
+        print(__doc__, file=sys.stderr)
+        return 2
+    modes[sys.argv[1]](*sys.argv[2:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+// TLS pipes against peers that are not pipeworks, run as child processes on loopback with
+// ports chosen by the OS: openssl s_server and s_client, and Python's ssl module as client and
+// server (tests/python/tls_peer.py). Round trips with verification on both sides, ALPN, clean
+// ends by close_notify, and a peer that writes garbage after its handshake.
+#include "child_process.hpp"
+#include "tls_pipe_support.hpp"
+
+#include <pipeworks/pipeworks.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace pipeworks;
+using namespace pw_test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The test PKI as files, for peers that read certificates from disk: a fresh directory,
+// removed with everything in it when the case ends.
+struct PemFiles {
+    std::filesystem::path dir;
+    std::string ca, cert, key, unknown_ca_cert;
+
+    PemFiles() {
+        std::string templ = (std::filesystem::temp_directory_path() / "pw-tls-XXXXXX").string();
+        REQUIRE(::mkdtemp(templ.data()) != nullptr);
+        dir = templ;
+        ca = write("ca.pem", pem().ca);
+        cert = write("cert.pem", pem().cert);
+        key = write("key.pem", pem().key);
+        unknown_ca_cert = write("unknown_ca.pem", pem().unknown_ca);
+    }
+    ~PemFiles() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+    PemFiles(const PemFiles&) = delete;
+    PemFiles& operator=(const PemFiles&) = delete;
+
+    std::string write(const char* name, const std::string& text) const {
+        const std::filesystem::path p = dir / name;
+        std::ofstream(p) << text;
+        REQUIRE(std::filesystem::file_size(p) == text.size());
+        return p.string();
+    }
+};
+
+std::string host(Family f) {
+    return f == Family::ipv4 ? "127.0.0.1" : "::1";
+}
+
+// HOST:PORT as the openssl tools take it: IPv6 in brackets.
+std::string host_port(Family f, std::uint16_t port) {
+    const std::string h = f == Family::ipv4 ? host(f) : "[" + host(f) + "]";
+    return h + ":" + std::to_string(port);
+}
+
+std::vector<std::string> openssl(std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/env", "openssl"});
+    return args;
+}
+
+std::vector<std::string> python_peer(std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {"/usr/bin/env", "python3", PIPEWORKS_SOURCE_DIR "/tests/python/tls_peer.py"});
+    return args;
+}
+
+// openssl s_server's "ACCEPT HOST:PORT" line: where it listens, the port chosen by the OS.
+Address s_server_address(Child& server, Loop* loop) {
+    const auto line_end = [&] {
+        const auto at = server.out_text.find("ACCEPT ");
+        return at == std::string::npos ? at : server.out_text.find('\n', at);
+    };
+    REQUIRE_MESSAGE(
+        server.wait_for([&] { return line_end() != std::string::npos; }, loop),
+        "no ACCEPT line; stdout: " << server.out_text << "; stderr: " << server.err_text);
+    const auto start = server.out_text.find("ACCEPT ") + std::string_view("ACCEPT ").size();
+    const std::string text = server.out_text.substr(start, line_end() - start);
+    CAPTURE(text);
+    auto at = Address::parse(text);
+    REQUIRE(at.ok());
+    REQUIRE(at->port() != 0);
+    return *at;
+}
+
+// The JSON object a Python peer prints last, once it has exited 0.
+nlohmann::json python_report(Child& peer, Loop& loop) {
+    const int status = peer.wait_exit(&loop);
+    CAPTURE(peer.out_text);
+    CAPTURE(peer.err_text);
+    REQUIRE(status == 0);
+    std::string text = peer.out_text;
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    const auto nl = text.rfind('\n');
+    return nlohmann::json::parse(nl == std::string::npos ? text : text.substr(nl + 1));
+}
+
+}  // namespace
+
+TEST_CASE("TLS interop: a pipeworks client and openssl s_server, verified, v4 and v6") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        PemFiles files;
+        // -rev answers each line reversed: a reply that only a working session gives.
+        Child server(openssl({"s_server", "-accept", host_port(f, 0), "-naccept", "1", "-cert",
+                              files.cert, "-key", files.key, "-rev"}),
+                     Child::Stdin::pipe);
+        const Address at = s_server_address(server, &loop);
+        NetConf c = client_conf();
+        c.tls.ca_pem.clear();
+        c.tls.ca_file = files.ca;
+        Outcome o = talk(loop, at, c, "hello from pipeworks\n", "the reversed line");
+        REQUIRE(o.end->count == 0);
+        CHECK(o.got->data == "skrowepip morf olleh\n");
+        const TlsInfo i = o.pipe->tls_info();
+        CHECK(i.established);
+        CHECK(i.verified);
+        CHECK(i.version == "TLSv1.3");
+        CHECK(i.peer_subject.find("localhost") != std::string::npos);
+        CHECK(i.alpn.empty());
+
+        o.pipe->close();
+        CHECK(server.wait_exit(&loop) == 0);
+        CAPTURE(server.out_text);
+        CAPTURE(server.err_text);
+        CHECK(server.err_text.find("CONNECTION ESTABLISHED") != std::string::npos);
+        CHECK(server.out_text.find("1 server accepts that finished") != std::string::npos);
+    }
+}
+
+TEST_CASE("TLS interop: ALPN against openssl s_server: its first choice; none in common fails") {
+    Loop loop;
+    PemFiles files;
+    Child server(
+        openssl({"s_server", "-accept", host_port(Family::ipv4, 0), "-naccept", "2", "-cert",
+                 files.cert, "-key", files.key, "-rev", "-alpn", "pw/1,http/1.1"}),
+        Child::Stdin::pipe);
+    const Address at = s_server_address(server, &loop);
+    NetConf c = client_conf();
+    c.tls.alpn = {"http/1.1", "pw/1"};
+    Outcome o = talk(loop, at, c, "abc\n", "the reversed line");
+    REQUIRE(o.end->count == 0);
+    CHECK(o.got->data == "cba\n");
+    CHECK(o.pipe->tls_info().alpn == "pw/1");
+    o.pipe->close();
+
+    // No protocol in common: s_server refuses with the alert, and the client says so.
+    c.tls.alpn = {"h2"};
+    Outcome none = talk(loop, at, c, "xyz\n", "the refusal");
+    REQUIRE(none.end->count == 1);
+    CAPTURE(none.end->info.error.message);
+    CHECK(none.end->info.error == errc::tls_failed);
+    CHECK(mentions(none.end->info.error, "no application protocol"));
+    CHECK(none.got->data.empty());
+    CHECK(server.wait_exit(&loop) == 0);
+    // s_server writes this summary out when it exits.
+    CAPTURE(server.out_text);
+    CHECK(server.out_text.find("ALPN protocols selected: pw/1") != std::string::npos);
+}
+
+TEST_CASE("TLS interop: openssl s_client verifies a pipeworks echo server, v4 and v6") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        PemFiles files;
+        auto server = echo_server(loop, f, server_conf());
+        Child client(
+            openssl({"s_client", "-connect", host_port(f, server->pipe->local_address().port()),
+                     "-CAfile", files.ca, "-verify_return_error", "-verify_ip", host(f), "-brief"}),
+            Child::Stdin::pipe);
+        REQUIRE(client.wait_for([&] { return server->accepted == 1; }, &loop));
+        REQUIRE(client.write_stdin("hello from s_client\n"));
+        CHECK(client.wait_for(
+            [&] { return client.out_text.find("hello from s_client\n") != std::string::npos; },
+            &loop));
+        // End of input: s_client sends close_notify and exits.
+        client.close_stdin();
+        CHECK(client.wait_exit(&loop) == 0);
+        CAPTURE(client.out_text);
+        CAPTURE(client.err_text);
+        CHECK(client.err_text.find("Verification: OK") != std::string::npos);
+        CHECK(client.err_text.find("Protocol version: TLSv1.3") != std::string::npos);
+        run_until(
+            loop, [&] { return server->ends.size() == 1; }, "the served pipe ends");
+        REQUIRE(server->ends.size() == 1);
+        CAPTURE(server->ends[0].error.message);
+        CHECK(server->ends[0].reason == EndReason::peer_close);
+        CHECK(!server->ends[0].error);
+        CHECK(server->errors.empty());
+    }
+}
+
+TEST_CASE("TLS interop: openssl s_client and ALPN; no common protocol is refused") {
+    Loop loop;
+    PemFiles files;
+    NetConf s = server_conf();
+    s.tls.alpn = {"pw/1"};
+    auto server = echo_server(loop, Family::ipv4, s);
+    PipePtr seen;
+    server->pipe->on_accept([&](Pipe&, const PipePtr& p) { seen = p; });
+    const std::string to = host_port(Family::ipv4, server->pipe->local_address().port());
+    {
+        Child client(
+            openssl({"s_client", "-connect", to, "-CAfile", files.ca, "-verify_return_error",
+                     "-verify_ip", "127.0.0.1", "-alpn", "h2,pw/1"}),
+            Child::Stdin::pipe);
+        REQUIRE(client.wait_for([&] { return seen != nullptr; }, &loop));
+        REQUIRE(client.write_stdin("alpn line\n"));
+        CHECK(client.wait_for(
+            [&] { return client.out_text.find("alpn line\n") != std::string::npos; }, &loop));
+        client.close_stdin();
+        CHECK(client.wait_exit(&loop) == 0);
+        CAPTURE(client.out_text);
+        CHECK(client.out_text.find("ALPN protocol: pw/1") != std::string::npos);
+        CHECK(seen->tls_info().alpn == "pw/1");
+    }
+    {
+        Child client(openssl({"s_client", "-connect", to, "-CAfile", files.ca,
+                              "-verify_return_error", "-alpn", "h2"}),
+                     Child::Stdin::pipe);
+        CHECK(client.wait_exit(&loop) == 1);
+        CAPTURE(client.err_text);
+        CHECK(client.err_text.find("no application protocol") != std::string::npos);
+        run_until(
+            loop, [&] { return !server->errors.empty(); }, "the server reports it");
+        CHECK(server->errors[0] == errc::tls_failed);
+        CHECK(server->accepted == 1);
+    }
+}
+
+TEST_CASE("TLS interop: openssl s_client refuses a certificate from an unknown CA") {
+    Loop loop;
+    PemFiles files;
+    auto server = echo_server(loop, Family::ipv4, server_conf(pem().unknown_ca));
+    Child client(openssl({"s_client", "-connect",
+                          host_port(Family::ipv4, server->pipe->local_address().port()), "-CAfile",
+                          files.ca, "-verify_return_error", "-brief"}),
+                 Child::Stdin::pipe);
+    CHECK(client.wait_exit(&loop) == 1);
+    CAPTURE(client.err_text);
+    CHECK(client.err_text.find("unable to get local issuer certificate") != std::string::npos);
+    run_until(
+        loop, [&] { return !server->errors.empty(); }, "the server reports the alert");
+    CAPTURE(server->errors[0].message);
+    CHECK(server->errors[0] == errc::tls_failed);
+    CHECK(server->accepted == 0);
+}
+
+TEST_CASE("TLS interop: a Python ssl client against a pipeworks echo server, v4 and v6") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        PemFiles files;
+        NetConf s = server_conf();
+        s.tls.alpn = {"pw/1"};
+        auto server = echo_server(loop, f, s);
+        const std::string port = std::to_string(server->pipe->local_address().port());
+        Child client(
+            python_peer({"client", host(f), port, files.ca, "hello from Python", "h2,pw/1"}));
+        const nlohmann::json r = python_report(client, loop);
+        CHECK(r["echo"] == "hello from Python");
+        CHECK(r["version"] == "TLSv1.3");
+        CHECK(r["alpn"] == "pw/1");
+        CHECK(r["clean_close"] == true);
+        run_until(
+            loop, [&] { return server->ends.size() == 1; }, "the served pipe ends");
+        CAPTURE(server->ends[0].error.message);
+        CHECK(server->ends[0].reason == EndReason::peer_close);
+        CHECK(!server->ends[0].error);
+    }
+}
+
+TEST_CASE("TLS interop: a pipeworks client against a Python ssl server, v4 and v6") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        PemFiles files;
+        Child server(python_peer({"server", host(f), files.cert, files.key, "pw/1"}));
+        const Address at =
+            listening_address(server, f == Family::ipv4 ? host(f) : "[" + host(f) + "]", &loop);
+        NetConf c = client_conf();
+        c.tls.alpn = {"pw/1", "http/1.1"};
+        const std::string msg = payload(64 * 1024, 11);
+        Outcome o = talk(loop, at, c, msg, "the echo");
+        REQUIRE(o.end->count == 0);
+        CHECK(o.got->data == msg);
+        const TlsInfo i = o.pipe->tls_info();
+        CHECK(i.verified);
+        CHECK(i.version == "TLSv1.3");
+        CHECK(i.alpn == "pw/1");
+        // Python counts the end as clean only for a close_notify.
+        o.pipe->close();
+        const nlohmann::json r = python_report(server, loop);
+        CHECK(r["served"] == msg.size());
+        CHECK(r["clean_close"] == true);
+        CHECK(r["alpn"] == "pw/1");
+    }
+}
+
+TEST_CASE("TLS interop: garbage after the handshake ends that pipe with tls_failed only") {
+    for (const bool at_once : {false, true}) {
+        CAPTURE(at_once);
+        Loop loop;
+        PemFiles files;
+        auto server = echo_server(loop, Family::ipv4, server_conf());
+        const std::string port = std::to_string(server->pipe->local_address().port());
+        std::vector<std::string> args{"garbage", "127.0.0.1", port, files.ca};
+        if (at_once) args.emplace_back("--at-once");
+        Child rude(python_peer(args));
+        const nlohmann::json r = python_report(rude, loop);
+        CAPTURE(r.dump());
+        run_until(
+            loop, [&] { return server->ends.size() + server->errors.size() == 1; },
+            "the server sees the garbage");
+        if (!at_once) {
+            // The pipe was handed over (it echoed a line): it is the pipe that ends.
+            CHECK(r["echo"] == "first a good line\n");
+            REQUIRE(server->ends.size() == 1);
+            CAPTURE(server->ends[0].error.message);
+            CHECK(server->ends[0].reason == EndReason::error);
+            CHECK(server->ends[0].error == errc::tls_failed);
+        } else {
+            // Garbage right behind the client's Finished may come before the hand-over: then
+            // the server reports it; either way as a TLS failure.
+            const Error e = server->ends.empty() ? server->errors[0] : server->ends[0].error;
+            CAPTURE(e.message);
+            CHECK(e == errc::tls_failed);
+        }
+        CHECK(r["after_garbage"] == 0);
+        CHECK(std::string(r["ended"]).starts_with("alert"));
+
+        // The server goes on serving.
+        Child good(python_peer({"client", "127.0.0.1", port, files.ca, "still served"}));
+        const nlohmann::json g = python_report(good, loop);
+        CHECK(g["echo"] == "still served");
+        CHECK(g["clean_close"] == true);
+    }
+}
