@@ -67,9 +67,10 @@ std::vector<std::string> openssl(std::vector<std::string> args) {
     return args;
 }
 
+// -B: the imported helper leaves no __pycache__ in the source tree.
 std::vector<std::string> python_peer(std::vector<std::string> args) {
-    args.insert(args.begin(),
-                {"/usr/bin/env", "python3", PIPEWORKS_SOURCE_DIR "/tests/python/tls_peer.py"});
+    args.insert(args.begin(), {"/usr/bin/env", "python3", "-B",
+                               PIPEWORKS_SOURCE_DIR "/tests/python/tls_peer.py"});
     return args;
 }
 
@@ -101,6 +102,27 @@ nlohmann::json python_report(Child& peer, Loop& loop) {
     while (!text.empty() && text.back() == '\n') text.pop_back();
     const auto nl = text.rfind('\n');
     return nlohmann::json::parse(nl == std::string::npos ? text : text.substr(nl + 1));
+}
+
+// Says `line` through an s_client, waits for the echo, then ends its input: s_client sends
+// close_notify and exits 0.
+void echo_line(Child& client, const std::string& line, Loop& loop) {
+    REQUIRE(client.write_stdin(line));
+    CHECK(client.wait_for([&] { return client.out_text.find(line) != std::string::npos; }, &loop));
+    client.close_stdin();
+    CHECK(client.wait_exit(&loop) == 0);
+}
+
+// An s_client that refused the handshake: exit 1 with `reason`, and the server heard of it.
+void expect_refused(Child& client, EchoServer& server, Loop& loop, const char* reason) {
+    CHECK(client.wait_exit(&loop) == 1);
+    CAPTURE(client.err_text);
+    CHECK(client.err_text.find(reason) != std::string::npos);
+    run_until(
+        loop, [&] { return !server.errors.empty(); }, "the server reports the refusal");
+    REQUIRE(!server.errors.empty());
+    CAPTURE(server.errors[0].message);
+    CHECK(server.errors[0] == errc::tls_failed);
 }
 
 }  // namespace
@@ -178,13 +200,7 @@ TEST_CASE("TLS interop: openssl s_client verifies a pipeworks echo server, v4 an
                      "-CAfile", files.ca, "-verify_return_error", "-verify_ip", host(f), "-brief"}),
             Child::Stdin::pipe);
         REQUIRE(client.wait_for([&] { return server->accepted == 1; }, &loop));
-        REQUIRE(client.write_stdin("hello from s_client\n"));
-        CHECK(client.wait_for(
-            [&] { return client.out_text.find("hello from s_client\n") != std::string::npos; },
-            &loop));
-        // End of input: s_client sends close_notify and exits.
-        client.close_stdin();
-        CHECK(client.wait_exit(&loop) == 0);
+        echo_line(client, "hello from s_client\n", loop);
         CAPTURE(client.out_text);
         CAPTURE(client.err_text);
         CHECK(client.err_text.find("Verification: OK") != std::string::npos);
@@ -214,11 +230,7 @@ TEST_CASE("TLS interop: openssl s_client and ALPN; no common protocol is refused
                      "-verify_ip", "127.0.0.1", "-alpn", "h2,pw/1"}),
             Child::Stdin::pipe);
         REQUIRE(client.wait_for([&] { return seen != nullptr; }, &loop));
-        REQUIRE(client.write_stdin("alpn line\n"));
-        CHECK(client.wait_for(
-            [&] { return client.out_text.find("alpn line\n") != std::string::npos; }, &loop));
-        client.close_stdin();
-        CHECK(client.wait_exit(&loop) == 0);
+        echo_line(client, "alpn line\n", loop);
         CAPTURE(client.out_text);
         CHECK(client.out_text.find("ALPN protocol: pw/1") != std::string::npos);
         CHECK(seen->tls_info().alpn == "pw/1");
@@ -227,12 +239,7 @@ TEST_CASE("TLS interop: openssl s_client and ALPN; no common protocol is refused
         Child client(openssl({"s_client", "-connect", to, "-CAfile", files.ca,
                               "-verify_return_error", "-alpn", "h2"}),
                      Child::Stdin::pipe);
-        CHECK(client.wait_exit(&loop) == 1);
-        CAPTURE(client.err_text);
-        CHECK(client.err_text.find("no application protocol") != std::string::npos);
-        run_until(
-            loop, [&] { return !server->errors.empty(); }, "the server reports it");
-        CHECK(server->errors[0] == errc::tls_failed);
+        expect_refused(client, *server, loop, "no application protocol");
         CHECK(server->accepted == 1);
     }
 }
@@ -245,13 +252,7 @@ TEST_CASE("TLS interop: openssl s_client refuses a certificate from an unknown C
                           host_port(Family::ipv4, server->pipe->local_address().port()), "-CAfile",
                           files.ca, "-verify_return_error", "-brief"}),
                  Child::Stdin::pipe);
-    CHECK(client.wait_exit(&loop) == 1);
-    CAPTURE(client.err_text);
-    CHECK(client.err_text.find("unable to get local issuer certificate") != std::string::npos);
-    run_until(
-        loop, [&] { return !server->errors.empty(); }, "the server reports the alert");
-    CAPTURE(server->errors[0].message);
-    CHECK(server->errors[0] == errc::tls_failed);
+    expect_refused(client, *server, loop, "unable to get local issuer certificate");
     CHECK(server->accepted == 0);
 }
 

@@ -18,6 +18,8 @@ import socket
 import ssl
 import sys
 
+from stream_util import recv_exact
+
 TIMEOUT = 5
 
 
@@ -35,16 +37,6 @@ def session_fields(tls):
         "cipher": tls.cipher()[0],
         "alpn": tls.selected_alpn_protocol(),
     }
-
-
-def recv_exact(tls, n):
-    data = b""
-    while len(data) < n:
-        chunk = tls.recv(n - len(data))
-        if not chunk:
-            raise EOFError("the server closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
 
 
 def client_context(cafile, alpn):
