@@ -26,7 +26,7 @@ namespace {
 // removed with everything in it when the case ends.
 struct PemFiles {
     std::filesystem::path dir;
-    std::string ca, cert, key, unknown_ca_cert;
+    std::string ca, cert, key, client_cert, client_key;
 
     PemFiles() {
         std::string templ = (std::filesystem::temp_directory_path() / "pw-tls-XXXXXX").string();
@@ -35,7 +35,8 @@ struct PemFiles {
         ca = write("ca.pem", pem().ca);
         cert = write("cert.pem", pem().cert);
         key = write("key.pem", pem().key);
-        unknown_ca_cert = write("unknown_ca.pem", pem().unknown_ca);
+        client_cert = write("client_cert.pem", pem().client_cert);
+        client_key = write("client_key.pem", pem().client_key);
     }
     ~PemFiles() {
         std::error_code ec;
@@ -254,6 +255,96 @@ TEST_CASE("TLS interop: openssl s_client refuses a certificate from an unknown C
                  Child::Stdin::pipe);
     expect_refused(client, *server, loop, "unable to get local issuer certificate");
     CHECK(server->accepted == 0);
+}
+
+TEST_CASE("TLS interop: TLS 1.2 with openssl s_server and s_client; a 1.3-only server refuses") {
+    Loop loop;
+    PemFiles files;
+    {
+        Child server(openssl({"s_server", "-accept", host_port(Family::ipv4, 0), "-naccept", "1",
+                              "-tls1_2", "-cert", files.cert, "-key", files.key, "-rev"}),
+                     Child::Stdin::pipe);
+        Outcome o = talk(loop, s_server_address(server, &loop), client_conf(), "tls12\n",
+                         "the reversed line");
+        REQUIRE(o.end->count == 0);
+        CHECK(o.got->data == "21slt\n");
+        CHECK(o.pipe->tls_info().version == "TLSv1.2");
+        CHECK(o.pipe->tls_info().verified);
+        o.pipe->close();
+        CHECK(server.wait_exit(&loop) == 0);
+    }
+    {
+        auto server = echo_server(loop, Family::ipv4, server_conf());
+        Child client(openssl({"s_client", "-connect",
+                              host_port(Family::ipv4, server->pipe->local_address().port()),
+                              "-tls1_2", "-CAfile", files.ca, "-verify_return_error", "-brief"}),
+                     Child::Stdin::pipe);
+        REQUIRE(client.wait_for([&] { return server->accepted == 1; }, &loop));
+        echo_line(client, "over TLS 1.2\n", loop);
+        CAPTURE(client.err_text);
+        CHECK(client.err_text.find("Protocol version: TLSv1.2") != std::string::npos);
+        run_until(
+            loop, [&] { return server->ends.size() == 1; }, "the served pipe ends");
+        CHECK(server->ends[0].reason == EndReason::peer_close);
+        CHECK(!server->ends[0].error);
+    }
+    {
+        NetConf s = server_conf();
+        s.tls.min_version = 0x0304;
+        auto server = echo_server(loop, Family::ipv4, s);
+        Child client(openssl({"s_client", "-connect",
+                              host_port(Family::ipv4, server->pipe->local_address().port()),
+                              "-tls1_2", "-CAfile", files.ca, "-brief"}),
+                     Child::Stdin::pipe);
+        expect_refused(client, *server, loop, "protocol version");
+        CHECK(server->accepted == 0);
+    }
+}
+
+TEST_CASE("TLS interop: client certificates with openssl s_server and s_client") {
+    Loop loop;
+    PemFiles files;
+    {
+        // -Verify: s_server requires a client certificate that its CA signed.
+        Child server(
+            openssl({"s_server", "-accept", host_port(Family::ipv4, 0), "-naccept", "2", "-Verify",
+                     "1", "-CAfile", files.ca, "-cert", files.cert, "-key", files.key, "-rev"}),
+            Child::Stdin::pipe);
+        const Address at = s_server_address(server, &loop);
+        NetConf c = client_conf();
+        c.tls.cert_file = files.client_cert;
+        c.tls.key_file = files.client_key;
+        Outcome o = talk(loop, at, c, "with a cert\n", "the reversed line");
+        REQUIRE(o.end->count == 0);
+        CHECK(o.got->data == "trec a htiw\n");
+        o.pipe->close();
+
+        Outcome none = talk(loop, at, client_conf(), "without\n", "the refusal");
+        REQUIRE(none.end->count == 1);
+        CAPTURE(none.end->info.error.message);
+        CHECK(none.end->info.error == errc::tls_failed);
+        CHECK(mentions(none.end->info.error, "certificate required"));
+        CHECK(server.wait_exit(&loop) == 0);
+        CAPTURE(server.err_text);
+        CHECK(server.err_text.find("CN = test client") != std::string::npos);
+    }
+    {
+        NetConf s = server_conf();
+        s.tls.require_client_cert = true;
+        s.tls.ca_pem = pem().ca;
+        auto server = echo_server(loop, Family::ipv4, s);
+        PipePtr seen;
+        server->pipe->on_accept([&](Pipe&, const PipePtr& p) { seen = p; });
+        Child client(openssl({"s_client", "-connect",
+                              host_port(Family::ipv4, server->pipe->local_address().port()),
+                              "-CAfile", files.ca, "-verify_return_error", "-cert",
+                              files.client_cert, "-key", files.client_key, "-brief"}),
+                     Child::Stdin::pipe);
+        REQUIRE(client.wait_for([&] { return seen != nullptr; }, &loop));
+        echo_line(client, "from a known client\n", loop);
+        CHECK(seen->tls_info().verified);
+        CHECK(seen->tls_info().peer_subject.find("test client") != std::string::npos);
+    }
 }
 
 TEST_CASE("TLS interop: a Python ssl client against a pipeworks echo server, v4 and v6") {
