@@ -1,7 +1,8 @@
 // TLS pipes against peers that are not pipeworks, run as child processes on loopback with
 // ports chosen by the OS: openssl s_server and s_client, and Python's ssl module as client and
-// server (tests/python/tls_peer.py). Round trips with verification on both sides, ALPN, clean
-// ends by close_notify, and a peer that writes garbage after its handshake.
+// server (tests/python/tls_peer.py). Round trips with verification on both sides, TLS 1.3 and
+// 1.2, ALPN, client certificates, clean ends by close_notify, and a peer that writes garbage
+// after its handshake.
 #include "child_process.hpp"
 #include "tls_pipe_support.hpp"
 
@@ -22,31 +23,36 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The test PKI as files, for peers that read certificates from disk: a fresh directory,
-// removed with everything in it when the case ends.
-struct PemFiles {
-    std::filesystem::path dir;
-    std::string ca, cert, key, client_cert, client_key;
-
-    PemFiles() {
+// A fresh directory, removed with everything in it when it goes away.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
         std::string templ = (std::filesystem::temp_directory_path() / "pw-tls-XXXXXX").string();
         REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        dir = templ;
-        ca = write("ca.pem", pem().ca);
-        cert = write("cert.pem", pem().cert);
-        key = write("key.pem", pem().key);
-        client_cert = write("client_cert.pem", pem().client_cert);
-        client_key = write("client_key.pem", pem().client_key);
+        path = templ;
     }
-    ~PemFiles() {
+    ~TempDir() {
         std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
+        std::filesystem::remove_all(path, ec);
     }
-    PemFiles(const PemFiles&) = delete;
-    PemFiles& operator=(const PemFiles&) = delete;
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+};
+
+// The test PKI as files, for peers that read certificates from disk.
+struct PemFiles {
+    TempDir dir;  // first: a constructor that fails half-way still removes it
+    std::string ca, cert, key, client_cert, client_key;
+
+    PemFiles()
+        : ca(write("ca.pem", pem().ca)),
+          cert(write("cert.pem", pem().cert)),
+          key(write("key.pem", pem().key)),
+          client_cert(write("client_cert.pem", pem().client_cert)),
+          client_key(write("client_key.pem", pem().client_key)) {}
 
     std::string write(const char* name, const std::string& text) const {
-        const std::filesystem::path p = dir / name;
+        const std::filesystem::path p = dir.path / name;
         std::ofstream(p) << text;
         REQUIRE(std::filesystem::file_size(p) == text.size());
         return p.string();
@@ -124,6 +130,17 @@ void expect_refused(Child& client, EchoServer& server, Loop& loop, const char* r
     REQUIRE(!server.errors.empty());
     CAPTURE(server.errors[0].message);
     CHECK(server.errors[0] == errc::tls_failed);
+}
+
+// The one pipe `server` served ended cleanly: the client's close_notify, then the server's.
+void expect_clean_end(EchoServer& server, Loop& loop) {
+    run_until(
+        loop, [&] { return server.ends.size() == 1; }, "the served pipe ends");
+    REQUIRE(server.ends.size() == 1);
+    CAPTURE(server.ends[0].error.message);
+    CHECK(server.ends[0].reason == EndReason::peer_close);
+    CHECK(!server.ends[0].error);
+    CHECK(server.errors.empty());
 }
 
 }  // namespace
@@ -206,13 +223,7 @@ TEST_CASE("TLS interop: openssl s_client verifies a pipeworks echo server, v4 an
         CAPTURE(client.err_text);
         CHECK(client.err_text.find("Verification: OK") != std::string::npos);
         CHECK(client.err_text.find("Protocol version: TLSv1.3") != std::string::npos);
-        run_until(
-            loop, [&] { return server->ends.size() == 1; }, "the served pipe ends");
-        REQUIRE(server->ends.size() == 1);
-        CAPTURE(server->ends[0].error.message);
-        CHECK(server->ends[0].reason == EndReason::peer_close);
-        CHECK(!server->ends[0].error);
-        CHECK(server->errors.empty());
+        expect_clean_end(*server, loop);
     }
 }
 
@@ -283,10 +294,7 @@ TEST_CASE("TLS interop: TLS 1.2 with openssl s_server and s_client; a 1.3-only s
         echo_line(client, "over TLS 1.2\n", loop);
         CAPTURE(client.err_text);
         CHECK(client.err_text.find("Protocol version: TLSv1.2") != std::string::npos);
-        run_until(
-            loop, [&] { return server->ends.size() == 1; }, "the served pipe ends");
-        CHECK(server->ends[0].reason == EndReason::peer_close);
-        CHECK(!server->ends[0].error);
+        expect_clean_end(*server, loop);
     }
     {
         NetConf s = server_conf();
@@ -363,11 +371,7 @@ TEST_CASE("TLS interop: a Python ssl client against a pipeworks echo server, v4 
         CHECK(r["version"] == "TLSv1.3");
         CHECK(r["alpn"] == "pw/1");
         CHECK(r["clean_close"] == true);
-        run_until(
-            loop, [&] { return server->ends.size() == 1; }, "the served pipe ends");
-        CAPTURE(server->ends[0].error.message);
-        CHECK(server->ends[0].reason == EndReason::peer_close);
-        CHECK(!server->ends[0].error);
+        expect_clean_end(*server, loop);
     }
 }
 
@@ -413,6 +417,7 @@ TEST_CASE("TLS interop: garbage after the handshake ends that pipe with tls_fail
         run_until(
             loop, [&] { return server->ends.size() + server->errors.size() == 1; },
             "the server sees the garbage");
+        REQUIRE(server->ends.size() + server->errors.size() == 1);
         if (!at_once) {
             // The pipe was handed over (it echoed a line): it is the pipe that ends.
             CHECK(r["echo"] == "first a good line\n");
