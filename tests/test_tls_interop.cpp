@@ -111,6 +111,18 @@ nlohmann::json python_report(Child& peer, Loop& loop) {
     return nlohmann::json::parse(nl == std::string::npos ? text : text.substr(nl + 1));
 }
 
+// s_client's command line against `server`: it trusts the test CA, checks the address the
+// certificate names and fails on any verification error; `options` come after.
+std::vector<std::string> s_client(const EchoServer& server, const PemFiles& files,
+                                  const std::vector<std::string>& options) {
+    const Address at = server.pipe->local_address();
+    const std::string to = host_port(at.family(), at.port()), ip = host(at.family());
+    std::vector<std::string> args{
+        "s_client", "-connect", to, "-CAfile", files.ca, "-verify_return_error", "-verify_ip", ip};
+    args.insert(args.end(), options.begin(), options.end());
+    return openssl(std::move(args));
+}
+
 // Says `line` through an s_client, waits for the echo, then ends its input: s_client sends
 // close_notify and exits 0.
 void echo_line(Child& client, const std::string& line, Loop& loop) {
@@ -213,10 +225,7 @@ TEST_CASE("TLS interop: openssl s_client verifies a pipeworks echo server, v4 an
         Loop loop;
         PemFiles files;
         auto server = echo_server(loop, f, server_conf());
-        Child client(
-            openssl({"s_client", "-connect", host_port(f, server->pipe->local_address().port()),
-                     "-CAfile", files.ca, "-verify_return_error", "-verify_ip", host(f), "-brief"}),
-            Child::Stdin::pipe);
+        Child client(s_client(*server, files, {"-brief"}), Child::Stdin::pipe);
         REQUIRE(client.wait_for([&] { return server->accepted == 1; }, &loop));
         echo_line(client, "hello from s_client\n", loop);
         CAPTURE(client.out_text);
@@ -235,12 +244,8 @@ TEST_CASE("TLS interop: openssl s_client and ALPN; no common protocol is refused
     auto server = echo_server(loop, Family::ipv4, s);
     PipePtr seen;
     server->pipe->on_accept([&](Pipe&, const PipePtr& p) { seen = p; });
-    const std::string to = host_port(Family::ipv4, server->pipe->local_address().port());
     {
-        Child client(
-            openssl({"s_client", "-connect", to, "-CAfile", files.ca, "-verify_return_error",
-                     "-verify_ip", "127.0.0.1", "-alpn", "h2,pw/1"}),
-            Child::Stdin::pipe);
+        Child client(s_client(*server, files, {"-alpn", "h2,pw/1"}), Child::Stdin::pipe);
         REQUIRE(client.wait_for([&] { return seen != nullptr; }, &loop));
         echo_line(client, "alpn line\n", loop);
         CAPTURE(client.out_text);
@@ -248,9 +253,7 @@ TEST_CASE("TLS interop: openssl s_client and ALPN; no common protocol is refused
         CHECK(seen->tls_info().alpn == "pw/1");
     }
     {
-        Child client(openssl({"s_client", "-connect", to, "-CAfile", files.ca,
-                              "-verify_return_error", "-alpn", "h2"}),
-                     Child::Stdin::pipe);
+        Child client(s_client(*server, files, {"-alpn", "h2"}), Child::Stdin::pipe);
         expect_refused(client, *server, loop, "no application protocol");
         CHECK(server->accepted == 1);
     }
@@ -260,10 +263,7 @@ TEST_CASE("TLS interop: openssl s_client refuses a certificate from an unknown C
     Loop loop;
     PemFiles files;
     auto server = echo_server(loop, Family::ipv4, server_conf(pem().unknown_ca));
-    Child client(openssl({"s_client", "-connect",
-                          host_port(Family::ipv4, server->pipe->local_address().port()), "-CAfile",
-                          files.ca, "-verify_return_error", "-brief"}),
-                 Child::Stdin::pipe);
+    Child client(s_client(*server, files, {"-brief"}), Child::Stdin::pipe);
     expect_refused(client, *server, loop, "unable to get local issuer certificate");
     CHECK(server->accepted == 0);
 }
@@ -286,10 +286,7 @@ TEST_CASE("TLS interop: TLS 1.2 with openssl s_server and s_client; a 1.3-only s
     }
     {
         auto server = echo_server(loop, Family::ipv4, server_conf());
-        Child client(openssl({"s_client", "-connect",
-                              host_port(Family::ipv4, server->pipe->local_address().port()),
-                              "-tls1_2", "-CAfile", files.ca, "-verify_return_error", "-brief"}),
-                     Child::Stdin::pipe);
+        Child client(s_client(*server, files, {"-tls1_2", "-brief"}), Child::Stdin::pipe);
         REQUIRE(client.wait_for([&] { return server->accepted == 1; }, &loop));
         echo_line(client, "over TLS 1.2\n", loop);
         CAPTURE(client.err_text);
@@ -300,10 +297,7 @@ TEST_CASE("TLS interop: TLS 1.2 with openssl s_server and s_client; a 1.3-only s
         NetConf s = server_conf();
         s.tls.min_version = 0x0304;
         auto server = echo_server(loop, Family::ipv4, s);
-        Child client(openssl({"s_client", "-connect",
-                              host_port(Family::ipv4, server->pipe->local_address().port()),
-                              "-tls1_2", "-CAfile", files.ca, "-brief"}),
-                     Child::Stdin::pipe);
+        Child client(s_client(*server, files, {"-tls1_2", "-brief"}), Child::Stdin::pipe);
         expect_refused(client, *server, loop, "protocol version");
         CHECK(server->accepted == 0);
     }
@@ -343,10 +337,8 @@ TEST_CASE("TLS interop: client certificates with openssl s_server and s_client")
         auto server = echo_server(loop, Family::ipv4, s);
         PipePtr seen;
         server->pipe->on_accept([&](Pipe&, const PipePtr& p) { seen = p; });
-        Child client(openssl({"s_client", "-connect",
-                              host_port(Family::ipv4, server->pipe->local_address().port()),
-                              "-CAfile", files.ca, "-verify_return_error", "-cert",
-                              files.client_cert, "-key", files.client_key, "-brief"}),
+        Child client(s_client(*server, files,
+                              {"-cert", files.client_cert, "-key", files.client_key, "-brief"}),
                      Child::Stdin::pipe);
         REQUIRE(client.wait_for([&] { return seen != nullptr; }, &loop));
         echo_line(client, "from a known client\n", loop);
