@@ -81,6 +81,18 @@ std::vector<std::string> python_peer(std::vector<std::string> args) {
     return args;
 }
 
+// s_server's command line: the test certificate on loopback, a port chosen by the OS, for
+// `connections` connections, each line answered reversed (-rev: a reply only a working
+// session gives); `options` come after.
+std::vector<std::string> s_server(Family f, const PemFiles& files, int connections,
+                                  const std::vector<std::string>& options) {
+    std::vector<std::string> args{
+        "s_server", "-accept",  host_port(f, 0), "-naccept", std::to_string(connections),
+        "-cert",    files.cert, "-key",          files.key,  "-rev"};
+    args.insert(args.end(), options.begin(), options.end());
+    return openssl(std::move(args));
+}
+
 // openssl s_server's "ACCEPT HOST:PORT" line: where it listens, the port chosen by the OS.
 Address s_server_address(Child& server, Loop* loop) {
     const auto line_end = [&] {
@@ -162,10 +174,7 @@ TEST_CASE("TLS interop: a pipeworks client and openssl s_server, verified, v4 an
         CAPTURE(family_name(f));
         Loop loop;
         PemFiles files;
-        // -rev answers each line reversed: a reply that only a working session gives.
-        Child server(openssl({"s_server", "-accept", host_port(f, 0), "-naccept", "1", "-cert",
-                              files.cert, "-key", files.key, "-rev"}),
-                     Child::Stdin::pipe);
+        Child server(s_server(f, files, 1, {}), Child::Stdin::pipe);
         const Address at = s_server_address(server, &loop);
         NetConf c = client_conf();
         c.tls.ca_pem.clear();
@@ -192,10 +201,7 @@ TEST_CASE("TLS interop: a pipeworks client and openssl s_server, verified, v4 an
 TEST_CASE("TLS interop: ALPN against openssl s_server: its first choice; none in common fails") {
     Loop loop;
     PemFiles files;
-    Child server(
-        openssl({"s_server", "-accept", host_port(Family::ipv4, 0), "-naccept", "2", "-cert",
-                 files.cert, "-key", files.key, "-rev", "-alpn", "pw/1,http/1.1"}),
-        Child::Stdin::pipe);
+    Child server(s_server(Family::ipv4, files, 2, {"-alpn", "pw/1,http/1.1"}), Child::Stdin::pipe);
     const Address at = s_server_address(server, &loop);
     NetConf c = client_conf();
     c.tls.alpn = {"http/1.1", "pw/1"};
@@ -272,9 +278,7 @@ TEST_CASE("TLS interop: TLS 1.2 with openssl s_server and s_client; a 1.3-only s
     Loop loop;
     PemFiles files;
     {
-        Child server(openssl({"s_server", "-accept", host_port(Family::ipv4, 0), "-naccept", "1",
-                              "-tls1_2", "-cert", files.cert, "-key", files.key, "-rev"}),
-                     Child::Stdin::pipe);
+        Child server(s_server(Family::ipv4, files, 1, {"-tls1_2"}), Child::Stdin::pipe);
         Outcome o = talk(loop, s_server_address(server, &loop), client_conf(), "tls12\n",
                          "the reversed line");
         REQUIRE(o.end->count == 0);
@@ -308,10 +312,8 @@ TEST_CASE("TLS interop: client certificates with openssl s_server and s_client")
     PemFiles files;
     {
         // -Verify: s_server requires a client certificate that its CA signed.
-        Child server(
-            openssl({"s_server", "-accept", host_port(Family::ipv4, 0), "-naccept", "2", "-Verify",
-                     "1", "-CAfile", files.ca, "-cert", files.cert, "-key", files.key, "-rev"}),
-            Child::Stdin::pipe);
+        Child server(s_server(Family::ipv4, files, 2, {"-Verify", "1", "-CAfile", files.ca}),
+                     Child::Stdin::pipe);
         const Address at = s_server_address(server, &loop);
         NetConf c = client_conf();
         c.tls.cert_file = files.client_cert;
