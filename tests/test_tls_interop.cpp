@@ -396,6 +396,42 @@ TEST_CASE("TLS interop: a pipeworks client against a Python ssl server, v4 and v
     }
 }
 
+TEST_CASE("TLS interop: resumption with openssl s_server and with a Python client") {
+    Loop loop;
+    PemFiles files;
+    {
+        Child server(s_server(Family::ipv4, files, 2, {}), Child::Stdin::pipe);
+        const Address at = s_server_address(server, &loop);
+        for (const bool again : {false, true}) {
+            CAPTURE(again);
+            Outcome o = talk(loop, at, client_conf(), "resume?\n", "the reversed line");
+            REQUIRE(o.end->count == 0);
+            CHECK(o.got->data == "?emuser\n");
+            CHECK(o.pipe->tls_info().resumed == again);
+            CHECK(o.pipe->tls_info().verified);
+            o.pipe->close();
+            run_until(
+                loop, [&] { return o.end->count == 1; }, "closed");
+        }
+        CHECK(server.wait_exit(&loop) == 0);
+        CAPTURE(server.out_text);
+        CHECK(server.out_text.find("2 server accepts that finished") != std::string::npos);
+    }
+    {
+        auto server = echo_server(loop, Family::ipv4, server_conf());
+        const std::string port = std::to_string(server->pipe->local_address().port());
+        Child client(python_peer({"client", "127.0.0.1", port, files.ca, "twice", "", "--resume"}));
+        const nlohmann::json r = python_report(client, loop);
+        REQUIRE(r["runs"].size() == 2);
+        CHECK(r["runs"][0]["resumed"] == false);
+        CHECK(r["runs"][1]["resumed"] == true);
+        CHECK(r["runs"][1]["echo"] == "twice");
+        run_until(
+            loop, [&] { return server->ends.size() == 2; }, "both served pipes end");
+        CHECK(server->accepted == 2);
+    }
+}
+
 TEST_CASE("TLS interop: garbage after the handshake ends that pipe with tls_failed only") {
     for (const bool at_once : {false, true}) {
         CAPTURE(at_once);

@@ -2,9 +2,10 @@
 """TLS peers built on Python's ssl module, for the interop suite. Each prints what it saw as one
 JSON object on the last line of stdout and exits 0 when the peer behaved as TLS says.
 
-usage: tls_peer.py client HOST PORT CAFILE MESSAGE [ALPN,...]
+usage: tls_peer.py client HOST PORT CAFILE MESSAGE [ALPN,...] [--resume]
          connects, verifies the server against CAFILE and HOST, sends MESSAGE, reads its echo,
-         then unwraps: sends close_notify and waits for the server's.
+         then unwraps: sends close_notify and waits for the server's. --resume: then again,
+         offering the first connection's session.
        tls_peer.py server HOST CERTFILE KEYFILE [ALPN,...]
          listens on HOST, port chosen by the OS, prints "listening on HOST:PORT" (IPv6 in
          brackets) first, serves one client: echoes until its close_notify, answers with one.
@@ -47,17 +48,24 @@ def client_context(cafile, alpn):
     return ctx
 
 
-def client(host, port, cafile, message, alpn=""):
+def client(host, port, cafile, message, alpn="", *flags):
     ctx = client_context(cafile, alpn_list(alpn))
     data = message.encode("utf-8")
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
-        tls = ctx.wrap_socket(raw, server_hostname=host, suppress_ragged_eofs=False)
-        tls.sendall(data)
-        echo = recv_exact(tls, len(data))
-        fields = session_fields(tls)
-        # unwrap() returns once the server's close_notify is in: a clean end on both sides.
-        tls.unwrap()
-    report(echo=echo.decode("utf-8"), clean_close=True, **fields)
+    runs = []
+    session = None
+    for _ in range(2 if "--resume" in flags else 1):
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
+            tls = ctx.wrap_socket(raw, server_hostname=host, suppress_ragged_eofs=False,
+                                  session=session)
+            tls.sendall(data)
+            echo = recv_exact(tls, len(data))
+            # TLS 1.3 tickets come after the handshake: read with the echo, they are in.
+            session = tls.session
+            runs.append(dict(echo=echo.decode("utf-8"), resumed=tls.session_reused,
+                             **session_fields(tls)))
+            # unwrap() returns once the server's close_notify is in: a clean end on both sides.
+            tls.unwrap()
+    report(clean_close=True, runs=runs, **runs[-1])
 
 
 def server(host, certfile, keyfile, alpn=""):
