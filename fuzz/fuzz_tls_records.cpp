@@ -8,8 +8,8 @@
 //   bit 3: genuine bytes first. Before the handshake: the first byte-2/255 of the peer's first
 //          flight (the ClientHello, or the server's reply to one); after it: records of the
 //          plaintext that byte 2 (its length) and the bytes after it give, sent by the peer
-//   bit 4: after the handshake with bit 3: the rest are (2-byte offset, xor) pairs that damage
-//          the peer's records instead of bytes sent after them
+//   bit 4: after the handshake with bit 3: the rest, 3 bytes at a time (a big-endian offset,
+//          a byte to xor there), damages the peer's records instead of following them
 // Byte 1 seeds the chunking: the wire bytes arrive in reads of 1 to 64 bytes, or all at once.
 // The filter must accept or fail with errc::tls_failed, and keep failing with the same error;
 // plaintext can come only from the peer's own records, in order; a filter that did not fail
@@ -156,8 +156,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (corrupt) {
         while (in.rest().size() >= 3 && !wire.empty()) {
-            const std::size_t at = (std::size_t{in.byte()} << 8 | in.byte()) % wire.size();
-            wire[at] = static_cast<char>(wire[at] ^ (in.byte() | 1));
+            const std::size_t hi = in.byte();
+            const std::size_t at = (hi << 8 | in.byte()) % wire.size();
+            wire[at] = static_cast<char>(wire[at] ^ (in.byte() | 1));  // odd: never a no-op
         }
     } else {
         wire.append(in.rest());
