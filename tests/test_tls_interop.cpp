@@ -472,3 +472,27 @@ TEST_CASE("TLS interop: garbage after the handshake ends that pipe with tls_fail
         CHECK(g["clean_close"] == true);
     }
 }
+
+TEST_CASE("TLS interop: a Python server that writes garbage ends the client with tls_failed") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        PemFiles files;
+        Child server(python_peer({"server", host(f), files.cert, files.key, "", "--garbage"}));
+        const Address at =
+            listening_address(server, f == Family::ipv4 ? host(f) : "[" + host(f) + "]", &loop);
+        Outcome o = talk(loop, at, client_conf(), "before the garbage", "the echo");
+        run_until(
+            loop, [&] { return o.end->count == 1; }, "the client ends");
+        REQUIRE(o.end->count == 1);
+        CAPTURE(o.end->info.error.message);
+        CHECK(o.got->data == "before the garbage");
+        CHECK(o.end->info.reason == EndReason::error);
+        CHECK(o.end->info.error == errc::tls_failed);
+        const nlohmann::json r = python_report(server, loop);
+        CAPTURE(r.dump());
+        CHECK(r["served"] == 18);
+        CHECK(r["after_garbage"] == 0);
+        CHECK(std::string(r["ended"]).starts_with("alert"));
+    }
+}

@@ -6,9 +6,10 @@ usage: tls_peer.py client HOST PORT CAFILE MESSAGE [ALPN,...] [--resume]
          connects, verifies the server against CAFILE and HOST, sends MESSAGE, reads its echo,
          then unwraps: sends close_notify and waits for the server's. --resume: then again,
          offering the first connection's session.
-       tls_peer.py server HOST CERTFILE KEYFILE [ALPN,...]
+       tls_peer.py server HOST CERTFILE KEYFILE [ALPN,...] [--garbage]
          listens on HOST, port chosen by the OS, prints "listening on HOST:PORT" (IPv6 in
          brackets) first, serves one client: echoes until its close_notify, answers with one.
+         --garbage: after the first echo, writes bytes that are no TLS record instead.
        tls_peer.py garbage HOST PORT CAFILE [--at-once]
          completes the handshake, then (after one echoed line, unless --at-once) writes bytes
          that are no TLS record straight to the socket and reads until the server hangs up.
@@ -22,6 +23,9 @@ import sys
 from stream_util import recv_exact
 
 TIMEOUT = 5
+# Not a record: content type 'G' (0x47) and a version no TLS has. Written to the descriptor
+# itself (wrap_socket took the socket over), past the TLS layer.
+GARBAGE = b"GET / HTTP/1.0\r\n\r\n" * 4
 
 
 def report(**fields):
@@ -68,7 +72,7 @@ def client(host, port, cafile, message, alpn="", *flags):
     report(clean_close=True, runs=runs, **runs[-1])
 
 
-def server(host, certfile, keyfile, alpn=""):
+def server(host, certfile, keyfile, alpn="", *flags):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(certfile, keyfile)
     protocols = alpn_list(alpn)
@@ -101,8 +105,29 @@ def server(host, certfile, keyfile, alpn=""):
                     break
                 served += len(chunk)
                 tls.sendall(chunk)
+                if "--garbage" in flags:
+                    os.write(tls.fileno(), GARBAGE)
+                    ended, seen = read_to_end(tls)
+                    report(served=served, ended=ended, after_garbage=seen, **fields)
+                    return
             tls.unwrap()
     report(served=served, clean_close=clean, **fields)
+
+
+def read_to_end(tls):
+    """Reads until the peer hangs up. How it did ("eof", "alert: REASON" or "socket: ..."),
+    and how many plaintext bytes came before."""
+    seen = 0
+    try:
+        while True:
+            chunk = tls.recv(65536)
+            if not chunk:
+                return "eof", seen
+            seen += len(chunk)
+    except ssl.SSLError as e:
+        return "alert: " + (e.reason or str(e)), seen
+    except OSError as e:
+        return "socket: " + str(e), seen
 
 
 def garbage(host, port, cafile, *flags):
@@ -113,22 +138,9 @@ def garbage(host, port, cafile, *flags):
         if "--at-once" not in flags:
             tls.sendall(b"first a good line\n")
             echoed = recv_exact(tls, len(b"first a good line\n")).decode("utf-8")
-        # Not a record: content type 'G' (0x47) and a version no TLS has. Written to the
-        # descriptor itself (wrap_socket took the socket over), past the TLS layer.
-        os.write(tls.fileno(), b"GET / HTTP/1.0\r\n\r\n" * 4)
-        seen = b""
-        ended = "eof"
-        try:
-            while True:
-                chunk = tls.recv(65536)
-                if not chunk:
-                    break
-                seen += chunk
-        except ssl.SSLError as e:
-            ended = "alert: " + (e.reason or str(e))
-        except OSError as e:
-            ended = "socket: " + str(e)
-    report(echo=echoed, ended=ended, after_garbage=len(seen))
+        os.write(tls.fileno(), GARBAGE)
+        ended, seen = read_to_end(tls)
+    report(echo=echoed, ended=ended, after_garbage=seen)
 
 
 def main():
