@@ -63,10 +63,13 @@ std::string host(Family f) {
     return f == Family::ipv4 ? "127.0.0.1" : "::1";
 }
 
-// HOST:PORT as the openssl tools take it: IPv6 in brackets.
+// The host as HOST:PORT spells it: IPv6 in brackets.
+std::string bracketed(Family f) {
+    return f == Family::ipv4 ? host(f) : "[" + host(f) + "]";
+}
+
 std::string host_port(Family f, std::uint16_t port) {
-    const std::string h = f == Family::ipv4 ? host(f) : "[" + host(f) + "]";
-    return h + ":" + std::to_string(port);
+    return bracketed(f) + ":" + std::to_string(port);
 }
 
 std::vector<std::string> openssl(std::vector<std::string> args) {
@@ -375,8 +378,7 @@ TEST_CASE("TLS interop: a pipeworks client against a Python ssl server, v4 and v
         Loop loop;
         PemFiles files;
         Child server(python_peer({"server", host(f), files.cert, files.key, "pw/1"}));
-        const Address at =
-            listening_address(server, f == Family::ipv4 ? host(f) : "[" + host(f) + "]", &loop);
+        const Address at = listening_address(server, bracketed(f), &loop);
         NetConf c = client_conf();
         c.tls.alpn = {"pw/1", "http/1.1"};
         const std::string msg = payload(64 * 1024, 11);
@@ -479,8 +481,7 @@ TEST_CASE("TLS interop: a Python server that writes garbage ends the client with
         Loop loop;
         PemFiles files;
         Child server(python_peer({"server", host(f), files.cert, files.key, "", "--garbage"}));
-        const Address at =
-            listening_address(server, f == Family::ipv4 ? host(f) : "[" + host(f) + "]", &loop);
+        const Address at = listening_address(server, bracketed(f), &loop);
         Outcome o = talk(loop, at, client_conf(), "before the garbage", "the echo");
         run_until(
             loop, [&] { return o.end->count == 1; }, "the client ends");
