@@ -12,7 +12,7 @@ build=${FUZZ_BUILD:-$root/build-fuzz}
 seconds=${FUZZ_SECONDS:-60}
 out=${FUZZ_OUT:-$build/fuzz-out}
 targets=("$@")
-((${#targets[@]})) || targets=(length_field delimiter json_header packet)
+((${#targets[@]})) || targets=(length_field delimiter json_header packet tls_records)
 
 build_log=$(mktemp)
 trap 'rm -f "$build_log"' EXIT

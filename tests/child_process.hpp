@@ -12,8 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -32,17 +34,24 @@ namespace pw_test {
 
 struct Child {
     pid_t pid = -1;
+    int in = -1;  // the child's stdin, when it was asked for (Stdin::pipe)
     int out = -1, err = -1;
     std::string out_text, err_text;
     std::optional<int> status;  // the exit status once reaped (128 + signal when killed)
 
+    // Stdin::inherit: the test's own stdin; Stdin::pipe: a pipe the test writes with
+    // write_stdin() and ends with close_stdin(), for peers driven through their stdin.
+    enum class Stdin : std::uint8_t { inherit, pipe };
+
     // args[0] is the binary's path.
-    explicit Child(const std::vector<std::string>& args) {
-        int o[2], e[2];
+    explicit Child(const std::vector<std::string>& args, Stdin stdin_mode = Stdin::inherit) {
+        int o[2], e[2], i[2] = {-1, -1};
         REQUIRE(::pipe2(o, O_CLOEXEC) == 0);
         REQUIRE(::pipe2(e, O_CLOEXEC) == 0);
+        if (stdin_mode == Stdin::pipe) REQUIRE(::pipe2(i, O_CLOEXEC) == 0);
         posix_spawn_file_actions_t fa;
         posix_spawn_file_actions_init(&fa);
+        if (i[0] >= 0) posix_spawn_file_actions_adddup2(&fa, i[0], 0);
         posix_spawn_file_actions_adddup2(&fa, o[1], 1);
         posix_spawn_file_actions_adddup2(&fa, e[1], 2);
         // A test run as a background job of a non-interactive shell inherits SIGINT ignored;
@@ -65,12 +74,15 @@ struct Child {
         posix_spawn_file_actions_destroy(&fa);
         ::close(o[1]);
         ::close(e[1]);
+        if (i[0] >= 0) ::close(i[0]);
+        in = i[1];
         out = o[0];
         err = e[0];
         ::fcntl(out, F_SETFL, O_NONBLOCK);
         ::fcntl(err, F_SETFL, O_NONBLOCK);
         if (rc != 0) {
             // The destructor does not run for a constructor that throws.
+            close_stdin();
             ::close(out);
             ::close(err);
             FAIL("cannot run " << args[0] << ": " << std::strerror(rc));
@@ -81,11 +93,41 @@ struct Child {
             ::kill(pid, SIGKILL);
             ::waitpid(pid, nullptr, 0);
         }
+        close_stdin();
         ::close(out);
         ::close(err);
     }
     Child(const Child&) = delete;
     Child& operator=(const Child&) = delete;
+
+    // Writes all of `text` to the child's stdin (Stdin::pipe); false when the child has closed
+    // it. A short text into an empty pipe never blocks.
+    bool write_stdin(std::string_view text) {
+        REQUIRE(in >= 0);
+        // A child gone before reading would raise SIGPIPE in the test: it is blocked for the
+        // write and a pending one taken, so it fails this write only (EPIPE).
+        sigset_t pipe_sig, old;
+        sigemptyset(&pipe_sig);
+        sigaddset(&pipe_sig, SIGPIPE);
+        ::pthread_sigmask(SIG_BLOCK, &pipe_sig, &old);
+        bool ok = true;
+        while (ok && !text.empty()) {
+            const ssize_t n = ::write(in, text.data(), text.size());
+            if (n < 0 && errno == EINTR) continue;
+            ok = n > 0;
+            if (ok) text.remove_prefix(static_cast<std::size_t>(n));
+        }
+        const timespec now{};
+        while (::sigtimedwait(&pipe_sig, nullptr, &now) == SIGPIPE) {
+        }
+        ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        return ok;
+    }
+    // The end of the child's input, as a user's ^D.
+    void close_stdin() {
+        if (in >= 0) ::close(in);
+        in = -1;
+    }
 
     // Reads what is there and reaps the child if it has exited. True once it has.
     bool poll() {

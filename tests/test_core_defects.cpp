@@ -345,8 +345,10 @@ TEST_CASE("Core: the Python application-protocol client gets a JSON result from 
             CHECK(!p.send_json(R"({"result": "Follow the white rabbit."})", "text/json", "utf-8"));
         });
         const Address at = server->local_address();
-        Child client({"/usr/bin/env", "python3", PIPEWORKS_SOURCE_DIR "/tests/python/app_client.py",
-                      at.host(), std::to_string(at.port()), "search", "morpheus"});
+        // -B: the imported helper leaves no __pycache__ in the source tree.
+        Child client({"/usr/bin/env", "python3", "-B",
+                      PIPEWORKS_SOURCE_DIR "/tests/python/app_client.py", at.host(),
+                      std::to_string(at.port()), "search", "morpheus"});
         CHECK(client.wait_exit(&loop) == 0);
         CAPTURE(client.err_text);
         CHECK(client.out_text == "got result: Follow the white rabbit.\n");

@@ -1,11 +1,10 @@
 // Certificates made at test time with the OpenSSL API (nothing in the tree expires): keys,
-// a CA, leaf certificates with chosen names and validity, their PEM text, and the NetConf of a
-// TLS server or client that uses them.
+// a CA, leaf certificates with chosen names and validity, and their PEM text. Free of doctest,
+// so the fuzz targets make theirs with it too: a failed step throws, which fails a test case.
+// Also the NetConf of a TLS server or client that uses them.
 #pragma once
 
 #include <pipeworks/net_conf.hpp>
-
-#include <doctest/doctest.h>
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -15,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 namespace pw_test {
@@ -32,15 +32,19 @@ using Key = std::unique_ptr<EVP_PKEY, FreeKey>;
 using Cert = std::unique_ptr<X509, FreeCert>;
 using Ctx = std::unique_ptr<SSL_CTX, FreeCtx>;
 
+inline void need(bool ok, const char* step) {
+    if (!ok) throw std::runtime_error(std::string("making test certificates: ") + step);
+}
+
 inline Key ec_key() {
     EVP_PKEY_CTX* kc = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
-    REQUIRE(kc != nullptr);
+    need(kc != nullptr, "EVP_PKEY_CTX_new_id");
     EVP_PKEY* k = nullptr;
     const bool ok = EVP_PKEY_keygen_init(kc) == 1 &&
                     EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kc, NID_X9_62_prime256v1) == 1 &&
                     EVP_PKEY_keygen(kc, &k) == 1;
     EVP_PKEY_CTX_free(kc);
-    REQUIRE(ok);
+    need(ok, "EC key generation");
     return Key(k);
 }
 
@@ -49,8 +53,8 @@ inline void add_ext(X509* cert, X509* issuer, int nid, const char* value) {
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
     X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-    REQUIRE(ext != nullptr);
-    REQUIRE(X509_add_ext(cert, ext, -1) == 1);
+    need(ext != nullptr, "X509V3_EXT_conf_nid");
+    need(X509_add_ext(cert, ext, -1) == 1, "X509_add_ext");
     X509_EXTENSION_free(ext);
 }
 
@@ -60,18 +64,19 @@ inline Cert make_cert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* iss
                       long serial, bool ca, const char* san = "IP:127.0.0.1,IP:::1,DNS:localhost",
                       long from_s = -3600, long to_s = 24 * 3600) {
     Cert c(X509_new());
-    REQUIRE(c);
+    need(c != nullptr, "X509_new");
     X509* x = c.get();
-    REQUIRE(X509_set_version(x, 2) == 1);
-    REQUIRE(ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1);
+    need(X509_set_version(x, 2) == 1, "X509_set_version");
+    need(ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1, "serial number");
     X509_gmtime_adj(X509_getm_notBefore(x), from_s);
     X509_gmtime_adj(X509_getm_notAfter(x), to_s);
-    REQUIRE(X509_set_pubkey(x, key) == 1);
+    need(X509_set_pubkey(x, key) == 1, "X509_set_pubkey");
     X509_NAME* name = X509_get_subject_name(x);
-    REQUIRE(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                       reinterpret_cast<const unsigned char*>(cn), -1, -1, 0) == 1);
+    need(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                    reinterpret_cast<const unsigned char*>(cn), -1, -1, 0) == 1,
+         "subject name");
     X509* signer = issuer != nullptr ? issuer : x;
-    REQUIRE(X509_set_issuer_name(x, X509_get_subject_name(signer)) == 1);
+    need(X509_set_issuer_name(x, X509_get_subject_name(signer)) == 1, "X509_set_issuer_name");
     if (ca) {
         add_ext(x, signer, NID_basic_constraints, "critical,CA:TRUE");
         add_ext(x, signer, NID_key_usage, "critical,keyCertSign,cRLSign");
@@ -80,13 +85,13 @@ inline Cert make_cert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* iss
         add_ext(x, signer, NID_subject_alt_name, san);
     }
     add_ext(x, signer, NID_subject_key_identifier, "hash");
-    REQUIRE(X509_sign(x, issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0);
+    need(X509_sign(x, issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0, "X509_sign");
     return c;
 }
 
 inline std::string pem_of(X509* cert) {
     BIO* b = BIO_new(BIO_s_mem());
-    REQUIRE(PEM_write_bio_X509(b, cert) == 1);
+    need(PEM_write_bio_X509(b, cert) == 1, "PEM_write_bio_X509");
     char* data = nullptr;
     const long n = BIO_get_mem_data(b, &data);
     std::string s(data, static_cast<std::size_t>(n));
@@ -96,7 +101,8 @@ inline std::string pem_of(X509* cert) {
 
 inline std::string pem_of(EVP_PKEY* key) {
     BIO* b = BIO_new(BIO_s_mem());
-    REQUIRE(PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr) == 1);
+    need(PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr) == 1,
+         "PEM_write_bio_PrivateKey");
     char* data = nullptr;
     const long n = BIO_get_mem_data(b, &data);
     std::string s(data, static_cast<std::size_t>(n));

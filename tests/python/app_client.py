@@ -11,15 +11,7 @@ import socket
 import struct
 import sys
 
-
-def recv_exact(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("the server closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
+from stream_util import recv_exact
 
 
 def main():
