@@ -3,7 +3,7 @@
 //   loadgen --target HOST:PORT --conns N --inflight W --size S --duration SECONDS
 //           [--warmup SECONDS] [--udp] [--connect-timeout SECONDS] [--drain-timeout SECONDS]
 //           [--loss-timeout-ms MS] [--framing none|length]
-//           [--tls (--tls-ca FILE | --tls-insecure)]
+//           [--tls (--tls-ca FILE | --tls-insecure)] [--handshakes new|resumed]
 //
 // TCP: opens N connections and keeps W messages of S bytes in flight on each. Every message
 // carries its sequence number and a pattern derived from it; since a TCP echo has no framing,
@@ -24,6 +24,13 @@
 // stream. --tls-ca FILE: the server's chain must verify against FILE and its certificate carry
 // the target's IP address; --tls-insecure: any certificate is accepted. Connections end with
 // close_notify.
+//
+// --handshakes new|resumed (with --tls): measures TLS handshakes instead of echoes. Each of the
+// N connections in turn connects, completes a handshake, sends close_notify and closes, then
+// starts again; with resumed, every connection resumes the session its previous one received
+// (waiting for the ticket, which TLS 1.3 sends after the handshake) and one that is not resumed
+// is an error. msgs and msgs_per_sec count handshakes completed, p50/p99/max_us time them from
+// the start of the TCP connect; the line adds handshakes=new|resumed and resumed= (whole run).
 //
 // UDP: N sockets, W datagrams of S bytes (S >= 16) in flight on each. A datagram carries its
 // sequence number, window slot and socket index and is checked in full when it returns. There
@@ -89,6 +96,8 @@ struct Options {
     bool tls = false;
     std::string tls_ca;         // --tls-ca FILE
     bool tls_insecure = false;  // --tls-insecure
+    bool handshakes = false;    // --handshakes new|resumed: connections, not messages
+    bool resume = false;        // --handshakes resumed
 };
 
 // Log-linear latency histogram: exact below 64 ns, then 32 buckets per power of two (~3%).
@@ -212,6 +221,13 @@ struct TcpConn {
     BIO* rbio = nullptr;
     BIO* wbio = nullptr;
     bool tls_up = false;  // the handshake has completed
+    // --handshakes resumed: the session the next connection resumes, and whether this one has
+    // brought a ticket (TLS 1.3 sends it after the handshake).
+    SSL_SESSION* session = nullptr;
+    bool got_session = false;
+    uint64_t started_at = 0;  // --handshakes: when the TCP connect began
+    bool closing = false;     // --handshakes: close_notify and FIN sent, waiting for the EOF
+    uv_shutdown_t shutdown_req;
 };
 
 struct WriteReq {
@@ -273,6 +289,7 @@ struct App {
     uint64_t errors = 0;
     uint64_t lost = 0;
     uint64_t late = 0;
+    uint64_t resumed = 0;  // --handshakes: handshakes that resumed a session, whole run
     uint64_t win_start_ns = 0, win_end_ns = 0;
     uint64_t win_start_msgs = 0, win_end_msgs = 0;
     uint64_t win_start_bytes = 0, win_end_bytes = 0;
@@ -312,7 +329,7 @@ void finish() {
     }
     app.phase = Phase::done;
     for (auto& c : app.tcp) {
-        if (!c->tls_up) continue;
+        if (!c->tls_up || uv_is_closing(reinterpret_cast<uv_handle_t*>(&c->tcp))) continue;
         // Best effort: the socket closes right after, and a server that reports truncation
         // should not report it for a load generator that is done.
         (void)SSL_shutdown(c->ssl);
@@ -650,6 +667,11 @@ void on_end(uv_timer_t*) {
     app.win_end_msgs = app.completed;
     app.win_end_bytes = app.completed_bytes;
     app.phase = Phase::draining;
+    if (app.opt.handshakes) {  // the handshakes under way are not waited for
+        if (app.win_end_msgs == app.win_start_msgs) fail("no handshake completed in the window");
+        finish();
+        return;
+    }
     check_drained();
 }
 
@@ -672,6 +694,8 @@ void on_drain_timeout(uv_timer_t*) {
     finish();
 }
 
+void hs_connect(TcpConn& c);
+
 void start_load() {
     uv_timer_stop(&app.connect_timer);
     app.phase = Phase::running;
@@ -690,7 +714,11 @@ void start_load() {
     const auto w = static_cast<uint64_t>(app.opt.inflight);
     for (auto& c : app.tcp) {
         if (app.phase != Phase::running) break;
-        tcp_send(*c, w);
+        if (app.opt.handshakes) {
+            hs_connect(*c);
+        } else {
+            tcp_send(*c, w);
+        }
     }
     if (!app.udp.empty()) {
         const uint64_t now = uv_hrtime();
@@ -722,12 +750,16 @@ void tls_start(TcpConn& c) {
         fail("connection %u: cannot check the certificate against %s", c.id, app.tls_host.c_str());
         return;
     }
+    SSL_set_app_data(c.ssl, &c);
+    if (c.session != nullptr) SSL_set_session(c.ssl, c.session);
     const int r = SSL_do_handshake(c.ssl);
     const int err = SSL_get_error(c.ssl, r);
     tls_flush(c);
     if (err != SSL_ERROR_WANT_READ)
         fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
 }
+
+int on_new_session(SSL* ssl, SSL_SESSION* session);
 
 // The client context of --tls: TLS 1.2 or later, the server verified unless --tls-insecure.
 SSL_CTX* make_tls_ctx(const Options& o) {
@@ -743,7 +775,136 @@ SSL_CTX* make_tls_ctx(const Options& o) {
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
     }
+    if (o.resume) {
+        SSL_CTX_set_session_cache_mode(ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    }
     return ctx;
+}
+
+// ------------------------------------------------------------------ --handshakes
+
+// Every connection in a loop: TCP connect, TLS handshake (resuming the previous connection's
+// session with --handshakes resumed, after waiting for its ticket), close_notify, close. A
+// handshake completes a "message": msgs_per_sec counts handshakes, p50/p99 the time from the
+// connect to the end of the handshake.
+
+void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+
+void hs_on_connected(uv_connect_t* req, int status) {
+    auto& c = *static_cast<TcpConn*>(req->data);
+    if (app.phase == Phase::done) return;
+    if (status < 0) {
+        fail("connect %u: %s", c.id, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c.tcp, 1);
+    const int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), tcp_alloc, hs_on_read);
+    if (r != 0) {
+        fail("read_start %u: %s", c.id, uv_strerror(r));
+        return;
+    }
+    tls_start(c);
+}
+
+void hs_connect(TcpConn& c) {
+    c.tls_up = false;
+    c.got_session = false;
+    c.closing = false;
+    c.started_at = uv_hrtime();
+    uv_tcp_init(app.loop, &c.tcp);
+    c.tcp.data = &c;
+    c.connect_req.data = &c;
+    const int r = uv_tcp_connect(&c.connect_req, &c.tcp,
+                                 reinterpret_cast<const sockaddr*>(&app.target), hs_on_connected);
+    if (r != 0) fail("connect %u: %s", c.id, uv_strerror(r));
+}
+
+void hs_on_closed(uv_handle_t* handle) {
+    auto& c = *static_cast<TcpConn*>(handle->data);
+    SSL_free(c.ssl);  // frees its BIOs
+    c.ssl = nullptr;
+    c.tls_up = false;
+    if (app.phase == Phase::running) hs_connect(c);
+}
+
+void hs_on_shutdown(uv_shutdown_t*, int) {}
+
+// close_notify and FIN, then read until the server's EOF: closing with its session tickets
+// unread would make the kernel reset the connection instead of closing it.
+void hs_close(TcpConn& c) {
+    c.closing = true;
+    (void)SSL_shutdown(c.ssl);
+    tls_flush(c);
+    const int r =
+        uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp), hs_on_shutdown);
+    if (r != 0) fail("shutdown %u: %s", c.id, uv_strerror(r));
+}
+
+void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+    auto& c = *static_cast<TcpConn*>(stream->data);
+    if (app.phase == Phase::done) return;
+    if (c.closing) {  // what the server sends after our close_notify does not matter
+        if (nread < 0) uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp), hs_on_closed);
+        return;
+    }
+    if (nread < 0) {
+        fail("connection %u: %s during the handshake", c.id,
+             nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
+        return;
+    }
+    if (BIO_write(c.rbio, buf->base, static_cast<int>(nread)) != static_cast<int>(nread)) {
+        fail("connection %u: out of memory", c.id);
+        return;
+    }
+    if (!c.tls_up) {
+        const int r = SSL_do_handshake(c.ssl);
+        if (r != 1) {
+            const int err = SSL_get_error(c.ssl, r);
+            tls_flush(c);
+            if (err != SSL_ERROR_WANT_READ)
+                fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
+            return;
+        }
+        c.tls_up = true;
+        if (SSL_session_reused(c.ssl) == 1) {
+            app.resumed++;
+        } else if (c.session != nullptr) {
+            fail("connection %u: the server did not resume the session", c.id);
+            return;
+        }
+        record_completion(c.started_at, uv_hrtime(), 0);
+        tls_flush(c);  // the client's Finished
+    }
+    // Read what follows the handshake: TLS 1.3 session tickets.
+    for (;;) {
+        const int n = SSL_read(c.ssl, plain_buf, sizeof(plain_buf));
+        if (n > 0) {
+            fail("connection %u: %d bytes of data from the server", c.id, n);
+            return;
+        }
+        const int err = SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_READ) break;
+        if (err != SSL_ERROR_ZERO_RETURN) {
+            fail("connection %u: %s", c.id, tls_error(c, err).c_str());
+        } else if (app.opt.resume && !c.got_session) {
+            fail("connection %u: closed by the server before any session ticket", c.id);
+        } else {
+            hs_close(c);
+        }
+        return;
+    }
+    if (!app.opt.resume || c.got_session) hs_close(c);
+}
+
+// --handshakes resumed: keeps the newest session of each connection for its next one.
+int on_new_session(SSL* ssl, SSL_SESSION* session) {
+    auto* c = static_cast<TcpConn*>(SSL_get_app_data(ssl));
+    if (c->session != nullptr) SSL_SESSION_free(c->session);
+    c->session = session;
+    c->got_session = true;
+    return 1;  // the reference is ours
 }
 
 void on_connected(uv_connect_t* req, int status) {
@@ -793,6 +954,9 @@ bool open_all() {
                 return false;
             }
             app.connected++;
+        } else if (app.opt.handshakes) {  // connected by start_load
+            app.tcp.push_back(std::make_unique<TcpConn>());
+            app.tcp.back()->id = static_cast<uint32_t>(i);
         } else {
             auto c = std::make_unique<TcpConn>();
             c->id = static_cast<uint32_t>(i);
@@ -808,7 +972,7 @@ bool open_all() {
             }
         }
     }
-    if (app.opt.udp) start_load();
+    if (app.opt.udp || app.opt.handshakes) start_load();
     return true;
 }
 
@@ -822,7 +986,8 @@ int usage(const char* why) {
                  "               [--warmup SECONDS] [--udp] [--connect-timeout SECONDS]\n"
                  "               [--drain-timeout SECONDS] [--loss-timeout-ms MS]\n"
                  "               [--framing none|length]\n"
-                 "               [--tls (--tls-ca FILE | --tls-insecure)]\n",
+                 "               [--tls (--tls-ca FILE | --tls-insecure)]"
+                 " [--handshakes new|resumed]\n",
                  why);
     return 2;
 }
@@ -863,6 +1028,10 @@ int main(int argc, char** argv) {
         } else if (a == "--loss-timeout-ms") {
             ok = parse_number(v, 1, 600000, &x);
             o.loss_timeout_ms = static_cast<uint64_t>(x);
+        } else if (a == "--handshakes") {
+            ok = std::strcmp(v, "new") == 0 || std::strcmp(v, "resumed") == 0;
+            o.handshakes = true;
+            o.resume = std::strcmp(v, "resumed") == 0;
         } else if (a == "--tls-ca") {
             o.tls_ca = v;
         } else if (a == "--framing") {
@@ -882,6 +1051,7 @@ int main(int argc, char** argv) {
     if (o.udp && o.tls) return usage("--tls applies to TCP only");
     if (!o.tls && (o.tls_insecure || !o.tls_ca.empty()))
         return usage("--tls-ca and --tls-insecure go with --tls");
+    if (o.handshakes && !o.tls) return usage("--handshakes needs --tls");
     if (o.tls && o.tls_insecure == !o.tls_ca.empty())
         return usage("--tls needs one of --tls-ca FILE and --tls-insecure");
     if (o.tls) {
@@ -933,7 +1103,10 @@ int main(int argc, char** argv) {
     open_all();
     uv_run(app.loop, UV_RUN_DEFAULT);
     uv_loop_close(app.loop);
-    for (auto& c : app.tcp) SSL_free(c->ssl);  // frees its BIOs
+    for (auto& c : app.tcp) {
+        SSL_free(c->ssl);  // frees its BIOs
+        SSL_SESSION_free(c->session);
+    }
     SSL_CTX_free(app.tls_ctx);
 
     const double secs = app.win_end_ns > app.win_start_ns
@@ -958,6 +1131,10 @@ int main(int argc, char** argv) {
     }
     if (o.framing) std::printf(" framing=length");
     if (o.tls) std::printf(" tls=1");
+    if (o.handshakes) {
+        std::printf(" handshakes=%s resumed=%llu", o.resume ? "resumed" : "new",
+                    static_cast<unsigned long long>(app.resumed));
+    }
     std::printf("\n");
     std::fflush(stdout);
     return app.errors == 0 ? 0 : 1;
