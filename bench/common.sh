@@ -1,4 +1,7 @@
-# Helpers shared by the benchmark scripts (bench/run.sh, bench/relay.sh); sourced, not run.
+# shellcheck shell=bash disable=SC2034,SC2154
+# Helpers shared by the benchmark scripts (bench/run.sh, bench/relay.sh, bench/tls.sh); sourced,
+# not run. The server helpers use the caller's tmp (a scratch directory) and server_pin (a
+# command prefix array, possibly empty).
 
 show_cmd() { # prints a command as it could be typed again
     printf '$'
@@ -33,4 +36,140 @@ ratio() { # ratio A B: B / A with 2 decimals, n/a when either is missing
     else
         echo n/a
     fi
+}
+
+# start_server BIN [ARGS...]: starts it on 127.0.0.1:0, sets SERVER_PID and SERVER_ADDR.
+start_server() {
+    local bin=$1
+    shift
+    local cmd=("${server_pin[@]}" "$bin" "$@" --bind 127.0.0.1:0)
+    show_cmd "${cmd[@]}"
+    : >"$tmp/server.out"
+    : >"$tmp/server.out" # exists before the reads below, however the start is scheduled
+    "${cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
+    SERVER_PID=$!
+    local line="" i
+    for ((i = 0; i < 200; i++)); do
+        if IFS= read -r line <"$tmp/server.out"; then break; fi # only a complete first line
+        line=""
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [[ ! $line =~ ^listening\ on\ (.+:[0-9]+)$ ]]; then
+        echo "ERROR: $bin printed no 'listening on HOST:PORT' line within 10 s" \
+            "(got: '${line}'; stderr: $(head -c 500 "$tmp/server.err"))"
+        stop_server
+        return 1
+    fi
+    SERVER_ADDR=${BASH_REMATCH[1]}
+}
+
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    local pid=$SERVER_PID status=0 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "WARNING: server $pid did not exit within 5 s of SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || status=$?
+    SERVER_PID=""
+    if ((status != 0)); then
+        echo "WARNING: server exited with status $status after SIGTERM"
+        if [[ -s $tmp/server.err ]]; then head -c 1000 "$tmp/server.err"; fi
+    fi
+}
+
+cpu_ticks() { # utime + stime of a process, all threads, in clock ticks
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) } # fields from 3 on; the command name may contain spaces
+    local -a f
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+
+field() { # field KEY LINE: the value of KEY=VALUE in LINE, or nothing
+    local re="(^| )$1=([^ ]+)"
+    if [[ $2 =~ $re ]]; then echo "${BASH_REMATCH[2]}"; fi
+}
+
+fmt_int() { # a number rounded to an integer; anything else unchanged
+    if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.0f\n' "$1"; else echo "$1"; fi
+}
+
+fmt_dec() { # a number with 3 decimals; anything else unchanged
+    if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.3f\n' "$1"; else echo "$1"; fi
+}
+
+
+
+at_least() { # at_least RATIO GOAL: yes when RATIO >= GOAL, no when below, n/a without a ratio
+    if [[ $1 =~ ^[0-9.e+]+$ ]]; then
+        awk -v r="$1" -v g="$2" 'BEGIN { print (r >= g) ? "yes" : "no" }'
+    else
+        echo n/a
+    fi
+}
+
+# round_order N ROUND: the server indices 0 .. N-1 rotated by ROUND - 1 (AB, BA, AB, ... for
+# two servers; ABC, BCA, CAB, ... for three), so that slow drift in the machine affects all
+# servers alike.
+round_order() {
+    local n=$1 r=$2 i
+    for ((i = 0; i < n; i++)); do echo $(((i + r - 1) % n)); done
+}
+
+free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:PORT (5 s)
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2).close()" \
+            2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# measure KEY NAME PLURAL UNIT CMD...: runs the loadgen command line CMD against the running
+# server SERVER_PID, then stops the server; appends loadgen's msgs_per_sec to MPS[KEY,NAME] and
+# the server's CPU time per message (us, its utime + stime over the run / total_msgs) to
+# CPU[KEY,NAME]. PLURAL and UNIT name what loadgen counts in the log ("messages", "msg"). A
+# failed run adds to failures. Uses tmp and clk_tck.
+measure() {
+    local key=$1 name=$2 plural=$3 unit=$4
+    shift 4
+    show_cmd "$@"
+    local t0 t1 out rc=0
+    t0=$(cpu_ticks "$SERVER_PID" 2>/dev/null || echo 0)
+    out=$("$@" 2>"$tmp/loadgen.err") || rc=$?
+    t1=$(cpu_ticks "$SERVER_PID" 2>/dev/null || echo "$t0")
+    stop_server
+    echo "$out"
+    if ((rc != 0)); then
+        echo "ERROR: loadgen exited with status $rc: $(head -c 1000 "$tmp/loadgen.err")"
+        failures=$((failures + 1))
+        return
+    fi
+    local mps total cpu_us
+    mps=$(field msgs_per_sec "$out")
+    total=$(field total_msgs "$out")
+    cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$total" \
+        'BEGIN { if (n > 0) printf "%.4f", t * 1e6 / hz / n; else print "" }')
+    local cpu_s
+    cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
+    echo "server CPU: $cpu_s s for $total $plural = ${cpu_us:-?} us/$unit"
+    # shellcheck disable=SC2004 # MPS and CPU are the caller's associative arrays
+    MPS[$key,$name]+="$mps "
+    # shellcheck disable=SC2004
+    if [[ -n $cpu_us ]]; then CPU[$key,$name]+="$cpu_us "; fi
 }

@@ -72,26 +72,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-
-free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:PORT (5 s)
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2).close()" \
-            2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-
-
-
 # ---------------------------------------------------------------- environment
 
 echo "# pipeworks-relay benchmark: iperf3 direct, through pipeworks-relay, through socat"
