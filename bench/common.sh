@@ -3,6 +3,22 @@
 # not run. The server helpers use the caller's tmp (a scratch directory) and server_pin (a
 # command prefix array, possibly empty).
 
+# build_dir SCRIPT DIR: DIR (relative to the current directory or to the repository) as an
+# absolute path; exits 2 with a hint when there is no such directory.
+build_dir() {
+    local build=$2 root
+    root=$(dirname "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)")
+    if [[ ! -d $build && $build != /* && -d $root/$build ]]; then
+        build=$root/$build
+    fi
+    if [[ ! -d $build ]]; then
+        echo "$1: build directory '$build' not found;" \
+            "run: meson setup build-bench -Dbenchmarks=true && ninja -C build-bench" >&2
+        exit 2
+    fi
+    (cd "$build" && pwd)
+}
+
 show_cmd() { # prints a command as it could be typed again
     printf '$'
     printf ' %q' "$@"

@@ -501,25 +501,34 @@ void after_echo(TcpConn& c, uint64_t done_now) {
 
 void start_load();
 
-// --tls: ciphertext from the server. Drives the handshake, then checks the decrypted echo.
-void tls_on_read(TcpConn& c, const char* data, size_t len) {
+enum class Feed { failed, handshaking, up_now, up };
+
+// Gives ciphertext from the server to OpenSSL and drives the handshake; up_now when this call
+// completed it (the client's Finished is then sent), failed after a failure (reported).
+Feed tls_feed(TcpConn& c, const char* data, size_t len) {
     if (BIO_write(c.rbio, data, static_cast<int>(len)) != static_cast<int>(len)) {
         fail("connection %u: out of memory", c.id);
-        return;
+        return Feed::failed;
     }
-    if (!c.tls_up) {
-        const int r = SSL_do_handshake(c.ssl);
-        if (r != 1) {
-            const int err = SSL_get_error(c.ssl, r);
-            tls_flush(c);  // the next handshake message, or the alert that says why it failed
-            if (err != SSL_ERROR_WANT_READ)
-                fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
-            return;
-        }
-        c.tls_up = true;
-        tls_flush(c);
-        if (++app.connected == app.opt.conns) start_load();
+    if (c.tls_up) return Feed::up;
+    const int r = SSL_do_handshake(c.ssl);
+    if (r != 1) {
+        const int err = SSL_get_error(c.ssl, r);
+        tls_flush(c);  // the next handshake message, or the alert that says why it failed
+        if (err == SSL_ERROR_WANT_READ) return Feed::handshaking;
+        fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
+        return Feed::failed;
     }
+    c.tls_up = true;
+    tls_flush(c);
+    return Feed::up_now;
+}
+
+// --tls: ciphertext from the server. Drives the handshake, then checks the decrypted echo.
+void tls_on_read(TcpConn& c, const char* data, size_t len) {
+    const Feed f = tls_feed(c, data, len);
+    if (f == Feed::failed || f == Feed::handshaking) return;
+    if (f == Feed::up_now && ++app.connected == app.opt.conns) start_load();
     const uint64_t now = uv_hrtime();
     uint64_t done_now = 0;
     for (;;) {
@@ -854,28 +863,16 @@ void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
              nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
         return;
     }
-    if (BIO_write(c.rbio, buf->base, static_cast<int>(nread)) != static_cast<int>(nread)) {
-        fail("connection %u: out of memory", c.id);
-        return;
-    }
-    if (!c.tls_up) {
-        const int r = SSL_do_handshake(c.ssl);
-        if (r != 1) {
-            const int err = SSL_get_error(c.ssl, r);
-            tls_flush(c);
-            if (err != SSL_ERROR_WANT_READ)
-                fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
-            return;
-        }
-        c.tls_up = true;
+    const Feed f = tls_feed(c, buf->base, static_cast<size_t>(nread));
+    if (f == Feed::failed || f == Feed::handshaking) return;
+    if (f == Feed::up_now) {
+        record_completion(c.started_at, uv_hrtime(), 0);
         if (SSL_session_reused(c.ssl) == 1) {
             app.resumed++;
         } else if (c.session != nullptr) {
             fail("connection %u: the server did not resume the session", c.id);
             return;
         }
-        record_completion(c.started_at, uv_hrtime(), 0);
-        tls_flush(c);  // the client's Finished
     }
     // Read what follows the handshake: TLS 1.3 session tickets.
     for (;;) {

@@ -41,18 +41,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/common.sh
 . "$here/common.sh"
-root=$(dirname "$here")
-
-build=${1:-build-bench}
-if [[ ! -d $build && $build != /* && -d $root/$build ]]; then
-    build=$root/$build
-fi
-if [[ ! -d $build ]]; then
-    echo "run.sh: build directory '$build' not found;" \
-        "run: meson setup build-bench -Dbenchmarks=true && ninja -C build-bench" >&2
-    exit 2
-fi
-build=$(cd "$build" && pwd)
+build=$(build_dir run.sh "${1:-build-bench}")
 
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}

@@ -31,18 +31,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/common.sh
 . "$here/common.sh"
-root=$(dirname "$here")
-
-build=${1:-build-bench}
-if [[ ! -d $build && $build != /* && -d $root/$build ]]; then
-    build=$root/$build
-fi
-if [[ ! -d $build ]]; then
-    echo "tls.sh: build directory '$build' not found;" \
-        "run: meson setup build-bench -Dbenchmarks=true && ninja -C build-bench" >&2
-    exit 2
-fi
-build=$(cd "$build" && pwd)
+build=$(build_dir tls.sh "${1:-build-bench}")
 
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}
@@ -206,21 +195,21 @@ run_tls() {
         --tls --tls-ca "$tls_cert"
 }
 
-# print_tables WHAT UNIT GOAL KEYS NAMES SERVERS: two Markdown tables, one row per workload (KEYS
-# and NAMES: its keys in MPS and CPU, space-separated, and its labels, separated by "|"): the
-# medians of WHAT per second (MPS) for each of SERVERS with the ratios pipeworks / each other
-# server (and whether the first of them reaches GOAL, unless GOAL is empty), then the medians
-# of the server CPU time per UNIT (CPU) with the same ratios.
-print_tables() {
-    local what=$1 unit=$2 goal=$3
-    shift 3
-    local -a keys names servers
-    read -r -a keys <<<"$1"
-    IFS='|' read -r -a names <<<"$2"
-    read -r -a servers <<<"$3"
-    local s w head="| workload |" rule="|---|" others=()
+# median_table VALUES COLUMN FORMAT GOAL KEYS NAMES SERVERS: a Markdown table, one row per
+# workload (KEYS: its keys in the associative array named VALUES, space-separated; NAMES: its
+# labels, separated by "|"), one column "SERVER COLUMN" per server of SERVERS with the median
+# of its values (FORMAT: fmt_int or fmt_dec), then the ratios pipeworks / each other server,
+# and when GOAL is not empty whether the first of these ratios reaches it.
+median_table() {
+    local -n values=$1
+    local column=$2 format=$3 goal=$4
+    local -a keys names servers others=()
+    read -r -a keys <<<"$5"
+    IFS='|' read -r -a names <<<"$6"
+    read -r -a servers <<<"$7"
+    local s w head="| workload |" rule="|---|"
     for s in "${servers[@]}"; do
-        head+=" $s $what/s |"
+        head+=" $s $column |"
         rule+="---:|"
         [[ $s == pipeworks ]] || others+=("$s")
     done
@@ -235,43 +224,18 @@ print_tables() {
     echo "$head"
     echo "$rule"
     for w in "${!keys[@]}"; do
-        local row="| ${names[$w]} |" k=${keys[$w]}
-        declare -A med=()
+        local row="| ${names[$w]} |"
+        local -A med=()
         for s in "${servers[@]}"; do
             # shellcheck disable=SC2086 # word splitting of the value lists is intended
-            med[$s]=$(median ${MPS[$k,$s]:-})
-            row+=" $(fmt_int "${med[$s]}") |"
+            med[$s]=$(median ${values[${keys[$w]},$s]:-})
+            row+=" $("$format" "${med[$s]}") |"
         done
         for s in "${others[@]}"; do row+=" $(ratio "${med[$s]}" "${med[pipeworks]}") |"; done
         if [[ -n $goal ]]; then
             row+=" pipeworks / ${others[0]} >= $goal |"
             row+=" $(at_least "$(ratio "${med[${others[0]}]}" "${med[pipeworks]}")" "$goal") |"
         fi
-        echo "$row"
-    done
-    echo
-    echo "Server CPU time per $unit (lower is better); ratios above 1: pipeworks spends more."
-    echo
-    head="| workload |" rule="|---|"
-    for s in "${servers[@]}"; do
-        head+=" $s us/$unit |"
-        rule+="---:|"
-    done
-    for s in "${others[@]}"; do
-        head+=" pipeworks / $s |"
-        rule+="---:|"
-    done
-    echo "$head"
-    echo "$rule"
-    for w in "${!keys[@]}"; do
-        local row="| ${names[$w]} |" k=${keys[$w]}
-        declare -A med=()
-        for s in "${servers[@]}"; do
-            # shellcheck disable=SC2086
-            med[$s]=$(median ${CPU[$k,$s]:-})
-            row+=" $(fmt_dec "${med[$s]}") |"
-        done
-        for s in "${others[@]}"; do row+=" $(ratio "${med[$s]}" "${med[pipeworks]}") |"; done
         echo "$row"
     done
     echo
@@ -304,7 +268,11 @@ if section_on echo; then
     echo "TLS echo, median of ${ROUNDS} run(s) of ${DURATION} s each; baseline:"
     echo "uv_tls_echo_server, pipeworks: echo_server --tls-cert/--tls-key."
     echo
-    print_tables msgs msg 1.0 "$ew_keys" "$ew_names" "baseline pipeworks"
+    median_table MPS msgs/s fmt_int 1.0 "$ew_keys" "$ew_names" "baseline pipeworks"
+    echo "TLS echo, server CPU time per message (lower is better); ratios above 1: pipeworks"
+    echo "spends more."
+    echo
+    median_table CPU us/msg fmt_dec "" "$ew_keys" "$ew_names" "baseline pipeworks"
 fi
 
 # ---------------------------------------------------------------- handshakes
@@ -334,7 +302,10 @@ if section_on handshakes; then
     echo "resumes its predecessor's session). s_server: openssl s_server, one connection at a"
     echo "time; baseline: uv_tls_echo_server; pipeworks: echo_server --tls-cert/--tls-key."
     echo
-    print_tables handshakes handshake "" "$hw_keys" "$hw_names" "s_server baseline pipeworks"
+    median_table MPS handshakes/s fmt_int "" "$hw_keys" "$hw_names" "s_server baseline pipeworks"
+    echo "Server CPU time per handshake (lower is better); ratios above 1: pipeworks spends more."
+    echo
+    median_table CPU us/handshake fmt_dec "" "$hw_keys" "$hw_names" "s_server baseline pipeworks"
 fi
 
 # ---------------------------------------------------------------- relay pairs

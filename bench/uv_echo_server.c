@@ -30,7 +30,6 @@
 #define READ_BUF_SIZE (64 * 1024)
 #define WRITE_QUEUE_HIGH (1024 * 1024)
 #define WRITE_QUEUE_LOW (256 * 1024)
-#define LISTEN_BACKLOG 511
 
 typedef struct {
     uv_tcp_t handle; /* first member: a handle pointer is a conn_t pointer */

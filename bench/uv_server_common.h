@@ -1,10 +1,12 @@
-/* The command line and first output line the bench/ baseline servers share: --bind HOST:PORT
- * parsed into a socket address, and "listening on HOST:PORT" with the port actually bound. */
+/* What the bench/ baseline servers share: --bind HOST:PORT parsed into a socket address, the
+ * first output line "listening on HOST:PORT" with the port actually bound, and a TCP server's
+ * life on the default loop until SIGINT or SIGTERM. */
 #ifndef PIPEWORKS_BENCH_UV_SERVER_COMMON_H
 #define PIPEWORKS_BENCH_UV_SERVER_COMMON_H
 
 #include <uv.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,44 @@ static inline void print_listening(const struct sockaddr_storage* ss) {
         printf("listening on %s:%u\n", host, (unsigned)ntohs(a->sin_port));
     }
     fflush(stdout);
+}
+
+#define LISTEN_BACKLOG 511
+
+/* Listens with server on bind_spec (on the default loop), prints the listening line, and runs
+ * the loop; SIGINT and SIGTERM call on_signal, which must close every handle. The exit status:
+ * 0 once the loop has ended, 1 when it cannot listen, 2 for a bad address. prog names the
+ * program in error messages. */
+static inline int serve_tcp(const char* prog, const char* bind_spec, uv_tcp_t* server,
+                            uv_connection_cb on_connection, uv_signal_cb on_signal) {
+    struct sockaddr_storage addr;
+    if (parse_bind(bind_spec, &addr) != 0) {
+        fprintf(stderr, "%s: bad --bind address: %s\n", prog, bind_spec);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t* loop = uv_default_loop();
+    struct sockaddr_storage local;
+    int local_len = (int)sizeof(local);
+    uv_tcp_init(loop, server);
+    int r = uv_tcp_bind(server, (const struct sockaddr*)&addr, 0);
+    if (r == 0) r = uv_listen((uv_stream_t*)server, LISTEN_BACKLOG, on_connection);
+    if (r == 0) r = uv_tcp_getsockname(server, (struct sockaddr*)&local, &local_len);
+    if (r != 0) {
+        fprintf(stderr, "%s: %s: %s\n", prog, bind_spec, uv_strerror(r));
+        return 1;
+    }
+    print_listening(&local);
+
+    static uv_signal_t sig_int, sig_term;
+    uv_signal_init(loop, &sig_int);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return 0;
 }
 
 #endif

@@ -27,7 +27,6 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +35,6 @@
 #define PLAIN_BUF_SIZE (64 * 1024)
 #define WRITE_QUEUE_HIGH (1024 * 1024)
 #define WRITE_QUEUE_LOW (256 * 1024)
-#define LISTEN_BACKLOG 511
 
 typedef struct {
     uv_tcp_t handle; /* first member: a handle pointer is a conn_t pointer */
@@ -55,8 +53,6 @@ typedef struct {
 static uv_loop_t* loop;
 static SSL_CTX* ctx;
 static uv_tcp_t tcp_server;
-static uv_signal_t sig_int;
-static uv_signal_t sig_term;
 static char read_buf[READ_BUF_SIZE];
 static char plain_buf[PLAIN_BUF_SIZE];
 
@@ -272,40 +268,14 @@ int main(int argc, char** argv) {
         }
     }
     if (cert == NULL || key == NULL) return usage();
-    struct sockaddr_storage addr;
-    if (parse_bind(bind_spec, &addr) != 0) {
-        fprintf(stderr, "uv_tls_echo_server: bad --bind address: %s\n", bind_spec);
-        return 2;
-    }
     ctx = make_ctx(cert, key);
     if (ctx == NULL) {
         fprintf(stderr, "uv_tls_echo_server: cannot use %s and %s: ", cert, key);
         ERR_print_errors_fp(stderr);
         return 1;
     }
-
-    signal(SIGPIPE, SIG_IGN);
     loop = uv_default_loop();
-
-    struct sockaddr_storage local;
-    int local_len = (int)sizeof(local);
-    uv_tcp_init(loop, &tcp_server);
-    int r = uv_tcp_bind(&tcp_server, (const struct sockaddr*)&addr, 0);
-    if (r == 0) r = uv_listen((uv_stream_t*)&tcp_server, LISTEN_BACKLOG, on_connection);
-    if (r == 0) r = uv_tcp_getsockname(&tcp_server, (struct sockaddr*)&local, &local_len);
-    if (r != 0) {
-        fprintf(stderr, "uv_tls_echo_server: %s: %s\n", bind_spec, uv_strerror(r));
-        return 1;
-    }
-    print_listening(&local);
-
-    uv_signal_init(loop, &sig_int);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    int status = serve_tcp("uv_tls_echo_server", bind_spec, &tcp_server, on_connection, on_signal);
     SSL_CTX_free(ctx);
-    return 0;
+    return status;
 }
