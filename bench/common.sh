@@ -158,6 +158,17 @@ wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:P
     return 1
 }
 
+# iperf_gbps FILE: the receiver's Gbit/s in the output of iperf3 -J, nothing when it failed.
+iperf_gbps() {
+    python3 - "$1" <<'EOF' 2>/dev/null || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    raise SystemExit(1)
+print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
+EOF
+}
+
 # measure KEY NAME PLURAL UNIT CMD...: runs the loadgen command line CMD against the running
 # server SERVER_PID, then stops the server; appends loadgen's msgs_per_sec to MPS[KEY,NAME] and
 # the server's CPU time per message (us, its utime + stime over the run / total_msgs) to

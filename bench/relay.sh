@@ -178,14 +178,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         rc=0
         "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
         stop_path "$name"
-        gbps=$(python3 - "$tmp/iperf.json" <<'EOF' 2>/dev/null || true
-import json, sys
-d = json.load(open(sys.argv[1]))
-if "error" in d:
-    raise SystemExit(1)
-print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
-EOF
-        )
+        gbps=$(iperf_gbps "$tmp/iperf.json")
         if ((rc != 0)) || [[ -z $gbps ]]; then
             echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
                 "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' \

@@ -485,14 +485,7 @@ if section_on relay; then
                 rc=0
                 "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
                 stop_chain
-                gbps=$(python3 - "$tmp/iperf.json" <<'EOF' 2>/dev/null || true
-import json, sys
-d = json.load(open(sys.argv[1]))
-if "error" in d:
-    raise SystemExit(1)
-print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
-EOF
-                )
+                gbps=$(iperf_gbps "$tmp/iperf.json")
                 if ((rc != 0)) || [[ -z $gbps ]]; then
                     echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")"
                     failures=$((failures + 1))
