@@ -146,11 +146,15 @@ free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:PORT (5 s)
-    local i
+# wait_listening PORT: until a TCP socket listens on port PORT (5 s). It reads /proc/net/tcp*
+# and connects to nothing: a probe connection through a relay would reach the server behind it
+# (iperf3 -s, which then turns the next client away as busy).
+wait_listening() {
+    local i port
+    port=$(printf ':%04X' "$1")
     for ((i = 0; i < 100; i++)); do
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2).close()" \
-            2>/dev/null; then
+        if awk -v p="$port" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+            /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
             return 0
         fi
         sleep 0.05
@@ -167,6 +171,12 @@ if "error" in d:
     raise SystemExit(1)
 print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
 EOF
+}
+
+# iperf_error FILE: the error iperf3 -J reported in FILE, if any.
+iperf_error() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$1" \
+        2>/dev/null || true
 }
 
 # measure KEY NAME PLURAL UNIT CMD...: runs the loadgen command line CMD against the running

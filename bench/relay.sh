@@ -181,8 +181,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         gbps=$(iperf_gbps "$tmp/iperf.json")
         if ((rc != 0)) || [[ -z $gbps ]]; then
             echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
-                "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' \
-                    "$tmp/iperf.json" 2>/dev/null || true)"
+                "$(iperf_error "$tmp/iperf.json")"
             failures=$((failures + 1))
             continue
         fi

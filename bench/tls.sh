@@ -310,10 +310,18 @@ fi
 
 # ---------------------------------------------------------------- relay pairs
 
-# start_bg CMD...: starts CMD in the background and adds its PID to CHAIN_PIDS.
+# start_bg OUT ERR CMD...: starts CMD in the background, its stdout to OUT and stderr to ERR
+# (ERR may be OUT), and adds its PID to CHAIN_PIDS.
 start_bg() {
+    local out=$1 err=$2
+    shift 2
     show_cmd "$@"
-    "$@" &
+    : >"$out"
+    if [[ $err == "$out" ]]; then
+        "$@" >"$out" 2>&1 &
+    else
+        "$@" >"$out" 2>"$err" &
+    fi
     CHAIN_PIDS+=" $!"
 }
 
@@ -353,17 +361,15 @@ start_chain() {
     case $1 in
         direct) CHAIN_PORT=$iperf_port ;;
         pipeworks-relay)
-            : >"$tmp/term.out"
-            : >"$tmp/orig.out"
-            start_bg "$relay_bin" --cert "$tls_cert" --key "$tls_key" tls://127.0.0.1:0 \
-                "tcp://127.0.0.1:$iperf_port" >"$tmp/term.out" 2>"$tmp/term.err"
+            start_bg "$tmp/term.out" "$tmp/term.err" "$relay_bin" --cert "$tls_cert" \
+                --key "$tls_key" tls://127.0.0.1:0 "tcp://127.0.0.1:$iperf_port"
             term=$(relay_listening "$tmp/term.out") || {
                 echo "ERROR: the terminating pipeworks-relay did not listen:" \
                     "$(head -c 500 "$tmp/term.err")"
                 return 1
             }
-            start_bg "$relay_bin" --ca "$tls_cert" tcp://127.0.0.1:0 "tls://127.0.0.1:$term" \
-                >"$tmp/orig.out" 2>"$tmp/orig.err"
+            start_bg "$tmp/orig.out" "$tmp/orig.err" "$relay_bin" --ca "$tls_cert" \
+                tcp://127.0.0.1:0 "tls://127.0.0.1:$term"
             CHAIN_PORT=$(relay_listening "$tmp/orig.out") || {
                 echo "ERROR: the originating pipeworks-relay did not listen:" \
                     "$(head -c 500 "$tmp/orig.err")"
@@ -398,16 +404,18 @@ checkIP = 127.0.0.1
 sslVersionMin = TLSv1.3
 ciphersuites = $SUITE
 EOF
-            start_bg stunnel4 "$tmp/stunnel-term.conf" >"$tmp/term.err" 2>&1
-            start_bg stunnel4 "$tmp/stunnel-orig.conf" >"$tmp/orig.err" 2>&1
+            start_bg "$tmp/term.err" "$tmp/term.err" stunnel4 "$tmp/stunnel-term.conf"
+            start_bg "$tmp/orig.err" "$tmp/orig.err" stunnel4 "$tmp/stunnel-orig.conf"
             ;;
         socat)
             term=$(free_port)
             CHAIN_PORT=$(free_port)
-            start_bg socat "OPENSSL-LISTEN:$term,bind=127.0.0.1,fork,reuseaddr,cert=$tls_cert,key=$tls_key,verify=0" \
-                "TCP:127.0.0.1:$iperf_port" 2>"$tmp/term.err"
-            start_bg socat "TCP-LISTEN:$CHAIN_PORT,bind=127.0.0.1,fork,reuseaddr" \
-                "OPENSSL:127.0.0.1:$term,cafile=$tls_cert,verify=1" 2>"$tmp/orig.err"
+            start_bg "$tmp/term.err" "$tmp/term.err" socat \
+                "OPENSSL-LISTEN:$term,bind=127.0.0.1,fork,reuseaddr,cert=$tls_cert,key=$tls_key,verify=0" \
+                "TCP:127.0.0.1:$iperf_port"
+            start_bg "$tmp/orig.err" "$tmp/orig.err" socat \
+                "TCP-LISTEN:$CHAIN_PORT,bind=127.0.0.1,fork,reuseaddr" \
+                "OPENSSL:127.0.0.1:$term,cafile=$tls_cert,verify=1"
             ;;
     esac
     if [[ $1 != direct ]]; then
@@ -416,10 +424,7 @@ EOF
                 "$(head -c 300 "$tmp/orig.err")"
             return 1
         fi
-        if ((!${suite_checked[$1]:-0})); then
-            check_suite "$1 (terminating side)" "$term"
-            suite_checked[$1]=1
-        fi
+        CHAIN_TERM_PORT=$term
     fi
 }
 
@@ -460,8 +465,20 @@ if section_on relay; then
         echo "tools: $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }');" \
             "$(stunnel4 -version 2>&1 | awk '/^stunnel/ { print; exit }')"
         echo
-        declare -A GBPS suite_checked
+        declare -A GBPS
         iperf_port=$(free_port)
+        # The suites, before iperf3 -s listens: the terminating sides' connections onwards fail
+        # then, and no stray connection can reach iperf3 -s.
+        for name in "${paths[@]}"; do
+            [[ $name == direct ]] && continue
+            if start_chain "$name" >"$tmp/chain.log"; then
+                check_suite "$name (terminating side)" "$CHAIN_TERM_PORT"
+            else
+                cat "$tmp/chain.log"
+            fi
+            stop_chain
+        done
+        echo
         cmd=(iperf3 -s -B 127.0.0.1 -p "$iperf_port")
         show_cmd "${cmd[@]}"
         "${cmd[@]}" >"$tmp/iperf-server.log" 2>&1 &
@@ -487,7 +504,8 @@ if section_on relay; then
                 stop_chain
                 gbps=$(iperf_gbps "$tmp/iperf.json")
                 if ((rc != 0)) || [[ -z $gbps ]]; then
-                    echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")"
+                    echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
+                        "$(iperf_error "$tmp/iperf.json")"
                     failures=$((failures + 1))
                     continue
                 fi
