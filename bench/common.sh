@@ -162,21 +162,69 @@ wait_listening() {
     return 1
 }
 
-# iperf_gbps FILE: the receiver's Gbit/s in the output of iperf3 -J, nothing when it failed.
-iperf_gbps() {
-    python3 - "$1" <<'EOF' 2>/dev/null || true
+# iperf_rounds START STOP PATHS...: ROUNDS rounds over PATHS, the order rotated each round so
+# that slow drift of the machine affects every path alike. For each: START NAME sets the path
+# up and sets PATH_PORT (a non-zero status fails the run), iperf3 -c 127.0.0.1 -p PATH_PORT -t
+# DURATION -J runs through it (after the prefix array iperf_prefix, with the extra arguments of
+# the array iperf_args), STOP NAME tears it down. The receiver's Gbit/s of each run goes into
+# GBPS[NAME] (space-separated); a failed run adds to failures. Uses tmp, ROUNDS, DURATION.
+iperf_rounds() {
+    local start=$1 stop=$2 r k name rc gbps
+    shift 2
+    local -a paths=("$@")
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for ((k = 0; k < ${#paths[@]}; k++)); do
+            name=${paths[$(((k + r - 1) % ${#paths[@]}))]}
+            echo "--- round $r / $name"
+            if ! "$start" "$name"; then
+                failures=$((failures + 1))
+                "$stop" "$name"
+                continue
+            fi
+            local cmd=("${iperf_prefix[@]}" iperf3 -c 127.0.0.1 -p "$PATH_PORT" -t "$DURATION" -J
+                "${iperf_args[@]}")
+            show_cmd "${cmd[@]}"
+            rc=0
+            "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
+            "$stop" "$name"
+            gbps=$(python3 - "$tmp/iperf.json" <<'EOF' 2>/dev/null || true
 import json, sys
 d = json.load(open(sys.argv[1]))
 if "error" in d:
     raise SystemExit(1)
 print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
 EOF
+            )
+            if ((rc != 0)) || [[ -z $gbps ]]; then
+                echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
+                    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' \
+                        "$tmp/iperf.json" 2>/dev/null || true)"
+                failures=$((failures + 1))
+                continue
+            fi
+            echo "received: $gbps Gbit/s"
+            # shellcheck disable=SC2004 # GBPS is the caller's associative array
+            GBPS[$name]+="$gbps "
+        done
+    done
 }
 
-# iperf_error FILE: the error iperf3 -J reported in FILE, if any.
-iperf_error() {
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$1" \
-        2>/dev/null || true
+# gbps_table REF PATHS...: the Markdown table of the runs in GBPS, one row per path: its runs,
+# their median (also left in MED[PATH], an associative array of the caller) and the ratio of
+# that median to REF's.
+gbps_table() {
+    local ref=$1 name
+    shift
+    echo "| path | runs (Gbit/s) | median Gbit/s | / $ref |"
+    echo "|---|---|---:|---:|"
+    for name in "$@"; do
+        # shellcheck disable=SC2086,SC2004 # word splitting of the value list is intended
+        MED[$name]=$(median ${GBPS[$name]:-})
+    done
+    for name in "$@"; do
+        printf '| %s | %s | %s | %s |\n' "$name" "${GBPS[$name]:-none}" "${MED[$name]}" \
+            "$(ratio "${MED[$ref]}" "${MED[$name]}")"
+    done
 }
 
 # measure KEY NAME PLURAL UNIT CMD...: runs the loadgen command line CMD against the running

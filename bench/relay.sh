@@ -159,56 +159,22 @@ stop_path() {
 
 paths=(direct pipeworks-relay socat)
 if [[ -x $splice_bin ]]; then paths+=(splice); fi
-declare -A GBPS
+declare -A GBPS MED
 failures=0
-iperf_extra=(-P "$PARALLEL")
-if [[ $REVERSE == 1 ]]; then iperf_extra+=(-R); fi
-for ((r = 1; r <= ROUNDS; r++)); do
-    # Rotated order each round, so slow drift of the machine affects every path alike.
-    for ((k = 0; k < ${#paths[@]}; k++)); do
-        name=${paths[$(((k + r - 1) % ${#paths[@]}))]}
-        echo "--- round $r / $name"
-        if ! start_path "$name"; then
-            failures=$((failures + 1))
-            stop_path "$name"
-            continue
-        fi
-        cmd=("${pin[@]}" iperf3 -c 127.0.0.1 -p "$PATH_PORT" -t "$DURATION" -J "${iperf_extra[@]}")
-        show_cmd "${cmd[@]}"
-        rc=0
-        "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
-        stop_path "$name"
-        gbps=$(iperf_gbps "$tmp/iperf.json")
-        if ((rc != 0)) || [[ -z $gbps ]]; then
-            echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
-                "$(iperf_error "$tmp/iperf.json")"
-            failures=$((failures + 1))
-            continue
-        fi
-        echo "received: $gbps Gbit/s"
-        GBPS[$name]+="$gbps "
-    done
-done
+iperf_prefix=("${pin[@]}")
+iperf_args=(-P "$PARALLEL")
+if [[ $REVERSE == 1 ]]; then iperf_args+=(-R); fi
+iperf_rounds start_path stop_path "${paths[@]}"
 
 # ---------------------------------------------------------------- summary
 
 echo
 echo "Median of ${ROUNDS} run(s) of ${DURATION} s, receiver side, Gbit/s."
 echo
-echo "| path | runs (Gbit/s) | median Gbit/s | / direct |"
-echo "|---|---|---:|---:|"
-declare -A MED
-for name in "${paths[@]}"; do
-    # shellcheck disable=SC2086 # word splitting of the value list is intended
-    MED[$name]=$(median ${GBPS[$name]:-})
-    printf '| %s | %s | %s | %s |\n' "$name" "${GBPS[$name]:-none}" "${MED[$name]}" \
-        "$(ratio "${MED[direct]}" "${MED[$name]}")"
-done
+gbps_table direct "${paths[@]}"
 echo
 r=$(ratio "${MED[socat]}" "${MED[pipeworks-relay]}")
-met=n/a
-if [[ $r != n/a ]]; then met=$(awk -v r="$r" 'BEGIN { print (r >= 2) ? "yes" : "no" }'); fi
-echo "pipeworks-relay / socat: $r (goal >= 2: $met)"
+echo "pipeworks-relay / socat: $r (goal >= 2: $(at_least "$r" 2))"
 if [[ -n ${MED[splice]:-} ]]; then
     echo "pipeworks-relay / splice bound: $(ratio "${MED[splice]}" "${MED[pipeworks-relay]}");" \
         "splice bound / socat: $(ratio "${MED[socat]}" "${MED[splice]}")"

@@ -353,13 +353,13 @@ relay_listening() {
 }
 
 # start_chain NAME: starts the pair of path NAME (direct: none) in front of iperf3 -s on
-# iperf_port; sets CHAIN_PORT, where iperf3 -c connects. The terminating side (TLS in, plain
+# iperf_port; sets PATH_PORT, where iperf3 -c connects. The terminating side (TLS in, plain
 # out to iperf3 -s) starts first, then the originating side (plain in, TLS out to it).
 start_chain() {
     local term
     CHAIN_PIDS=""
     case $1 in
-        direct) CHAIN_PORT=$iperf_port ;;
+        direct) PATH_PORT=$iperf_port ;;
         pipeworks-relay)
             start_bg "$tmp/term.out" "$tmp/term.err" "$relay_bin" --cert "$tls_cert" \
                 --key "$tls_key" tls://127.0.0.1:0 "tcp://127.0.0.1:$iperf_port"
@@ -370,7 +370,7 @@ start_chain() {
             }
             start_bg "$tmp/orig.out" "$tmp/orig.err" "$relay_bin" --ca "$tls_cert" \
                 tcp://127.0.0.1:0 "tls://127.0.0.1:$term"
-            CHAIN_PORT=$(relay_listening "$tmp/orig.out") || {
+            PATH_PORT=$(relay_listening "$tmp/orig.out") || {
                 echo "ERROR: the originating pipeworks-relay did not listen:" \
                     "$(head -c 500 "$tmp/orig.err")"
                 return 1
@@ -379,7 +379,7 @@ start_chain() {
         stunnel)
             # stunnel and socat take ports, not 0: ones the OS has just given out and taken back.
             term=$(free_port)
-            CHAIN_PORT=$(free_port)
+            PATH_PORT=$(free_port)
             cat >"$tmp/stunnel-term.conf" <<EOF
 foreground = yes
 pid =
@@ -396,7 +396,7 @@ foreground = yes
 pid =
 [orig]
 client = yes
-accept = 127.0.0.1:$CHAIN_PORT
+accept = 127.0.0.1:$PATH_PORT
 connect = 127.0.0.1:$term
 CAfile = $tls_cert
 verifyChain = yes
@@ -409,17 +409,17 @@ EOF
             ;;
         socat)
             term=$(free_port)
-            CHAIN_PORT=$(free_port)
+            PATH_PORT=$(free_port)
             start_bg "$tmp/term.err" "$tmp/term.err" socat \
                 "OPENSSL-LISTEN:$term,bind=127.0.0.1,fork,reuseaddr,cert=$tls_cert,key=$tls_key,verify=0" \
                 "TCP:127.0.0.1:$iperf_port"
             start_bg "$tmp/orig.err" "$tmp/orig.err" socat \
-                "TCP-LISTEN:$CHAIN_PORT,bind=127.0.0.1,fork,reuseaddr" \
+                "TCP-LISTEN:$PATH_PORT,bind=127.0.0.1,fork,reuseaddr" \
                 "OPENSSL:127.0.0.1:$term,cafile=$tls_cert,verify=1"
             ;;
     esac
     if [[ $1 != direct ]]; then
-        if ! wait_listening "$term" || ! wait_listening "$CHAIN_PORT"; then
+        if ! wait_listening "$term" || ! wait_listening "$PATH_PORT"; then
             echo "ERROR: the $1 pair did not listen: $(head -c 300 "$tmp/term.err")" \
                 "$(head -c 300 "$tmp/orig.err")"
             return 1
@@ -465,7 +465,7 @@ if section_on relay; then
         echo "tools: $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }');" \
             "$(stunnel4 -version 2>&1 | awk '/^stunnel/ { print; exit }')"
         echo
-        declare -A GBPS
+        declare -A GBPS MED
         iperf_port=$(free_port)
         # The suites, before iperf3 -s listens: the terminating sides' connections onwards fail
         # then, and no stray connection can reach iperf3 -s.
@@ -487,32 +487,9 @@ if section_on relay; then
             echo "ERROR: iperf3 -s did not start: $(head -c 500 "$tmp/iperf-server.log")"
             exit 1
         fi
-        for ((r = 1; r <= ROUNDS; r++)); do
-            for ((k = 0; k < ${#paths[@]}; k++)); do
-                name=${paths[$(((k + r - 1) % ${#paths[@]}))]}
-                echo "--- round $r / $name"
-                if ! start_chain "$name"; then
-                    failures=$((failures + 1))
-                    stop_chain
-                    continue
-                fi
-                cmd=(timeout $((DURATION + 30)) iperf3 -c 127.0.0.1 -p "$CHAIN_PORT"
-                    -t "$DURATION" -J)
-                show_cmd "${cmd[@]}"
-                rc=0
-                "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
-                stop_chain
-                gbps=$(iperf_gbps "$tmp/iperf.json")
-                if ((rc != 0)) || [[ -z $gbps ]]; then
-                    echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
-                        "$(iperf_error "$tmp/iperf.json")"
-                    failures=$((failures + 1))
-                    continue
-                fi
-                echo "received: $gbps Gbit/s"
-                GBPS[$name]+="$gbps "
-            done
-        done
+        iperf_prefix=(timeout $((DURATION + 30)))
+        iperf_args=()
+        iperf_rounds start_chain stop_chain "${paths[@]}"
         kill -TERM "$IPERF_PID" 2>/dev/null || true
         wait "$IPERF_PID" 2>/dev/null || true
         IPERF_PID=""
@@ -521,17 +498,7 @@ if section_on relay; then
         echo "Plain -> TLS -> plain, iperf3 through each pair, median of ${ROUNDS} run(s) of" \
             "${DURATION} s, receiver side, Gbit/s."
         echo
-        echo "| path | runs (Gbit/s) | median Gbit/s | / stunnel |"
-        echo "|---|---|---:|---:|"
-        declare -A MED
-        for name in "${paths[@]}"; do
-            # shellcheck disable=SC2086 # word splitting of the value list is intended
-            MED[$name]=$(median ${GBPS[$name]:-})
-        done
-        for name in "${paths[@]}"; do
-            printf '| %s | %s | %s | %s |\n' "$name" "${GBPS[$name]:-none}" "${MED[$name]}" \
-                "$(ratio "${MED[stunnel]}" "${MED[$name]}")"
-        done
+        gbps_table stunnel "${paths[@]}"
         echo
         if [[ -n $relay_note ]]; then
             echo "pipeworks-relay / stunnel: n/a (skipped: $relay_note)"
