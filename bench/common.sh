@@ -36,6 +36,21 @@ cpu_busy_pct() { # share of all CPUs' time not idle during the next second, in p
     if ((total > 0)); then echo $((100 - 100 * idle / total)); else echo 0; fi
 }
 
+# machine_header LINE...: the head of a run's output: date, host, each LINE, the load at the
+# start, and a warning when the CPUs are busy already.
+machine_header() {
+    echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "host:     $(uname -srm), $(nproc) CPU(s):" \
+        "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    local line busy
+    for line in "$@"; do echo "$line"; done
+    busy=$(cpu_busy_pct)
+    echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start; CPU ${busy}% busy over 1 s"
+    if ((busy > 10)); then
+        echo "WARNING: the machine is not idle (CPU ${busy}% busy before starting): expect noise"
+    fi
+}
+
 median() { # median of the numbers given as arguments, or FAIL when none
     if (($# == 0)); then
         echo FAIL

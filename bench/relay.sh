@@ -76,18 +76,10 @@ trap 'exit 130' INT TERM
 
 echo "# pipeworks-relay benchmark: iperf3 direct, through pipeworks-relay, through socat"
 echo
-echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "host:     $(uname -srm), $(nproc) CPU(s):" \
-    "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "tools:    $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }')"
-echo "relay:    $relay_bin"
-busy=$(cpu_busy_pct)
-echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start; CPU ${busy}% busy over 1 s"
-echo "settings: ${DURATION} s per run, ${ROUNDS} round(s), ${PARALLEL} stream(s)," \
-    "reverse=${REVERSE}, pinning '$PIN'"
-if ((busy > 10)); then
-    echo "WARNING: the machine is not idle (CPU ${busy}% busy before starting): expect noise"
-fi
+machine_header \
+    "tools:    $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }')" \
+    "relay:    $relay_bin" \
+    "settings: ${DURATION} s per run, ${ROUNDS} round(s), ${PARALLEL} stream(s), reverse=${REVERSE}, pinning '$PIN'"
 echo
 
 # ---------------------------------------------------------------- runs

@@ -130,18 +130,8 @@ check_suite() {
 
 echo "# TLS benchmarks: echo, handshakes, relays"
 echo
-echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "host:     $(uname -srm), $(nproc) CPU(s):" \
-    "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "openssl:  $(openssl version)"
-echo "build:    $build"
-busy=$(cpu_busy_pct)
-echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start; CPU ${busy}% busy over 1 s"
-echo "settings: ${DURATION} s per run (loadgen warmup ${WARMUP} s), ${ROUNDS} round(s)," \
-    "pinning '$PIN', ${HS_CONNS} handshake connections; TLS 1.3 $SUITE, ECDSA P-256"
-if ((busy > 10)); then
-    echo "WARNING: the machine is not idle (CPU ${busy}% busy before starting): expect noise"
-fi
+machine_header "openssl:  $(openssl version)" "build:    $build" \
+    "settings: ${DURATION} s per run (loadgen warmup ${WARMUP} s), ${ROUNDS} round(s), pinning '$PIN', ${HS_CONNS} handshake connections; TLS 1.3 $SUITE, ECDSA P-256"
 echo
 
 declare -A MPS CPU # "workload,server" -> space-separated values, one per successful run

@@ -57,8 +57,6 @@ typedef struct {
 static uv_loop_t* loop;
 static uv_tcp_t tcp_server;
 static uv_udp_t udp_server;
-static uv_signal_t sig_int;
-static uv_signal_t sig_term;
 static char udp_buf[READ_BUF_SIZE];
 
 /* ---------------------------------------------------------------- TCP */
@@ -282,13 +280,6 @@ int main(int argc, char** argv) {
         return 1;
     }
     print_listening(&local);
-
-    uv_signal_init(loop, &sig_int);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    run_until_signal(loop, on_signal);
     return 0;
 }

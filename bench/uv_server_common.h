@@ -57,6 +57,18 @@ static inline void print_listening(const struct sockaddr_storage* ss) {
 
 #define LISTEN_BACKLOG 511
 
+/* Runs loop until it has no more handles; SIGINT and SIGTERM call on_signal, which must close
+ * every handle. */
+static inline void run_until_signal(uv_loop_t* loop, uv_signal_cb on_signal) {
+    static uv_signal_t sig_int, sig_term;
+    uv_signal_init(loop, &sig_int);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
 /* Listens with server on bind_spec (on the default loop), prints the listening line, and runs
  * the loop; SIGINT and SIGTERM call on_signal, which must close every handle. The exit status:
  * 0 once the loop has ended, 1 when it cannot listen, 2 for a bad address. prog names the
@@ -81,15 +93,7 @@ static inline int serve_tcp(const char* prog, const char* bind_spec, uv_tcp_t* s
         return 1;
     }
     print_listening(&local);
-
-    static uv_signal_t sig_int, sig_term;
-    uv_signal_init(loop, &sig_int);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    run_until_signal(loop, on_signal);
     return 0;
 }
 
