@@ -161,6 +161,19 @@ free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# listening_port FILE: the port of a first line "listening on HOST:PORT" in FILE, which a
+# server started in the background writes (5 s); a non-zero status when none came.
+listening_port() {
+    local line="" i
+    for ((i = 0; i < 100; i++)); do
+        if IFS= read -r line <"$1"; then break; fi # only a complete first line
+        line=""
+        sleep 0.05
+    done
+    [[ $line =~ ^listening\ on\ .+:([0-9]+)$ ]] || return 1
+    echo "${BASH_REMATCH[1]}"
+}
+
 # wait_listening PORT: until a TCP socket listens on port PORT (5 s). It reads /proc/net/tcp*
 # and connects to nothing: a probe connection through a relay would reach the server behind it
 # (iperf3 -s, which then turns the next client away as busy).

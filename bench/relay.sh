@@ -109,18 +109,11 @@ start_path() {
             : >"$tmp/relay.out" # not the last run's line: the child truncates it only later
             "${cmd[@]}" >"$tmp/relay.out" 2>"$tmp/relay.err" &
             RELAY_PID=$!
-            local line="" i
-            for ((i = 0; i < 100; i++)); do
-                if IFS= read -r line <"$tmp/relay.out"; then break; fi
-                line=""
-                sleep 0.05
-            done
-            if [[ ! $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
-                echo "ERROR: $1 printed no 'listening on' line: '$line'" \
+            if ! PATH_PORT=$(listening_port "$tmp/relay.out"); then
+                echo "ERROR: $1 printed no 'listening on' line: '$(head -c 200 "$tmp/relay.out")'" \
                     "$(head -c 500 "$tmp/relay.err")"
                 return 1
             fi
-            PATH_PORT=${BASH_REMATCH[1]}
             ;;
         socat)
             PATH_PORT=$(free_port)

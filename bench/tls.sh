@@ -330,18 +330,6 @@ stop_chain() {
     CHAIN_PIDS=""
 }
 
-# relay_listening OUT ERR: the port of the first line "listening on HOST:PORT" of OUT (5 s).
-relay_listening() {
-    local line="" i
-    for ((i = 0; i < 100; i++)); do
-        if IFS= read -r line <"$1"; then break; fi
-        line=""
-        sleep 0.05
-    done
-    [[ $line =~ ^listening\ on\ .+:([0-9]+)$ ]] || return 1
-    echo "${BASH_REMATCH[1]}"
-}
-
 # start_chain NAME: starts the pair of path NAME (direct: none) in front of iperf3 -s on
 # iperf_port; sets PATH_PORT, where iperf3 -c connects. The terminating side (TLS in, plain
 # out to iperf3 -s) starts first, then the originating side (plain in, TLS out to it).
@@ -353,14 +341,14 @@ start_chain() {
         pipeworks-relay)
             start_bg "$tmp/term.out" "$tmp/term.err" "$relay_bin" --cert "$tls_cert" \
                 --key "$tls_key" tls://127.0.0.1:0 "tcp://127.0.0.1:$iperf_port"
-            term=$(relay_listening "$tmp/term.out") || {
+            term=$(listening_port "$tmp/term.out") || {
                 echo "ERROR: the terminating pipeworks-relay did not listen:" \
                     "$(head -c 500 "$tmp/term.err")"
                 return 1
             }
             start_bg "$tmp/orig.out" "$tmp/orig.err" "$relay_bin" --ca "$tls_cert" \
                 tcp://127.0.0.1:0 "tls://127.0.0.1:$term"
-            PATH_PORT=$(relay_listening "$tmp/orig.out") || {
+            PATH_PORT=$(listening_port "$tmp/orig.out") || {
                 echo "ERROR: the originating pipeworks-relay did not listen:" \
                     "$(head -c 500 "$tmp/orig.err")"
                 return 1
@@ -439,7 +427,7 @@ if section_on relay; then
             "$relay_bin" --cert "$tls_cert" --key "$tls_key" tls://127.0.0.1:0 tcp://127.0.0.1:9 \
                 >"$tmp/probe.out" 2>"$tmp/probe.err" &
             probe=$!
-            if relay_listening "$tmp/probe.out" >/dev/null; then
+            if listening_port "$tmp/probe.out" >/dev/null; then
                 paths=(direct pipeworks-relay stunnel socat)
             else
                 relay_note="pipeworks-relay refuses tls:// endpoints with --cert/--key:"
