@@ -190,6 +190,21 @@ wait_listening() {
     return 1
 }
 
+# start_iperf_server PORT [PREFIX...]: iperf3 -s on 127.0.0.1:PORT in the background (after the
+# command prefix PREFIX), its PID in IPERF_PID; exits 1 when it does not listen.
+start_iperf_server() {
+    local port=$1
+    shift
+    local cmd=("$@" iperf3 -s -B 127.0.0.1 -p "$port")
+    show_cmd "${cmd[@]}"
+    "${cmd[@]}" >"$tmp/iperf-server.log" 2>&1 &
+    IPERF_PID=$!
+    if ! wait_listening "$port"; then
+        echo "ERROR: iperf3 -s did not start: $(head -c 500 "$tmp/iperf-server.log")"
+        exit 1
+    fi
+}
+
 # iperf_rounds START STOP PATHS...: ROUNDS rounds over PATHS, the order rotated each round so
 # that slow drift of the machine affects every path alike. For each: START NAME sets the path
 # up and sets PATH_PORT (a non-zero status fails the run), iperf3 -c 127.0.0.1 -p PATH_PORT -t

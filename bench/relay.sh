@@ -85,14 +85,7 @@ echo
 # ---------------------------------------------------------------- runs
 
 iperf_port=$(free_port)
-cmd=("${pin[@]}" iperf3 -s -B 127.0.0.1 -p "$iperf_port")
-show_cmd "${cmd[@]}"
-"${cmd[@]}" >"$tmp/iperf-server.log" 2>&1 &
-IPERF_PID=$!
-if ! wait_listening "$iperf_port"; then
-    echo "ERROR: iperf3 -s did not start: $(head -c 500 "$tmp/iperf-server.log")"
-    exit 1
-fi
+start_iperf_server "$iperf_port" "${pin[@]}"
 
 # start_path NAME: starts the relay of path NAME (none for direct); sets PATH_PORT.
 start_path() {

@@ -457,14 +457,7 @@ if section_on relay; then
             stop_chain
         done
         echo
-        cmd=(iperf3 -s -B 127.0.0.1 -p "$iperf_port")
-        show_cmd "${cmd[@]}"
-        "${cmd[@]}" >"$tmp/iperf-server.log" 2>&1 &
-        IPERF_PID=$!
-        if ! wait_listening "$iperf_port"; then
-            echo "ERROR: iperf3 -s did not start: $(head -c 500 "$tmp/iperf-server.log")"
-            exit 1
-        fi
+        start_iperf_server "$iperf_port"
         iperf_prefix=(timeout $((DURATION + 30)))
         iperf_args=()
         iperf_rounds start_chain stop_chain "${paths[@]}"
