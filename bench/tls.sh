@@ -114,15 +114,17 @@ Ciphersuites = $SUITE
 EOF
 export OPENSSL_CONF=$tmp/openssl.cnf
 
-# check_suite NAME PORT: the suite the TLS server on 127.0.0.1:PORT picks for a client that
-# offers all of OpenSSL's TLS 1.3 suites; a warning when it is not $SUITE.
+# check_suite NAME PORT: the protocol and suite the TLS server on 127.0.0.1:PORT picks for a
+# client that offers every version and suite of OpenSSL's defaults; a warning unless they are
+# TLS 1.3 and $SUITE.
 check_suite() {
     local got
     got=$(OPENSSL_CONF=/dev/null timeout 5 openssl s_client -connect "127.0.0.1:$2" \
-        </dev/null 2>/dev/null | awk '/Cipher is/ { print $NF; exit }') || true
-    echo "$1 negotiates: TLSv1.3 ${got:-nothing}"
-    if [[ $got != "$SUITE" ]]; then
-        echo "WARNING: $1 did not negotiate $SUITE"
+        </dev/null 2>/dev/null | awk '/Cipher is/ { sub(",", "", $2); print $2, $NF; exit }') ||
+        true
+    echo "$1 negotiates: ${got:-nothing}"
+    if [[ $got != "TLSv1.3 $SUITE" ]]; then
+        echo "WARNING: $1 did not negotiate TLSv1.3 $SUITE"
     fi
 }
 
