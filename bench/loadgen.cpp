@@ -3,6 +3,7 @@
 //   loadgen --target HOST:PORT --conns N --inflight W --size S --duration SECONDS
 //           [--warmup SECONDS] [--udp] [--connect-timeout SECONDS] [--drain-timeout SECONDS]
 //           [--loss-timeout-ms MS] [--framing none|length]
+//           [--tls (--tls-ca FILE | --tls-insecure)] [--handshakes new|resumed]
 //
 // TCP: opens N connections and keeps W messages of S bytes in flight on each. Every message
 // carries its sequence number and a pattern derived from it; since a TCP echo has no framing,
@@ -17,6 +18,19 @@
 // byte of its frame has come back. Sizes and byte counts in the output are message (payload)
 // bytes; verified_bytes counts every byte checked, prefixes included. The default, none, sends
 // the messages back to back without a prefix.
+//
+// --tls (TCP only): every connection runs TLS (OpenSSL on memory BIOs, in the same loop) and
+// completes its handshake before the load starts; the checks above apply to the decrypted
+// stream. --tls-ca FILE: the server's chain must verify against FILE and its certificate carry
+// the target's IP address; --tls-insecure: any certificate is accepted. Connections end with
+// close_notify.
+//
+// --handshakes new|resumed (with --tls): measures TLS handshakes instead of echoes. Each of the
+// N connections in turn connects, completes a handshake, sends close_notify and closes, then
+// starts again; with resumed, every connection resumes the session its previous one received
+// (waiting for the ticket, which TLS 1.3 sends after the handshake) and one that is not resumed
+// is an error. msgs and msgs_per_sec count handshakes completed, p50/p99/max_us time them from
+// the start of the TCP connect; the line adds handshakes=new|resumed and resumed= (whole run).
 //
 // UDP: N sockets, W datagrams of S bytes (S >= 16) in flight on each. A datagram carries its
 // sequence number, window slot and socket index and is checked in full when it returns. There
@@ -37,6 +51,9 @@
 // lost= (datagrams not back within the loss timeout, whole run) and late= (came back after
 // that); --framing length adds framing=length. Exit status 0 only when errors=0 (losses are
 // reported, not errors).
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <uv.h>
 
 #include "bench_args.hpp"
@@ -76,6 +93,11 @@ struct Options {
     double drain_timeout = 2.0;
     uint64_t loss_timeout_ms = 200;
     bool framing = false;  // --framing length
+    bool tls = false;
+    std::string tls_ca;         // --tls-ca FILE
+    bool tls_insecure = false;  // --tls-insecure
+    bool handshakes = false;    // --handshakes new|resumed: connections, not messages
+    bool resume = false;        // --handshakes resumed
 };
 
 // Log-linear latency histogram: exact below 64 ns, then 32 buckets per power of two (~3%).
@@ -194,6 +216,18 @@ struct TcpConn {
     uint64_t recv_seq = 0;          // messages fully echoed
     size_t recv_pos = 0;            // bytes of message recv_seq echoed so far (prefix included)
     std::vector<uint64_t> sent_at;  // send time of message seq at [seq % inflight]
+    // --tls: rbio holds ciphertext from the server for OpenSSL, wbio what OpenSSL wrote for it.
+    SSL* ssl = nullptr;
+    BIO* rbio = nullptr;
+    BIO* wbio = nullptr;
+    bool tls_up = false;  // the handshake has completed
+    // --handshakes resumed: the session the next connection resumes, and whether this one has
+    // brought a ticket (TLS 1.3 sends it after the handshake).
+    SSL_SESSION* session = nullptr;
+    bool got_session = false;
+    uint64_t started_at = 0;  // --handshakes: when the TCP connect began
+    bool closing = false;     // --handshakes: close_notify and FIN sent, waiting for the EOF
+    uv_shutdown_t shutdown_req;
 };
 
 struct WriteReq {
@@ -245,6 +279,8 @@ struct App {
     size_t prefix = 0;                            // bytes before each message on the wire: 0 or 4
     std::array<unsigned char, 4> prefix_bytes{};  // the length prefix (the same for every message)
     std::vector<unsigned char> expect_buf;        // one UDP datagram as it should come back
+    SSL_CTX* tls_ctx = nullptr;
+    std::string tls_host;  // the target's IP address, which the server's certificate must carry
 
     // Totals since the start, and snapshots at the start and end of the measured window.
     uint64_t completed = 0;
@@ -253,6 +289,7 @@ struct App {
     uint64_t errors = 0;
     uint64_t lost = 0;
     uint64_t late = 0;
+    uint64_t resumed = 0;  // --handshakes: handshakes that resumed a session, whole run
     uint64_t win_start_ns = 0, win_end_ns = 0;
     uint64_t win_start_msgs = 0, win_end_msgs = 0;
     uint64_t win_start_bytes = 0, win_end_bytes = 0;
@@ -261,6 +298,7 @@ struct App {
 
 App app;
 unsigned char read_buf[kReadBufSize];
+unsigned char plain_buf[64 * 1024];  // --tls: decrypted echo
 
 void finish();
 
@@ -290,6 +328,16 @@ void finish() {
         app.win_end_bytes = app.completed_bytes;
     }
     app.phase = Phase::done;
+    for (auto& c : app.tcp) {
+        if (!c->tls_up || uv_is_closing(reinterpret_cast<uv_handle_t*>(&c->tcp))) continue;
+        // Best effort: the socket closes right after, and a server that reports truncation
+        // should not report it for a load generator that is done.
+        (void)SSL_shutdown(c->ssl);
+        char* data = nullptr;
+        const long len = BIO_get_mem_data(c->wbio, &data);
+        uv_buf_t buf = uv_buf_init(data, static_cast<unsigned>(len));
+        if (len > 0) (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1);
+    }
     uv_walk(app.loop, close_walk_cb, nullptr);
 }
 
@@ -320,20 +368,8 @@ void on_tcp_write(uv_write_t* req, int status) {
     if (status < 0 && status != UV_ECANCELED) fail("write: %s", uv_strerror(status));
 }
 
-void tcp_send(TcpConn& c, uint64_t count) {
-    const size_t s = app.opt.size;
-    const size_t unit = app.prefix + s;  // one message on the wire
-    const size_t len = static_cast<size_t>(count) * unit;
-    app.send_buf.resize(len);
-    unsigned char* p = app.send_buf.data();
-    const uint64_t now = uv_hrtime();
-    for (uint64_t k = 0; k < count; k++) {
-        unsigned char* m = p + k * unit;
-        std::memcpy(m, app.prefix_bytes.data(), app.prefix);
-        fill_message(m + app.prefix, s, c.next_send_seq, c.id);
-        c.sent_at[c.next_send_seq % c.sent_at.size()] = now;
-        c.next_send_seq++;
-    }
+// Writes p[0, len) to the socket: what the kernel takes at once, a copy of the rest queued.
+void write_out(TcpConn& c, unsigned char* p, size_t len) {
     uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(p), static_cast<unsigned>(len));
     int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&c.tcp), &buf, 1);
     if (n == UV_EAGAIN) {
@@ -355,30 +391,72 @@ void tcp_send(TcpConn& c, uint64_t count) {
     }
 }
 
+// OpenSSL's reason for the last failure on connection c (err: SSL_get_error's code).
+std::string tls_error(const TcpConn& c, int err) {
+    if (SSL_get_verify_result(c.ssl) != X509_V_OK) {
+        return std::string("certificate verify failed (") +
+               X509_verify_cert_error_string(SSL_get_verify_result(c.ssl)) + ")";
+    }
+    const unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    if (e != 0) {
+        const char* reason = ERR_reason_error_string(e);
+        return reason != nullptr ? reason : "error " + std::to_string(e);
+    }
+    return "SSL_get_error " + std::to_string(err);
+}
+
+// Writes out the ciphertext OpenSSL has put in the write BIO.
+void tls_flush(TcpConn& c) {
+    char* data = nullptr;
+    const long len = BIO_get_mem_data(c.wbio, &data);
+    if (len <= 0) return;
+    write_out(c, reinterpret_cast<unsigned char*>(data), static_cast<size_t>(len));
+    (void)BIO_reset(c.wbio);  // a writable memory BIO is emptied by a reset
+}
+
+void tcp_send(TcpConn& c, uint64_t count) {
+    const size_t s = app.opt.size;
+    const size_t unit = app.prefix + s;  // one message on the wire
+    const size_t len = static_cast<size_t>(count) * unit;
+    app.send_buf.resize(len);
+    unsigned char* p = app.send_buf.data();
+    const uint64_t now = uv_hrtime();
+    for (uint64_t k = 0; k < count; k++) {
+        unsigned char* m = p + k * unit;
+        std::memcpy(m, app.prefix_bytes.data(), app.prefix);
+        fill_message(m + app.prefix, s, c.next_send_seq, c.id);
+        c.sent_at[c.next_send_seq % c.sent_at.size()] = now;
+        c.next_send_seq++;
+    }
+    if (c.ssl == nullptr) {
+        write_out(c, p, len);
+        return;
+    }
+    const int n = SSL_write(c.ssl, p, static_cast<int>(len));
+    if (n != static_cast<int>(len)) {
+        fail("TLS write on connection %u: %s", c.id, tls_error(c, SSL_get_error(c.ssl, n)).c_str());
+        return;
+    }
+    tls_flush(c);
+}
+
 void tcp_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
     buf->base = reinterpret_cast<char*>(read_buf);
     buf->len = sizeof(read_buf);
 }
 
-void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-    auto& c = *static_cast<TcpConn*>(stream->data);
-    if (app.phase == Phase::done) return;
-    if (nread < 0) {
-        fail("connection %u: %s", c.id,
-             nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
-        return;
-    }
+// Checks the echoed bytes data[0, left) of connection c against what it sent. Returns how many
+// messages they complete (0 after a mismatch, reported: the run is then over).
+uint64_t take_echo(TcpConn& c, const unsigned char* data, size_t left, uint64_t now) {
     const size_t s = app.opt.size;
     const size_t prefix = app.prefix;
     const size_t unit = prefix + s;  // one message on the wire
-    const auto* data = reinterpret_cast<const unsigned char*>(buf->base);
-    size_t left = static_cast<size_t>(nread);
-    const uint64_t now = uv_hrtime();
     uint64_t done_now = 0;
     while (left > 0) {
         if (c.recv_seq == c.next_send_seq) {
             fail("connection %u: %zu bytes echoed beyond what was sent", c.id, left);
-            return;
+            return 0;
         }
         const size_t take = std::min(left, unit - c.recv_pos);
         size_t k = 0;  // bytes of `take` that belong to the length prefix
@@ -386,7 +464,7 @@ void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
             if (data[k] != app.prefix_bytes[c.recv_pos + k]) {
                 fail("connection %u: mismatch in the length prefix of message %llu at byte %zu",
                      c.id, static_cast<unsigned long long>(c.recv_seq), c.recv_pos + k);
-                return;
+                return 0;
             }
         }
         if (k < take) {
@@ -395,7 +473,7 @@ void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
             if (bad != SIZE_MAX) {
                 fail("connection %u: mismatch in message %llu at byte %zu", c.id,
                      static_cast<unsigned long long>(c.recv_seq), bad);
-                return;
+                return 0;
             }
         }
         app.verified_bytes += take;
@@ -409,11 +487,82 @@ void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
             done_now++;
         }
     }
+    return done_now;
+}
+
+// After echoed messages came back: as many new ones go out, or the drain may be over.
+void after_echo(TcpConn& c, uint64_t done_now) {
     if (app.phase == Phase::running && done_now > 0) {
         tcp_send(c, done_now);
     } else {
         check_drained();
     }
+}
+
+void start_load();
+
+enum class Feed { failed, handshaking, up_now, up };
+
+// Gives ciphertext from the server to OpenSSL and drives the handshake; up_now when this call
+// completed it (the client's Finished is then sent), failed after a failure (reported).
+Feed tls_feed(TcpConn& c, const char* data, size_t len) {
+    if (BIO_write(c.rbio, data, static_cast<int>(len)) != static_cast<int>(len)) {
+        fail("connection %u: out of memory", c.id);
+        return Feed::failed;
+    }
+    if (c.tls_up) return Feed::up;
+    const int r = SSL_do_handshake(c.ssl);
+    if (r != 1) {
+        const int err = SSL_get_error(c.ssl, r);
+        tls_flush(c);  // the next handshake message, or the alert that says why it failed
+        if (err == SSL_ERROR_WANT_READ) return Feed::handshaking;
+        fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
+        return Feed::failed;
+    }
+    c.tls_up = true;
+    tls_flush(c);
+    return Feed::up_now;
+}
+
+// --tls: ciphertext from the server. Drives the handshake, then checks the decrypted echo.
+void tls_on_read(TcpConn& c, const char* data, size_t len) {
+    const Feed f = tls_feed(c, data, len);
+    if (f == Feed::failed || f == Feed::handshaking) return;
+    if (f == Feed::up_now && ++app.connected == app.opt.conns) start_load();
+    const uint64_t now = uv_hrtime();
+    uint64_t done_now = 0;
+    for (;;) {
+        const int n = SSL_read(c.ssl, plain_buf, sizeof(plain_buf));
+        if (n <= 0) {
+            const int err = SSL_get_error(c.ssl, n);
+            if (err == SSL_ERROR_WANT_READ) break;
+            fail("connection %u: %s", c.id,
+                 err == SSL_ERROR_ZERO_RETURN ? "closed by the server (TLS close_notify)"
+                                              : tls_error(c, err).c_str());
+            return;
+        }
+        done_now += take_echo(c, plain_buf, static_cast<size_t>(n), now);
+        if (app.phase == Phase::done) return;
+    }
+    tls_flush(c);  // what reading produced (a key update's answer)
+    after_echo(c, done_now);
+}
+
+void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+    auto& c = *static_cast<TcpConn*>(stream->data);
+    if (app.phase == Phase::done) return;
+    if (nread < 0) {
+        fail("connection %u: %s", c.id,
+             nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
+        return;
+    }
+    if (c.ssl != nullptr) {
+        tls_on_read(c, buf->base, static_cast<size_t>(nread));
+        return;
+    }
+    const uint64_t now = uv_hrtime();
+    after_echo(c, take_echo(c, reinterpret_cast<const unsigned char*>(buf->base),
+                            static_cast<size_t>(nread), now));
 }
 
 // ------------------------------------------------------------------ UDP
@@ -527,6 +676,11 @@ void on_end(uv_timer_t*) {
     app.win_end_msgs = app.completed;
     app.win_end_bytes = app.completed_bytes;
     app.phase = Phase::draining;
+    if (app.opt.handshakes) {  // the handshakes under way are not waited for
+        if (app.win_end_msgs == app.win_start_msgs) fail("no handshake completed in the window");
+        finish();
+        return;
+    }
     check_drained();
 }
 
@@ -549,6 +703,8 @@ void on_drain_timeout(uv_timer_t*) {
     finish();
 }
 
+void hs_connect(TcpConn& c);
+
 void start_load() {
     uv_timer_stop(&app.connect_timer);
     app.phase = Phase::running;
@@ -567,7 +723,11 @@ void start_load() {
     const auto w = static_cast<uint64_t>(app.opt.inflight);
     for (auto& c : app.tcp) {
         if (app.phase != Phase::running) break;
-        tcp_send(*c, w);
+        if (app.opt.handshakes) {
+            hs_connect(*c);
+        } else {
+            tcp_send(*c, w);
+        }
     }
     if (!app.udp.empty()) {
         const uint64_t now = uv_hrtime();
@@ -577,6 +737,171 @@ void start_load() {
                 udp_send_one(*c, i, now);
         }
     }
+}
+
+// The client side of connection c's TLS session; sends the ClientHello.
+void tls_start(TcpConn& c) {
+    c.ssl = SSL_new(app.tls_ctx);
+    c.rbio = BIO_new(BIO_s_mem());
+    c.wbio = BIO_new(BIO_s_mem());
+    if (c.ssl == nullptr || c.rbio == nullptr || c.wbio == nullptr) {
+        BIO_free(c.rbio);
+        BIO_free(c.wbio);
+        c.rbio = c.wbio = nullptr;
+        fail("connection %u: cannot set up TLS", c.id);
+        return;
+    }
+    BIO_set_mem_eof_return(c.rbio, -1);  // empty means "wait for more", not EOF
+    SSL_set_bio(c.ssl, c.rbio, c.wbio);
+    SSL_set_connect_state(c.ssl);
+    if (!app.opt.tls_insecure &&
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c.ssl), app.tls_host.c_str()) != 1) {
+        fail("connection %u: cannot check the certificate against %s", c.id, app.tls_host.c_str());
+        return;
+    }
+    SSL_set_app_data(c.ssl, &c);
+    if (c.session != nullptr) SSL_set_session(c.ssl, c.session);
+    const int r = SSL_do_handshake(c.ssl);
+    const int err = SSL_get_error(c.ssl, r);
+    tls_flush(c);
+    if (err != SSL_ERROR_WANT_READ)
+        fail("TLS handshake on connection %u: %s", c.id, tls_error(c, err).c_str());
+}
+
+int on_new_session(SSL* ssl, SSL_SESSION* session);
+
+// The client context of --tls: TLS 1.2 or later, the server verified unless --tls-insecure.
+SSL_CTX* make_tls_ctx(const Options& o) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == nullptr) return nullptr;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (o.tls_insecure) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+    } else {
+        if (SSL_CTX_load_verify_locations(ctx, o.tls_ca.c_str(), nullptr) != 1) {
+            SSL_CTX_free(ctx);
+            return nullptr;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    }
+    if (o.resume) {
+        SSL_CTX_set_session_cache_mode(ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    }
+    return ctx;
+}
+
+// ------------------------------------------------------------------ --handshakes
+
+// Every connection in a loop: TCP connect, TLS handshake (resuming the previous connection's
+// session with --handshakes resumed, after waiting for its ticket), close_notify, close. A
+// handshake completes a "message": msgs_per_sec counts handshakes, p50/p99 the time from the
+// connect to the end of the handshake.
+
+void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+
+void hs_on_connected(uv_connect_t* req, int status) {
+    auto& c = *static_cast<TcpConn*>(req->data);
+    if (app.phase == Phase::done) return;
+    if (status < 0) {
+        fail("connect %u: %s", c.id, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c.tcp, 1);
+    const int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), tcp_alloc, hs_on_read);
+    if (r != 0) {
+        fail("read_start %u: %s", c.id, uv_strerror(r));
+        return;
+    }
+    tls_start(c);
+}
+
+void hs_connect(TcpConn& c) {
+    c.tls_up = false;
+    c.got_session = false;
+    c.closing = false;
+    c.started_at = uv_hrtime();
+    uv_tcp_init(app.loop, &c.tcp);
+    c.tcp.data = &c;
+    c.connect_req.data = &c;
+    const int r = uv_tcp_connect(&c.connect_req, &c.tcp,
+                                 reinterpret_cast<const sockaddr*>(&app.target), hs_on_connected);
+    if (r != 0) fail("connect %u: %s", c.id, uv_strerror(r));
+}
+
+void hs_on_closed(uv_handle_t* handle) {
+    auto& c = *static_cast<TcpConn*>(handle->data);
+    SSL_free(c.ssl);  // frees its BIOs
+    c.ssl = nullptr;
+    c.tls_up = false;
+    if (app.phase == Phase::running) hs_connect(c);
+}
+
+void hs_on_shutdown(uv_shutdown_t*, int) {}
+
+// close_notify and FIN, then read until the server's EOF: closing with its session tickets
+// unread would make the kernel reset the connection instead of closing it.
+void hs_close(TcpConn& c) {
+    c.closing = true;
+    (void)SSL_shutdown(c.ssl);
+    tls_flush(c);
+    const int r =
+        uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp), hs_on_shutdown);
+    if (r != 0) fail("shutdown %u: %s", c.id, uv_strerror(r));
+}
+
+void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+    auto& c = *static_cast<TcpConn*>(stream->data);
+    if (app.phase == Phase::done) return;
+    if (c.closing) {  // what the server sends after our close_notify does not matter
+        if (nread < 0) uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp), hs_on_closed);
+        return;
+    }
+    if (nread < 0) {
+        fail("connection %u: %s during the handshake", c.id,
+             nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
+        return;
+    }
+    const Feed f = tls_feed(c, buf->base, static_cast<size_t>(nread));
+    if (f == Feed::failed || f == Feed::handshaking) return;
+    if (f == Feed::up_now) {
+        record_completion(c.started_at, uv_hrtime(), 0);
+        if (SSL_session_reused(c.ssl) == 1) {
+            app.resumed++;
+        } else if (c.session != nullptr) {
+            fail("connection %u: the server did not resume the session", c.id);
+            return;
+        }
+    }
+    // Read what follows the handshake: TLS 1.3 session tickets.
+    for (;;) {
+        const int n = SSL_read(c.ssl, plain_buf, sizeof(plain_buf));
+        if (n > 0) {
+            fail("connection %u: %d bytes of data from the server", c.id, n);
+            return;
+        }
+        const int err = SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_READ) break;
+        if (err != SSL_ERROR_ZERO_RETURN) {
+            fail("connection %u: %s", c.id, tls_error(c, err).c_str());
+        } else if (app.opt.resume && !c.got_session) {
+            fail("connection %u: closed by the server before any session ticket", c.id);
+        } else {
+            hs_close(c);
+        }
+        return;
+    }
+    if (!app.opt.resume || c.got_session) hs_close(c);
+}
+
+// --handshakes resumed: keeps the newest session of each connection for its next one.
+int on_new_session(SSL* ssl, SSL_SESSION* session) {
+    auto* c = static_cast<TcpConn*>(SSL_get_app_data(ssl));
+    if (c->session != nullptr) SSL_SESSION_free(c->session);
+    c->session = session;
+    c->got_session = true;
+    return 1;  // the reference is ours
 }
 
 void on_connected(uv_connect_t* req, int status) {
@@ -590,6 +915,10 @@ void on_connected(uv_connect_t* req, int status) {
     int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), tcp_alloc, on_tcp_read);
     if (r != 0) {
         fail("read_start %u: %s", c.id, uv_strerror(r));
+        return;
+    }
+    if (app.tls_ctx != nullptr) {  // counted as connected once its handshake completes
+        tls_start(c);
         return;
     }
     if (++app.connected == app.opt.conns) start_load();
@@ -622,6 +951,9 @@ bool open_all() {
                 return false;
             }
             app.connected++;
+        } else if (app.opt.handshakes) {  // connected by start_load
+            app.tcp.push_back(std::make_unique<TcpConn>());
+            app.tcp.back()->id = static_cast<uint32_t>(i);
         } else {
             auto c = std::make_unique<TcpConn>();
             c->id = static_cast<uint32_t>(i);
@@ -637,7 +969,7 @@ bool open_all() {
             }
         }
     }
-    if (app.opt.udp) start_load();
+    if (app.opt.udp || app.opt.handshakes) start_load();
     return true;
 }
 
@@ -650,7 +982,9 @@ int usage(const char* why) {
                  "--duration SECONDS\n"
                  "               [--warmup SECONDS] [--udp] [--connect-timeout SECONDS]\n"
                  "               [--drain-timeout SECONDS] [--loss-timeout-ms MS]\n"
-                 "               [--framing none|length]\n",
+                 "               [--framing none|length]\n"
+                 "               [--tls (--tls-ca FILE | --tls-insecure)]"
+                 " [--handshakes new|resumed]\n",
                  why);
     return 2;
 }
@@ -661,8 +995,8 @@ int main(int argc, char** argv) {
     Options& o = app.opt;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
-        if (a == "--udp") {
-            o.udp = true;
+        if (a == "--udp" || a == "--tls" || a == "--tls-insecure") {
+            (a == "--udp" ? o.udp : a == "--tls" ? o.tls : o.tls_insecure) = true;
             continue;
         }
         if (i + 1 >= argc) return usage(("missing value for " + a).c_str());
@@ -691,6 +1025,12 @@ int main(int argc, char** argv) {
         } else if (a == "--loss-timeout-ms") {
             ok = parse_number(v, 1, 600000, &x);
             o.loss_timeout_ms = static_cast<uint64_t>(x);
+        } else if (a == "--handshakes") {
+            ok = std::strcmp(v, "new") == 0 || std::strcmp(v, "resumed") == 0;
+            o.handshakes = true;
+            o.resume = std::strcmp(v, "resumed") == 0;
+        } else if (a == "--tls-ca") {
+            o.tls_ca = v;
         } else if (a == "--framing") {
             ok = std::strcmp(v, "none") == 0 || std::strcmp(v, "length") == 0;
             o.framing = std::strcmp(v, "length") == 0;
@@ -705,6 +1045,27 @@ int main(int argc, char** argv) {
         return usage("--udp needs 16 <= --size <= 65507");
     }
     if (o.udp && o.framing) return usage("--framing length applies to TCP only");
+    if (o.udp && o.tls) return usage("--tls applies to TCP only");
+    if (!o.tls && (o.tls_insecure || !o.tls_ca.empty()))
+        return usage("--tls-ca and --tls-insecure go with --tls");
+    if (o.handshakes && !o.tls) return usage("--handshakes needs --tls");
+    if (o.tls && o.tls_insecure == !o.tls_ca.empty())
+        return usage("--tls needs one of --tls-ca FILE and --tls-insecure");
+    if (o.tls) {
+        app.tls_ctx = make_tls_ctx(o);
+        if (app.tls_ctx == nullptr) {
+            std::fprintf(stderr, "loadgen: --tls-ca %s: cannot load it\n", o.tls_ca.c_str());
+            return 2;
+        }
+        char host[INET6_ADDRSTRLEN] = "";
+        const auto* sa = reinterpret_cast<const sockaddr*>(&app.target);
+        if (sa->sa_family == AF_INET6) {
+            uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(sa), host, sizeof(host));
+        } else {
+            uv_ip4_name(reinterpret_cast<const sockaddr_in*>(sa), host, sizeof(host));
+        }
+        app.tls_host = host;
+    }
     if (o.framing) {
         app.prefix = kLengthPrefix;
         const auto n = static_cast<uint32_t>(o.size);
@@ -739,6 +1100,11 @@ int main(int argc, char** argv) {
     open_all();
     uv_run(app.loop, UV_RUN_DEFAULT);
     uv_loop_close(app.loop);
+    for (auto& c : app.tcp) {
+        SSL_free(c->ssl);  // frees its BIOs
+        SSL_SESSION_free(c->session);
+    }
+    SSL_CTX_free(app.tls_ctx);
 
     const double secs = app.win_end_ns > app.win_start_ns
                             ? static_cast<double>(app.win_end_ns - app.win_start_ns) / 1e9
@@ -761,6 +1127,11 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long long>(app.late));
     }
     if (o.framing) std::printf(" framing=length");
+    if (o.tls) std::printf(" tls=1");
+    if (o.handshakes) {
+        std::printf(" handshakes=%s resumed=%llu", o.resume ? "resumed" : "new",
+                    static_cast<unsigned long long>(app.resumed));
+    }
     std::printf("\n");
     std::fflush(stdout);
     return app.errors == 0 ? 0 : 1;

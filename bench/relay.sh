@@ -72,55 +72,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-
-free_port() { # a TCP port on 127.0.0.1 that nothing listens on (as of now)
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_listening() { # wait_listening PORT: until something accepts on 127.0.0.1:PORT (5 s)
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2).close()" \
-            2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-
-
-
 # ---------------------------------------------------------------- environment
 
 echo "# pipeworks-relay benchmark: iperf3 direct, through pipeworks-relay, through socat"
 echo
-echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "host:     $(uname -srm), $(nproc) CPU(s):" \
-    "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "tools:    $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }')"
-echo "relay:    $relay_bin"
-busy=$(cpu_busy_pct)
-echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start; CPU ${busy}% busy over 1 s"
-echo "settings: ${DURATION} s per run, ${ROUNDS} round(s), ${PARALLEL} stream(s)," \
-    "reverse=${REVERSE}, pinning '$PIN'"
-if ((busy > 10)); then
-    echo "WARNING: the machine is not idle (CPU ${busy}% busy before starting): expect noise"
-fi
+machine_header \
+    "tools:    $(iperf3 --version | head -n 1); $(socat -V | awk '/socat version/ { print; exit }')" \
+    "relay:    $relay_bin" \
+    "settings: ${DURATION} s per run, ${ROUNDS} round(s), ${PARALLEL} stream(s), reverse=${REVERSE}, pinning '$PIN'"
 echo
 
 # ---------------------------------------------------------------- runs
 
 iperf_port=$(free_port)
-cmd=("${pin[@]}" iperf3 -s -B 127.0.0.1 -p "$iperf_port")
-show_cmd "${cmd[@]}"
-"${cmd[@]}" >"$tmp/iperf-server.log" 2>&1 &
-IPERF_PID=$!
-if ! wait_listening "$iperf_port"; then
-    echo "ERROR: iperf3 -s did not start: $(head -c 500 "$tmp/iperf-server.log")"
-    exit 1
-fi
+start_iperf_server "$iperf_port" "${pin[@]}"
 
 # start_path NAME: starts the relay of path NAME (none for direct); sets PATH_PORT.
 start_path() {
@@ -137,18 +102,11 @@ start_path() {
             : >"$tmp/relay.out" # not the last run's line: the child truncates it only later
             "${cmd[@]}" >"$tmp/relay.out" 2>"$tmp/relay.err" &
             RELAY_PID=$!
-            local line="" i
-            for ((i = 0; i < 100; i++)); do
-                if IFS= read -r line <"$tmp/relay.out"; then break; fi
-                line=""
-                sleep 0.05
-            done
-            if [[ ! $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
-                echo "ERROR: $1 printed no 'listening on' line: '$line'" \
+            if ! PATH_PORT=$(listening_port "$tmp/relay.out"); then
+                echo "ERROR: $1 printed no 'listening on' line: '$(head -c 200 "$tmp/relay.out")'" \
                     "$(head -c 500 "$tmp/relay.err")"
                 return 1
             fi
-            PATH_PORT=${BASH_REMATCH[1]}
             ;;
         socat)
             PATH_PORT=$(free_port)
@@ -179,64 +137,22 @@ stop_path() {
 
 paths=(direct pipeworks-relay socat)
 if [[ -x $splice_bin ]]; then paths+=(splice); fi
-declare -A GBPS
+declare -A GBPS MED
 failures=0
-iperf_extra=(-P "$PARALLEL")
-if [[ $REVERSE == 1 ]]; then iperf_extra+=(-R); fi
-for ((r = 1; r <= ROUNDS; r++)); do
-    # Rotated order each round, so slow drift of the machine affects every path alike.
-    for ((k = 0; k < ${#paths[@]}; k++)); do
-        name=${paths[$(((k + r - 1) % ${#paths[@]}))]}
-        echo "--- round $r / $name"
-        if ! start_path "$name"; then
-            failures=$((failures + 1))
-            stop_path "$name"
-            continue
-        fi
-        cmd=("${pin[@]}" iperf3 -c 127.0.0.1 -p "$PATH_PORT" -t "$DURATION" -J "${iperf_extra[@]}")
-        show_cmd "${cmd[@]}"
-        rc=0
-        "${cmd[@]}" >"$tmp/iperf.json" 2>"$tmp/iperf.err" || rc=$?
-        stop_path "$name"
-        gbps=$(python3 - "$tmp/iperf.json" <<'EOF' 2>/dev/null || true
-import json, sys
-d = json.load(open(sys.argv[1]))
-if "error" in d:
-    raise SystemExit(1)
-print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))
-EOF
-        )
-        if ((rc != 0)) || [[ -z $gbps ]]; then
-            echo "ERROR: iperf3 failed (status $rc): $(head -c 300 "$tmp/iperf.err")" \
-                "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' \
-                    "$tmp/iperf.json" 2>/dev/null || true)"
-            failures=$((failures + 1))
-            continue
-        fi
-        echo "received: $gbps Gbit/s"
-        GBPS[$name]+="$gbps "
-    done
-done
+iperf_prefix=("${pin[@]}")
+iperf_args=(-P "$PARALLEL")
+if [[ $REVERSE == 1 ]]; then iperf_args+=(-R); fi
+iperf_rounds start_path stop_path "${paths[@]}"
 
 # ---------------------------------------------------------------- summary
 
 echo
 echo "Median of ${ROUNDS} run(s) of ${DURATION} s, receiver side, Gbit/s."
 echo
-echo "| path | runs (Gbit/s) | median Gbit/s | / direct |"
-echo "|---|---|---:|---:|"
-declare -A MED
-for name in "${paths[@]}"; do
-    # shellcheck disable=SC2086 # word splitting of the value list is intended
-    MED[$name]=$(median ${GBPS[$name]:-})
-    printf '| %s | %s | %s | %s |\n' "$name" "${GBPS[$name]:-none}" "${MED[$name]}" \
-        "$(ratio "${MED[direct]}" "${MED[$name]}")"
-done
+gbps_table direct "${paths[@]}"
 echo
 r=$(ratio "${MED[socat]}" "${MED[pipeworks-relay]}")
-met=n/a
-if [[ $r != n/a ]]; then met=$(awk -v r="$r" 'BEGIN { print (r >= 2) ? "yes" : "no" }'); fi
-echo "pipeworks-relay / socat: $r (goal >= 2: $met)"
+echo "pipeworks-relay / socat: $r (goal >= 2: $(at_least "$r" 2))"
 if [[ -n ${MED[splice]:-} ]]; then
     echo "pipeworks-relay / splice bound: $(ratio "${MED[splice]}" "${MED[pipeworks-relay]}");" \
         "splice bound / socat: $(ratio "${MED[socat]}" "${MED[splice]}")"

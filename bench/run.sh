@@ -41,18 +41,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/common.sh
 . "$here/common.sh"
-root=$(dirname "$here")
-
-build=${1:-build-bench}
-if [[ ! -d $build && $build != /* && -d $root/$build ]]; then
-    build=$root/$build
-fi
-if [[ ! -d $build ]]; then
-    echo "run.sh: build directory '$build' not found;" \
-        "run: meson setup build-bench -Dbenchmarks=true && ninja -C build-bench" >&2
-    exit 2
-fi
-build=$(cd "$build" && pwd)
+build=$(build_dir run.sh "${1:-build-bench}")
 
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}
@@ -149,88 +138,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-
-# start_server BIN [ARGS...]: starts it on 127.0.0.1:0, sets SERVER_PID and SERVER_ADDR.
-start_server() {
-    local bin=$1
-    shift
-    local cmd=("${server_pin[@]}" "$bin" "$@" --bind 127.0.0.1:0)
-    show_cmd "${cmd[@]}"
-    : >"$tmp/server.out"
-    : >"$tmp/server.out" # exists before the reads below, however the start is scheduled
-    "${cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
-    SERVER_PID=$!
-    local line="" i
-    for ((i = 0; i < 200; i++)); do
-        if IFS= read -r line <"$tmp/server.out"; then break; fi # only a complete first line
-        line=""
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ ! $line =~ ^listening\ on\ (.+:[0-9]+)$ ]]; then
-        echo "ERROR: $bin printed no 'listening on HOST:PORT' line within 10 s" \
-            "(got: '${line}'; stderr: $(head -c 500 "$tmp/server.err"))"
-        stop_server
-        return 1
-    fi
-    SERVER_ADDR=${BASH_REMATCH[1]}
-}
-
-stop_server() {
-    [[ -n $SERVER_PID ]] || return 0
-    local pid=$SERVER_PID status=0 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "WARNING: server $pid did not exit within 5 s of SIGTERM; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || status=$?
-    SERVER_PID=""
-    if ((status != 0)); then
-        echo "WARNING: server exited with status $status after SIGTERM"
-        if [[ -s $tmp/server.err ]]; then head -c 1000 "$tmp/server.err"; fi
-    fi
-}
-
-cpu_ticks() { # utime + stime of a process, all threads, in clock ticks
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) } # fields from 3 on; the command name may contain spaces
-    local -a f
-    read -r -a f <<<"$stat"
-    echo $((f[11] + f[12]))
-}
-
-
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
-
-field() { # field KEY LINE: the value of KEY=VALUE in LINE, or nothing
-    local re="(^| )$1=([^ ]+)"
-    if [[ $2 =~ $re ]]; then echo "${BASH_REMATCH[2]}"; fi
-}
-
-fmt_int() { # a number rounded to an integer; anything else unchanged
-    if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.0f\n' "$1"; else echo "$1"; fi
-}
-
-fmt_dec() { # a number with 3 decimals; anything else unchanged
-    if [[ $1 =~ ^[0-9.e+-]+$ ]]; then printf '%.3f\n' "$1"; else echo "$1"; fi
-}
-
-
-
-at_least() { # at_least RATIO GOAL: yes when RATIO >= GOAL, no when below, n/a without a ratio
-    if [[ $1 =~ ^[0-9.e+]+$ ]]; then
-        awk -v r="$1" -v g="$2" 'BEGIN { print (r >= g) ? "yes" : "no" }'
-    else
-        echo n/a
-    fi
-}
 
 # Whether echo_server takes --framing length: start it once with it, on 127.0.0.1:0. Without
 # the option it prints its usage and exits at once (status 2). Sets have_pipeworks_framing and,
@@ -338,38 +247,8 @@ run_one() {
         failures=$((failures + 1))
         return
     fi
-    local cmd=("${client_pin[@]}" "$loadgen" --target "$SERVER_ADDR" "${largs[@]}"
-        --duration "$DURATION" --warmup "$WARMUP")
-    show_cmd "${cmd[@]}"
-    local t0 t1 out rc=0
-    t0=$(cpu_ticks "$SERVER_PID" 2>/dev/null || echo 0)
-    out=$("${cmd[@]}" 2>"$tmp/loadgen.err") || rc=$?
-    t1=$(cpu_ticks "$SERVER_PID" 2>/dev/null || echo "$t0")
-    stop_server
-    echo "$out"
-    if ((rc != 0)); then
-        echo "ERROR: loadgen exited with status $rc: $(head -c 1000 "$tmp/loadgen.err")"
-        failures=$((failures + 1))
-        return
-    fi
-    local mps total cpu_us
-    mps=$(field msgs_per_sec "$out")
-    total=$(field total_msgs "$out")
-    cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$total" \
-        'BEGIN { if (n > 0) printf "%.4f", t * 1e6 / hz / n; else print "" }')
-    local cpu_s
-    cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
-    echo "server CPU: $cpu_s s for $total messages = ${cpu_us:-?} us/msg"
-    MPS[$key,$name]+="$mps "
-    if [[ -n $cpu_us ]]; then CPU[$key,$name]+="$cpu_us "; fi
-}
-
-# round_order N ROUND: the server indices 0 .. N-1 rotated by ROUND - 1 (AB, BA, AB, ... for
-# two servers; ABC, BCA, CAB, ... for three), so that slow drift in the machine affects all
-# servers alike.
-round_order() {
-    local n=$1 r=$2 i
-    for ((i = 0; i < n; i++)); do echo $(((i + r - 1) % n)); done
+    measure "$key" "$name" messages msg "${client_pin[@]}" "$loadgen" --target "$SERVER_ADDR" \
+        "${largs[@]}" --duration "$DURATION" --warmup "$WARMUP"
 }
 
 if section_on echo; then

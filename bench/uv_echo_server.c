@@ -17,6 +17,8 @@
  * The first line on stdout is "listening on HOST:PORT" with the real port.
  * SIGINT / SIGTERM close everything and exit 0.
  */
+#include "uv_server_common.h"
+
 #include <uv.h>
 
 #include <signal.h>
@@ -28,7 +30,6 @@
 #define READ_BUF_SIZE (64 * 1024)
 #define WRITE_QUEUE_HIGH (1024 * 1024)
 #define WRITE_QUEUE_LOW (256 * 1024)
-#define LISTEN_BACKLOG 511
 
 typedef struct {
     uv_tcp_t handle; /* first member: a handle pointer is a conn_t pointer */
@@ -56,8 +57,6 @@ typedef struct {
 static uv_loop_t* loop;
 static uv_tcp_t tcp_server;
 static uv_udp_t udp_server;
-static uv_signal_t sig_int;
-static uv_signal_t sig_term;
 static char udp_buf[READ_BUF_SIZE];
 
 /* ---------------------------------------------------------------- TCP */
@@ -231,50 +230,6 @@ static void on_signal(uv_signal_t* handle, int signum) {
     uv_walk(handle->loop, close_walk_cb, NULL);
 }
 
-/* "HOST:PORT" or "[V6HOST]:PORT" into a socket address. */
-static int parse_bind(const char* spec, struct sockaddr_storage* out) {
-    char host[INET6_ADDRSTRLEN + 1];
-    const char* port_str;
-    size_t host_len;
-    if (spec[0] == '[') {
-        const char* end = strchr(spec, ']');
-        if (end == NULL || end[1] != ':') return -1;
-        host_len = (size_t)(end - spec - 1);
-        if (host_len >= sizeof(host)) return -1;
-        memcpy(host, spec + 1, host_len);
-        port_str = end + 2;
-    } else {
-        const char* colon = strrchr(spec, ':');
-        if (colon == NULL) return -1;
-        host_len = (size_t)(colon - spec);
-        if (host_len >= sizeof(host)) return -1;
-        memcpy(host, spec, host_len);
-        port_str = colon + 1;
-    }
-    host[host_len] = '\0';
-    char* port_end;
-    long port = strtol(port_str, &port_end, 10);
-    if (*port_str == '\0' || *port_end != '\0' || port < 0 || port > 65535) return -1;
-    memset(out, 0, sizeof(*out));
-    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in*)out) == 0) return 0;
-    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6*)out) == 0) return 0;
-    return -1;
-}
-
-static void print_listening(const struct sockaddr_storage* ss) {
-    char host[INET6_ADDRSTRLEN];
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6* a = (const struct sockaddr_in6*)ss;
-        uv_ip6_name(a, host, sizeof(host));
-        printf("listening on [%s]:%u\n", host, (unsigned)ntohs(a->sin6_port));
-    } else {
-        const struct sockaddr_in* a = (const struct sockaddr_in*)ss;
-        uv_ip4_name(a, host, sizeof(host));
-        printf("listening on %s:%u\n", host, (unsigned)ntohs(a->sin_port));
-    }
-    fflush(stdout);
-}
-
 static int usage(void) {
     fprintf(stderr, "usage: uv_echo_server [--udp] [--bind HOST:PORT] [--idle-timeout SECONDS]\n");
     return 2;
@@ -325,13 +280,6 @@ int main(int argc, char** argv) {
         return 1;
     }
     print_listening(&local);
-
-    uv_signal_init(loop, &sig_int);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    run_until_signal(loop, on_signal);
     return 0;
 }

@@ -23,9 +23,10 @@
  * The first line on stdout is "listening on HOST:PORT" with the real port.
  * SIGINT / SIGTERM close everything and exit 0.
  */
+#include "uv_server_common.h"
+
 #include <uv.h>
 
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,6 @@
 #define READ_BUF_SIZE (64 * 1024)
 #define WRITE_QUEUE_HIGH (1024 * 1024)
 #define WRITE_QUEUE_LOW (256 * 1024)
-#define LISTEN_BACKLOG 511
 #define HEADER_SIZE 4
 #define MAX_FRAME (16 * 1024 * 1024) /* most payload bytes of one frame */
 #define CARRY_KEEP (64 * 1024)       /* a larger carry buffer is freed once emptied */
@@ -59,8 +59,6 @@ typedef struct {
 static enum mode mode = MODE_EACH;
 static uv_loop_t* loop;
 static uv_tcp_t tcp_server;
-static uv_signal_t sig_int;
-static uv_signal_t sig_term;
 static char read_buf[READ_BUF_SIZE]; /* one loop, one read at a time */
 static char* gather;                 /* gathered mode: the frames completed by the current read */
 static size_t gather_len;
@@ -295,50 +293,6 @@ static void on_signal(uv_signal_t* handle, int signum) {
     uv_walk(handle->loop, close_walk_cb, NULL);
 }
 
-/* "HOST:PORT" or "[V6HOST]:PORT" into a socket address. */
-static int parse_bind(const char* spec, struct sockaddr_storage* out) {
-    char host[INET6_ADDRSTRLEN + 1];
-    const char* port_str;
-    size_t host_len;
-    if (spec[0] == '[') {
-        const char* end = strchr(spec, ']');
-        if (end == NULL || end[1] != ':') return -1;
-        host_len = (size_t)(end - spec - 1);
-        if (host_len >= sizeof(host)) return -1;
-        memcpy(host, spec + 1, host_len);
-        port_str = end + 2;
-    } else {
-        const char* colon = strrchr(spec, ':');
-        if (colon == NULL) return -1;
-        host_len = (size_t)(colon - spec);
-        if (host_len >= sizeof(host)) return -1;
-        memcpy(host, spec, host_len);
-        port_str = colon + 1;
-    }
-    host[host_len] = '\0';
-    char* port_end;
-    long port = strtol(port_str, &port_end, 10);
-    if (*port_str == '\0' || *port_end != '\0' || port < 0 || port > 65535) return -1;
-    memset(out, 0, sizeof(*out));
-    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in*)out) == 0) return 0;
-    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6*)out) == 0) return 0;
-    return -1;
-}
-
-static void print_listening(const struct sockaddr_storage* ss) {
-    char host[INET6_ADDRSTRLEN];
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6* a = (const struct sockaddr_in6*)ss;
-        uv_ip6_name(a, host, sizeof(host));
-        printf("listening on [%s]:%u\n", host, (unsigned)ntohs(a->sin6_port));
-    } else {
-        const struct sockaddr_in* a = (const struct sockaddr_in*)ss;
-        uv_ip4_name(a, host, sizeof(host));
-        printf("listening on %s:%u\n", host, (unsigned)ntohs(a->sin_port));
-    }
-    fflush(stdout);
-}
-
 static int usage(void) {
     fprintf(stderr, "usage: uv_framed_echo_server --mode each|gathered [--bind HOST:PORT]\n");
     return 2;
@@ -365,34 +319,9 @@ int main(int argc, char** argv) {
         }
     }
     if (!have_mode) return usage();
-    struct sockaddr_storage addr;
-    if (parse_bind(bind_spec, &addr) != 0) {
-        fprintf(stderr, "uv_framed_echo_server: bad --bind address: %s\n", bind_spec);
-        return 2;
-    }
-
-    signal(SIGPIPE, SIG_IGN);
     loop = uv_default_loop();
-
-    struct sockaddr_storage local;
-    int local_len = (int)sizeof(local);
-    uv_tcp_init(loop, &tcp_server);
-    int r = uv_tcp_bind(&tcp_server, (const struct sockaddr*)&addr, 0);
-    if (r == 0) r = uv_listen((uv_stream_t*)&tcp_server, LISTEN_BACKLOG, on_connection);
-    if (r == 0) r = uv_tcp_getsockname(&tcp_server, (struct sockaddr*)&local, &local_len);
-    if (r != 0) {
-        fprintf(stderr, "uv_framed_echo_server: %s: %s\n", bind_spec, uv_strerror(r));
-        return 1;
-    }
-    print_listening(&local);
-
-    uv_signal_init(loop, &sig_int);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    int status =
+        serve_tcp("uv_framed_echo_server", bind_spec, &tcp_server, on_connection, on_signal);
     free(gather);
-    return 0;
+    return status;
 }

@@ -1,5 +1,5 @@
 // echo_server [--udp] [--bind HOST:PORT] [--framing raw|length] [--idle-timeout SECONDS]
-//             [--frame-timeout SECONDS] [--max-clients N]
+//             [--frame-timeout SECONDS] [--max-clients N] [--tls-cert FILE --tls-key FILE]
 // Echoes every message back to its sender. --framing length: messages are 4-byte big-endian
 // length-prefixed frames (Framer::message()), echoed as frames; raw (the default) echoes what
 // each read (or datagram) brings.
@@ -9,6 +9,8 @@
 // most --max-clients connections are served at once (default 1024), the next ones waiting to
 // be accepted until one ends. A connection the server cannot accept (out of file descriptors)
 // is reported on stderr; the server keeps serving.
+// --tls-cert and --tls-key make it a TLS server (docs/tls.md): clients see their connection
+// only after the handshake, and the echo carries plaintext as without TLS.
 // Prints "listening on HOST:PORT" first (the real port when 0 was asked) and exits 0 on
 // SIGINT/SIGTERM after closing cleanly (a second signal while it stops changes nothing).
 #include "stop_signals.hpp"
@@ -32,6 +34,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: echo_server [--udp] [--bind HOST:PORT] [--framing raw|length]\n"
     "                   [--idle-timeout SECONDS] [--frame-timeout SECONDS] [--max-clients N]\n"
+    "                   [--tls-cert FILE --tls-key FILE]\n"
     "  --udp                    echo datagrams (default: TCP)\n"
     "  --bind HOST:PORT         where to listen (default 127.0.0.1:0, a port of the OS's)\n"
     "  --framing raw|length     raw (default): what a read brings; length: 4-byte big-endian\n"
@@ -40,7 +43,9 @@ constexpr const char* kUsage =
     "  --frame-timeout SECONDS  TCP, --framing length: close a connection whose frame is not\n"
     "                           whole this long after it began (default 10; 0: no bound)\n"
     "  --max-clients N          TCP: connections served at once, the next ones wait to be\n"
-    "                           accepted (default 1024)\n";
+    "                           accepted (default 1024)\n"
+    "  --tls-cert FILE          TCP: serve TLS with this certificate chain (PEM, leaf first)\n"
+    "  --tls-key FILE           and this private key (PEM); both or neither\n";
 
 int usage(const std::string& why) {
     std::fprintf(stderr, "echo_server: %s\n%s", why.c_str(), kUsage);
@@ -75,6 +80,7 @@ int main(int argc, char** argv) {
     Framer framer;
     std::optional<std::chrono::milliseconds> idle_timeout, frame_timeout;
     std::optional<std::size_t> max_clients;
+    std::string tls_cert, tls_key;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool has_value = i + 1 < argc;
@@ -101,6 +107,9 @@ int main(int argc, char** argv) {
             if (!max_clients)
                 return usage("--max-clients: expected a whole number from 1 to 1000000, got \"" +
                              v + "\"");
+        } else if (a == "--tls-cert" || a == "--tls-key") {
+            if (!has_value) return usage(a + ": needs FILE");
+            (a == "--tls-cert" ? tls_cert : tls_key) = argv[++i];
         } else if (a == "--help" || a == "-h") {
             std::printf("echo_server: echoes every message to its sender\n%s", kUsage);
             return 0;
@@ -114,6 +123,10 @@ int main(int argc, char** argv) {
                                  : frame_timeout ? "--frame-timeout"
                                                  : "--max-clients") +
                      " applies to TCP: a UDP server has no connections");
+    if (tls_cert.empty() != tls_key.empty())
+        return usage(tls_cert.empty() ? "--tls-key needs --tls-cert too"
+                                      : "--tls-cert needs --tls-key too");
+    if (udp && !tls_cert.empty()) return usage("--tls-cert applies to TCP: TLS runs on streams");
     if (frame_timeout && framer.kind == FramerKind::raw)
         return usage("--frame-timeout applies to --framing length: raw reads have no frames");
     auto addr = Address::parse(bind);
@@ -130,6 +143,9 @@ int main(int argc, char** argv) {
             if (framer.kind != FramerKind::raw)
                 conf.frame_timeout = frame_timeout.value_or(std::chrono::seconds(10));
             conf.max_clients = max_clients.value_or(1024);
+            conf.use_ssl = !tls_cert.empty();
+            conf.tls.cert_file = tls_cert;
+            conf.tls.key_file = tls_key;
         }
         auto opened = udp ? Pipe::udp(loop, *addr, {}, conf) : Pipe::listen(loop, *addr, conf);
         if (!opened) {

@@ -4,6 +4,7 @@
 // what the servers share: repeated stop signals, their limits' flags, accept failures.
 #include "child_process.hpp"
 #include "pipe_support.hpp"
+#include "tls_support.hpp"
 
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -50,6 +52,12 @@ void tcp_round_trip(Loop& loop, const Address& at, const std::string& data) {
         loop, [&] { return client->ended(); }, "client closed");
 }
 
+void write_text_file(const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+    REQUIRE(out.good());
+}
+
 // `count` passed, none failed, and nothing on stderr: packet_client's verdict on a good run.
 void check_client_passed(Child& client, int count) {
     CAPTURE(client.err_text);
@@ -78,6 +86,47 @@ TEST_CASE("echo_server: the first line is the real address; TCP echo over IPv4 a
         CHECK(!server.status);
         CHECK(server.err_text.empty());
     }
+}
+
+TEST_CASE(
+    "echo_server --tls-cert --tls-key: a TLS echo server; a verifying client's bytes return") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    if (bin.empty()) return;
+    Key ca_key = ec_key();
+    Cert ca = make_cert(ca_key.get(), "echo test CA", nullptr, nullptr, 1, true);
+    Key key = ec_key();
+    Cert leaf = make_cert(key.get(), "localhost", ca.get(), ca_key.get(), 2, false);
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("pipeworks-echo-tls-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string cert_file = (dir / "cert.pem").string(),
+                      key_file = (dir / "key.pem").string();
+    write_text_file(cert_file, pem_of(leaf.get()));
+    write_text_file(key_file, pem_of(key.get()));
+    {
+        Loop loop;
+        Child server(
+            {bin, "--bind", "127.0.0.1:0", "--tls-cert", cert_file, "--tls-key", key_file});
+        const Address at = listening_address(server, "127.0.0.1", &loop);
+        NetConf conf;
+        conf.use_ssl = true;
+        conf.tls.ca_pem = pem_of(ca.get());
+        auto client = must(Pipe::connect(loop, at, conf), "connect");
+        auto got = collect(*client);
+        const std::string data = payload(100 * 1024);
+        REQUIRE(!client->send(data));
+        run_until(
+            loop, [&] { return got->data.size() >= data.size(); }, "the echo over TLS");
+        CHECK(got->data == data);
+        CHECK(client->tls_info().verified);
+        client->close();
+        run_until(
+            loop, [&] { return client->ended(); }, "client closed");
+        server.poll();
+        CHECK(!server.status);
+        CHECK(server.err_text.empty());
+    }
+    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("echo_server --udp: each datagram comes back to its sender, IPv4 and IPv6") {
@@ -218,6 +267,10 @@ TEST_CASE("echo_server: a bad argument exits 2 with the reason and the usage on 
         {{"--bind", "not-an-address"}, "expected HOST:PORT"},
         {{"--bind", "::1:80"}, "need brackets"},
         {{"--bind"}, "unknown argument: --bind"},
+        {{"--tls-cert", "server.pem"}, "--tls-cert needs --tls-key too"},
+        {{"--tls-key", "server.key"}, "--tls-key needs --tls-cert too"},
+        {{"--tls-cert"}, "--tls-cert: needs FILE"},
+        {{"--udp", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, "--tls-cert applies to TCP"},
     };
     for (const auto& c : cases) expect_bad_arguments(bin, c.args, c.says, "usage: echo_server");
 }
