@@ -1078,66 +1078,56 @@ TEST_CASE("dns_timeout: a name resolves through the system resolver within it") 
 }
 
 TEST_CASE("dns_timeout: resolution that does not finish in time ends the pipe with timeout") {
-    // Name resolution runs on libuv's thread pool. With every pool thread held busy the
-    // request cannot start, which is a resolver that does not answer, without any network.
+    // The loop's resolver asks a DNS server on loopback that never answers (a UDP socket this
+    // test opens and never reads), for a name no hosts file has.
     Loop loop;
-    unsigned threads = 4;
-    if (const char* env = std::getenv("UV_THREADPOOL_SIZE")) threads = std::atoi(env);
-    threads = std::clamp(threads, 1u, 1024u);
-    struct Hold {
-        uv_work_t req{};
-        std::atomic<bool>* release;
-        std::atomic<int>* started;
-        bool done = false;
-    };
-    std::atomic<bool> release{false};
-    std::atomic<int> started{0};
-    std::vector<std::unique_ptr<Hold>> holds;
-    for (unsigned i = 0; i < threads; ++i) {
-        auto h = std::make_unique<Hold>();
-        h->release = &release;
-        h->started = &started;
-        h->req.data = h.get();
-        REQUIRE(uv_queue_work(
-                    loop.native(), &h->req,
-                    [](uv_work_t* w) {
-                        auto* h = static_cast<Hold*>(w->data);
-                        ++*h->started;
-                        while (!h->release->load()) ::usleep(1000);
-                    },
-                    [](uv_work_t* w, int) { static_cast<Hold*>(w->data)->done = true; }) == 0);
-        holds.push_back(std::move(h));
-    }
-    poll_until(
-        loop, [&] { return started.load() == static_cast<int>(threads); }, "pool busy");
-
+    auto silent = must(Pipe::udp(loop, lo(Family::ipv4)), "silent DNS server");
+    silent->pause();
+    ResolverConf rc;
+    rc.servers = {silent->local_address()};
+    rc.hosts_file = false;
+    REQUIRE(!Resolver::configure(loop, rc));
     auto server = must(Pipe::listen(loop, lo(Family::ipv4)), "listen");
     NetConf c;
     c.dns_timeout = milliseconds(200);
     auto t0 = Clock::now();
-    auto client =
-        must(Pipe::connect(loop, "localhost:" + std::to_string(server->local_address().port()), c),
-             "connect");
+    auto client = must(
+        Pipe::connect(loop, "nowhere.pw.test:" + std::to_string(server->local_address().port()), c),
+        "connect");
     EndWatch end;
     end.watch(client);
     run_until(
         loop, [&] { return end.ended; }, "end by dns_timeout");
     auto waited = Clock::now() - t0;
+    CAPTURE(end.info.error.message);
     CHECK(end.info.reason == EndReason::timeout);
     CHECK(end.info.error == errc::dns_timeout);
     CHECK(end.info.error.message.find("NetConf.dns_timeout") != std::string::npos);
-    CHECK(waited >= 150ms);
+    CHECK(end.info.error.message.find("nowhere.pw.test") != std::string::npos);
+    CHECK(waited >= 200ms);
     CHECK(waited < 2000ms);
-
-    release = true;
-    poll_until(
-        loop,
-        [&] { return std::all_of(holds.begin(), holds.end(), [](auto& h) { return h->done; }); },
-        "pool released");
-    // The late answer finds the pipe ended and changes nothing.
     run_for(loop, 50ms);
     CHECK(server->clients().empty());
     CHECK(end.info.reason == EndReason::timeout);
+}
+
+TEST_CASE("dns: an unknown name, and closing while the name is resolved") {
+    Loop loop;
+    auto silent = must(Pipe::udp(loop, lo(Family::ipv6)), "silent DNS server");
+    silent->pause();
+    ResolverConf rc;
+    rc.servers = {silent->local_address()};
+    rc.hosts_file = false;
+    REQUIRE(!Resolver::configure(loop, rc));
+    auto client = must(Pipe::connect(loop, "never.pw.test:80"), "connect");
+    EndWatch end;
+    end.watch(client);
+    run_for(loop, 50ms);
+    client->close();
+    run_until(
+        loop, [&] { return end.ended; }, "closed while resolving");
+    CHECK(end.info.reason == EndReason::local_close);
+    run_for(loop, 100ms);  // no late callback: the lookup was cancelled
 }
 
 // ------------------------------------------------------------------------------ max_accept_queue

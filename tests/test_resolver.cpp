@@ -3,6 +3,7 @@
 // A queries and drops AAAA ones: records, policies and ordering, timeouts, a lost family,
 // cancel, /etc/hosts, numeric and malformed names, configure, a loop destroyed mid-query.
 #include "child_process.hpp"
+#include "pipe_support.hpp"
 #include "support.hpp"
 
 #include <pipeworks/pipeworks.hpp>
@@ -131,6 +132,7 @@ struct Dnsmasq {
                 "--host-record=mixed.pw.test,10.0.2.1,fd00::2:1",
                 "--host-record=mixed.pw.test,10.0.2.2,fd00::2:2",
                 "--cname=alias.pw.test,both.pw.test",
+                "--host-record=loop.pw.test,127.0.0.1,::1",
                 "--txt-record=txt.pw.test,nothing else",
             };
             // Too many addresses for a 512-byte UDP answer: truncated, asked again over TCP.
@@ -813,4 +815,72 @@ TEST_CASE("the resolver's errors: appended to errc, with messages and rows in th
         CAPTURE(row);
         CHECK(text.find(row) != std::string::npos);
     }
+}
+
+// ------------------------------------------------------------------ connect by name
+
+TEST_CASE("connect by name: the resolver's addresses, IPv6 first, a refused one gives way") {
+    Dnsmasq dns;
+    Loop loop;
+    use(loop, {dns.address()});
+    // Only 127.0.0.1 listens: [::1] of the same port refuses, and the IPv4 address wins.
+    auto server = must(Pipe::listen(loop, Address::loopback(Family::ipv4)), "listen");
+    server->on_message([](Pipe& p, const Message& m) { CHECK(!p.send(m.data)); });
+    const std::uint16_t port = server->local_address().port();
+    auto p = must(Pipe::connect(loop, "loop.pw.test:" + std::to_string(port)), "connect");
+    std::string got;
+    p->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    REQUIRE(!p->send("by name"));
+    run_until(
+        loop, [&] { return got == "by name" || p->ended(); }, "echo by name");
+    CHECK(got == "by name");
+    CHECK(p->peer_address() == Address::loopback(Family::ipv4, port));
+
+    // IPv4 only: straight to 127.0.0.1.
+    NetConf v4;
+    v4.family_policy = FamilyPolicy::ipv4_only;
+    auto q = must(Pipe::connect(loop, "loop.pw.test:" + std::to_string(port), v4), "connect v4");
+    run_until(
+        loop, [&] { return q->is_up() || q->ended(); }, "up");
+    CHECK(q->peer_address() == Address::loopback(Family::ipv4, port));
+
+    // A name that does not exist.
+    auto none = must(Pipe::connect(loop, "nothing.pw.test:" + std::to_string(port)), "connect");
+    std::optional<EndInfo> end;
+    none->on_end([&](Pipe&, const EndInfo& e) { end = e; });
+    run_until(
+        loop, [&] { return end.has_value(); }, "no such host");
+    CAPTURE(end->error.message);
+    CHECK(end->reason == EndReason::error);
+    CHECK(end->error == errc::host_not_found);
+}
+
+TEST_CASE("connect by name: a silent IPv6 address, and IPv4 wins after 250 ms") {
+    Dnsmasq dns;
+    Loop loop;
+    use(loop, {dns.address()});
+    // A full listener on [::1]:P drops SYNs; 127.0.0.1:P answers.
+    PipePtr good;
+    BlackholeListener hole;
+    for (int attempt = 0; attempt < 20 && !good; ++attempt) {
+        hole = blackhole_listener(Family::ipv6);
+        auto r = Pipe::listen(loop, Address::loopback(Family::ipv4, hole.address.port()));
+        if (r) good = r.value();
+    }
+    REQUIRE(good);
+    REQUIRE(hole.full);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto p =
+        must(Pipe::connect(loop, "loop.pw.test:" + std::to_string(hole.address.port())), "connect");
+    std::chrono::steady_clock::time_point up_at;
+    p->on_up([&](Pipe&) { up_at = std::chrono::steady_clock::now(); });
+    run_until(
+        loop, [&] { return up_at != std::chrono::steady_clock::time_point{} || p->ended(); },
+        "up through IPv4");
+    if (p->ended()) FAIL_CHECK(p->end_info()->error.message);
+    REQUIRE(!p->ended());
+    CHECK(p->peer_address().is_v4());
+    const auto waited = up_at - t0;
+    CHECK(waited >= 240ms);
+    CHECK(waited < 800ms);
 }

@@ -5,6 +5,7 @@
 #include <pipeworks/error.hpp>
 #include <pipeworks/export.hpp>
 #include <pipeworks/framer.hpp>
+#include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>
 #include <pipeworks/transport.hpp>
 
@@ -22,7 +23,10 @@ struct NetConf {
     using ms = std::chrono::milliseconds;
 
     // --- P2PD's NET_CONF keys, same defaults and meaning ---
-    ms dns_timeout{2000};       // bound on resolving a "host:port" given to connect()
+    ms dns_timeout{2000};  // bound on resolving a "host:port" given to connect()
+    // Which families a name given to connect() is resolved to, and which is tried first
+    // (pipeworks only; the Resolver, docs/dns.md).
+    FamilyPolicy family_policy = FamilyPolicy::any_ipv6_first;
     bool use_ssl = false;       // TLS on this TCP pipe (client, server, accepted), set up by `tls`
     ms ssl_handshake{4000};     // TLS handshake bound, from TCP connect / accept to established
     int sock_proto = 0;         // protocol passed to socket(): 0, or IPPROTO_TCP / IPPROTO_UDP

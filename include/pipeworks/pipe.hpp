@@ -155,9 +155,9 @@ public:
     // connected; if NetConf::con_timeout passes first the pipe ends with reason timeout.
     static Result<PipePtr> connect(Loop& loop, const Address& to, const NetConf& conf = {},
                                    const Address& local = {});
-    // A TCP client to "host:port" ("[v6]:port"); the name is resolved off the loop thread,
-    // bounded by NetConf::dns_timeout. Numeric hosts are not resolved. Every address the name
-    // has is tried as connect_any() does.
+    // A TCP client to "host:port" ("[v6]:port"); the name is resolved on the loop by its
+    // Resolver (c-ares), bounded by NetConf::dns_timeout, families as NetConf::family_policy
+    // says. Numeric hosts are not resolved. Every address is tried as connect_any() does.
     static Result<PipePtr> connect(Loop& loop, std::string_view host_port, const NetConf& conf = {},
                                    const Address& local = {});
     // A TCP client to the first of `candidates` that answers (Happy Eyeballs, RFC 8305): the

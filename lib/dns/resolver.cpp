@@ -8,6 +8,7 @@
 #include "platform/loop_core.hpp"
 
 #include <ares.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -425,7 +426,7 @@ struct Resolver::Impl final : detail::Resource {
             fail_all(l, Error(errc::dns_failed, quoted(host) + ": malformed name (" + *why + ")"));
         } else if (current == nullptr) {
             fail_all(l, init_error);
-        } else {
+        } else if (!answer_from_hosts(l)) {
             for (std::size_t i = 0; i < l.nslots && !l.finished; ++i) query(l, i);
             current->update_timer();
             // + 1: the loop clock counts whole milliseconds, so `now` may be up to 1 ms behind
@@ -437,6 +438,51 @@ struct Resolver::Impl final : detail::Resource {
         l.starting = false;
         if (l.results > 0 && !l.finished) schedule_flush(l);
         return id;
+    }
+
+    // A name /etc/hosts has, for any family, is answered from the file alone, as the C
+    // library's resolver does: "localhost" with only an IPv4 line must not send its AAAA
+    // question to the network's DNS servers.
+    bool answer_from_hosts(Lookup& l) {
+        if (!conf.hosts_file) return false;
+        Addresses found[2];
+        bool any = false;
+        for (std::size_t i = 0; i < l.nslots; ++i) {
+            const int af = l.slots[i].family == Family::ipv4 ? AF_INET : AF_INET6;
+            hostent* he = nullptr;
+            if (ares_gethostbyname_file(current->ch, l.host.c_str(), af, &he) != ARES_SUCCESS ||
+                he == nullptr)
+                continue;
+            for (char** p = he->h_addr_list; p != nullptr && *p != nullptr; ++p) {
+                sockaddr_storage ss{};
+                if (af == AF_INET) {
+                    auto* sa = reinterpret_cast<sockaddr_in*>(&ss);
+                    sa->sin_family = AF_INET;
+                    std::memcpy(&sa->sin_addr, *p, sizeof sa->sin_addr);
+                } else {
+                    auto* sa = reinterpret_cast<sockaddr_in6*>(&ss);
+                    sa->sin6_family = AF_INET6;
+                    std::memcpy(&sa->sin6_addr, *p, sizeof sa->sin6_addr);
+                }
+                Address a =
+                    Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)).with_port(l.port);
+                if (std::find(found[i].begin(), found[i].end(), a) == found[i].end())
+                    found[i].push_back(a);
+            }
+            ares_free_hostent(he);
+            any = any || !found[i].empty();
+        }
+        if (!any) return false;
+        for (std::size_t i = 0; i < l.nslots; ++i) {
+            if (!found[i].empty())
+                settle(l, i, std::move(found[i]));
+            else
+                settle(
+                    l, i,
+                    Error(errc::no_address, l.host + " has no " + family_label(l.slots[i].family) +
+                                                " address in the hosts file"));
+        }
+        return true;
     }
 
     void fail_all(Lookup& l, const Error& e) {

@@ -2,7 +2,8 @@
 #include "transport/pipe_impl.hpp"
 #include "transport/socket_util.hpp"
 
-#include <netdb.h>
+#include <pipeworks/resolver.hpp>
+
 #include <sys/socket.h>
 
 namespace pipeworks::detail {
@@ -79,60 +80,82 @@ void PipeImpl::on_connected(int status) {
     if (shut_requested_) try_shutdown();
 }
 
+// A name goes to the loop's Resolver, A and AAAA as two queries; the attempts start as soon
+// as RFC 8305 allows: at once with an answer of the preferred family (or the only one asked),
+// else 50 ms after the other family's answer (its "resolution delay"), or when the preferred
+// one fails. Addresses that come later join the attempts under way.
 void PipeImpl::start_resolve(std::string host, std::uint16_t port) {
-    struct Req {
-        uv_getaddrinfo_t req;
-        std::weak_ptr<PipeImpl> pipe;
-        std::uint16_t port;
-        std::string host;
-    };
-    auto* r = new Req{};
-    r->pipe = self_;
-    r->port = port;
-    r->host = std::move(host);
-    r->req.data = r;
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_family = AF_UNSPEC;
-    int rc = uv_getaddrinfo(
-        core_->loop, &r->req,
-        [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
-            std::unique_ptr<Req> r(static_cast<Req*>(req->data));
-            auto p = r->pipe.lock();
-            if (p && !p->ending()) {
-                p->connect_timer_.cancel();
-                if (status != 0 || res == nullptr) {
-                    p->fail(EndReason::error,
-                            Error(uv_error_code(status ? status : UV_EAI_NONAME),
-                                  "resolve \"" + r->host + "\": " + uv_strerror(status)));
-                } else {
-                    // Every address is a candidate (Happy Eyeballs), in the resolver's order.
-                    std::vector<Address> all;
-                    for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next)
-                        if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
-                            all.push_back(Address::from_sockaddr(ai->ai_addr).with_port(r->port));
-                    p->begin_attempts(std::move(all), r->host + ":" + std::to_string(r->port));
-                }
-            }
-            uv_freeaddrinfo(res);
-        },
-        r->host.c_str(), nullptr, &hints);
-    if (rc != 0) {
-        std::string h = r->host;
-        delete r;
-        fail(EndReason::error,
-             Error(uv_error_code(rc), "resolve \"" + h + "\": " + uv_strerror(rc)));
-        return;
-    }
+    resolving_ = std::make_unique<Resolving>();
+    Resolving& r = *resolving_;
+    r.host = std::move(host);
+    r.port = port;
+    const FamilyPolicy policy = conf_->family_policy;
+    r.pending = policy == FamilyPolicy::ipv4_only || policy == FamilyPolicy::ipv6_only ? 1 : 2;
+    r.preferred = policy == FamilyPolicy::ipv4_only || policy == FamilyPolicy::any_ipv4_first
+                      ? Family::ipv4
+                      : Family::ipv6;
     std::weak_ptr<PipeImpl> weak = self_;
-    connect_timer_ = loop_->call_later(conf_->dns_timeout, [weak, h = r->host] {
-        auto p = weak.lock();
-        if (!p || p->connected_ || p->native_handle() >= 0) return;
-        p->fail(EndReason::timeout,
-                Error(errc::dns_timeout, "resolve \"" + h + "\": no answer within " +
-                                             std::to_string(p->conf_->dns_timeout.count()) +
-                                             " ms (NetConf.dns_timeout)"));
-    });
+    r.id = Resolver::of(*loop_).lookup(r.host, port, policy, conf_->dns_timeout,
+                                       [weak](Family f, Result<std::vector<Address>> got) {
+                                           if (auto p = weak.lock()) p->resolved(f, std::move(got));
+                                       });
+}
+
+void PipeImpl::resolved(Family f, Result<std::vector<Address>> got) {
+    if (ending() || !resolving_) return;
+    Resolving& r = *resolving_;
+    --r.pending;
+    if (got) {
+        if (attempts_) {
+            add_attempt_addresses(*got);
+        } else {
+            r.held.insert(f == r.preferred ? r.held.begin() : r.held.end(), got->begin(),
+                          got->end());
+            if (f == r.preferred || r.pending == 0) {
+                start_resolved_attempts();
+            } else {
+                std::weak_ptr<PipeImpl> weak = self_;
+                r.delay = loop_->call_later(std::chrono::milliseconds(50), [weak] {
+                    if (auto p = weak.lock(); p && !p->ending() && !p->attempts_)
+                        p->start_resolved_attempts();
+                });
+            }
+        }
+    } else {
+        // The most telling failure: a missing family (no_address) only when nothing else.
+        if (!r.error || r.error == errc::no_address) r.error = got.error();
+        if (attempts_) {
+            if (r.pending == 0 && attempts_->running.empty() && attempts_->queue.empty())
+                start_next_attempt();  // nothing more is coming: the attempts' failure
+        } else if (!r.held.empty() && (f == r.preferred || r.pending == 0)) {
+            start_resolved_attempts();
+        } else if (r.pending == 0) {
+            Error e = std::move(r.error);
+            const bool timeout = e == errc::dns_timeout;
+            if (timeout) e.message += " (NetConf.dns_timeout)";
+            resolving_.reset();
+            fail(timeout ? EndReason::timeout : EndReason::error, std::move(e));
+            return;
+        }
+    }
+    if (r.pending == 0 && attempts_) {
+        resolving_.reset();  // every answer is in; the attempts go on by themselves
+    }
+}
+
+void PipeImpl::start_resolved_attempts() {
+    Resolving& r = *resolving_;
+    r.delay.cancel();
+    std::vector<Address> held = std::move(r.held);
+    begin_attempts(std::move(held), r.host + ":" + std::to_string(r.port));
+}
+
+void PipeImpl::cancel_resolve() noexcept {
+    if (!resolving_) return;
+    resolving_->delay.cancel();
+    // A loop being destroyed shuts its resolver down itself, and runs no callback.
+    if (!core_->destroying) Resolver::of(*loop_).cancel(resolving_->id);
+    resolving_.reset();
 }
 
 }  // namespace pipeworks::detail

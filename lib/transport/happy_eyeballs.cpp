@@ -133,6 +133,7 @@ void PipeImpl::start_next_attempt() {
             run->pipe->attempt_finished(run, so != 0 ? -so : status);
         });
         a.running.push_back(std::move(r));
+        a.last_start_ms = core_->fresh_now_ms();
         if (!a.queue.empty()) {
             std::weak_ptr<PipeImpl> weak = self_;
             a.stagger = loop_->call_later(kAttemptDelay, [weak] {
@@ -142,6 +143,8 @@ void PipeImpl::start_next_attempt() {
         }
         return;
     }
+    // A family still being resolved may bring more addresses: wait for them.
+    if (a.running.empty() && resolving_ && resolving_->pending > 0) return;
     if (a.running.empty() && !ending() && !connected_) {
         attempts_failed(EndReason::error,
                         Error(a.first_error ? a.first_error : uv_error_code(UV_ECONNREFUSED),
@@ -200,6 +203,29 @@ void PipeImpl::attempt_finished(Attempts::Running* run, int status) {
     peer_ = r->to;
     attempts_.reset();
     on_connected(0);
+}
+
+void PipeImpl::add_attempt_addresses(const std::vector<Address>& more) {
+    Attempts& a = *attempts_;
+    std::vector<Address> queue = a.queue;
+    queue.insert(queue.end(), more.begin(), more.end());
+    a.queue = interleave(queue);
+    std::vector<Address> all = a.all;
+    all.insert(all.end(), more.begin(), more.end());
+    a.all = interleave(all);
+    if (a.running.empty()) {
+        start_next_attempt();
+    } else if (!a.stagger.active()) {
+        // The next attempt is due 250 ms after the last one started.
+        const std::uint64_t since = core_->fresh_now_ms() - a.last_start_ms;
+        const auto wait = since >= static_cast<std::uint64_t>(kAttemptDelay.count())
+                              ? std::chrono::milliseconds(0)
+                              : kAttemptDelay - std::chrono::milliseconds(since);
+        std::weak_ptr<PipeImpl> weak = self_;
+        a.stagger = loop_->call_later(wait, [weak] {
+            if (auto p = weak.lock(); p && p->attempts_ && !p->connected_) p->start_next_attempt();
+        });
+    }
 }
 
 void PipeImpl::close_attempts() noexcept {

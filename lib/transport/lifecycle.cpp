@@ -172,6 +172,7 @@ void PipeImpl::close_handle_now() {
     up_timer_.cancel();
     close_accept_poll();  // before the listening socket closes
     close_attempts();
+    cancel_resolve();
     // A server takes its accepted pipes down with it.
     while (first_client_) {
         PipeImpl* c = first_client_;

@@ -230,6 +230,20 @@ public:
     Error start_connect(const Address& to);
     void on_connected(int status);
     void start_resolve(std::string host, std::uint16_t port);
+    void resolved(Family f, Result<std::vector<Address>> got);
+    void start_resolved_attempts();
+    void cancel_resolve() noexcept;
+    struct Resolving {  // while the Resolver answers a name connect() was given
+        std::string host;
+        std::uint16_t port = 0;
+        std::uint64_t id = 0;  // the Resolver's lookup
+        int pending = 0;       // families not answered yet
+        Family preferred = Family::ipv6;
+        std::vector<Address> held;  // answers waiting for the resolution delay
+        Error error;                // the most telling failure so far
+        Timer delay;
+    };
+    std::unique_ptr<Resolving> resolving_;
     std::unique_ptr<uv_connect_t> connect_req_;  // made on first use
     Timer connect_timer_, up_timer_;
 
@@ -247,7 +261,8 @@ public:
         std::vector<std::unique_ptr<Running>> running;
         std::string failures;  // "ADDRESS: reason; ..."
         std::error_code first_error;
-        Timer stagger;     // the next attempt's start
+        Timer stagger;  // the next attempt's start
+        std::uint64_t last_start_ms = 0;
         std::string what;  // what connect() was given, for messages
     };
     std::unique_ptr<Attempts> attempts_;  // null unless connecting to several addresses
@@ -263,6 +278,8 @@ public:
     void attempt_failed(Attempts::Running& r, const std::string& why, std::error_code code);
     void close_attempt(Attempts::Running& r) noexcept;
     void close_attempts() noexcept;
+    // Addresses a later DNS answer brought: they join the attempts under way.
+    void add_attempt_addresses(const std::vector<Address>& more);
 
     // ================================================================ server.cpp
     Error start_listen();
