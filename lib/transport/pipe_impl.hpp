@@ -209,6 +209,8 @@ public:
     std::unique_ptr<TlsStage> tls_;
     // Open time: the loop's context for conf_->tls (errors name the field).
     Error prepare_tls(TlsRole role, std::string host);
+    // The TLS state on `context` (a server's accepted pipes share the server's).
+    void use_tls_context(std::shared_ptr<TlsContext> context, std::string host);
     // The TCP connection is up: the filter goes in and the handshake starts, bounded by
     // NetConf::ssl_handshake.
     Error start_tls();

@@ -137,10 +137,7 @@ void PipeImpl::accepted(int fd) {
     ++open_clients_;
     if (tls_) {
         // Handed over once the handshake is done (tls_established -> deliver_accepted).
-        client->tls_ = std::make_unique<TlsStage>();
-        client->tls_->context = tls_->context;
-        client->tls_->handshake.pipe = client.get();
-        client->tls_->handshake.expired = &PipeImpl::handshake_expired;
+        client->use_tls_context(tls_->context, {});
         if (Error e = client->start_tls()) {
             report_handshake_failure(e);
             client->fail(EndReason::error, std::move(e));

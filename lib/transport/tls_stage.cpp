@@ -11,12 +11,16 @@ namespace pipeworks::detail {
 Error PipeImpl::prepare_tls(TlsRole role, std::string host) {
     auto ctx = TlsContext::get(*core_, conf_->tls, role);
     if (!ctx) return ctx.error();
+    use_tls_context(std::move(*ctx), std::move(host));
+    return {};
+}
+
+void PipeImpl::use_tls_context(std::shared_ptr<TlsContext> context, std::string host) {
     tls_ = std::make_unique<TlsStage>();
-    tls_->context = std::move(*ctx);
+    tls_->context = std::move(context);
     tls_->host = std::move(host);
     tls_->handshake.pipe = this;
     tls_->handshake.expired = &PipeImpl::handshake_expired;
-    return {};
 }
 
 Error PipeImpl::start_tls() {
