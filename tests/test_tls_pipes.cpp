@@ -469,13 +469,14 @@ TEST_CASE("TLS pipes: small and large sends keep their order, while a write is o
         CAPTURE(family_name(f));
         Loop loop;
         auto server = echo_server(loop, f, server_conf());
-        auto client = must(Pipe::connect(loop, server->pipe->local_address(), client_conf()),
-                           "connect");
+        auto client =
+            must(Pipe::connect(loop, server->pipe->local_address(), client_conf()), "connect");
         auto got = collect(*client);
         auto end = watch_end(*client);
         bool up = false;
         client->on_up([&](Pipe&) { up = true; });
-        run_until(loop, [&] { return up; }, "handshake");
+        run_until(
+            loop, [&] { return up; }, "handshake");
         std::string sent;
         const std::size_t sizes[] = {10, 16 * 1024, 3, 100'000, 16 * 1024 - 1, 1, 2'000'000, 7};
         std::uint8_t seed = 1;
@@ -487,8 +488,8 @@ TEST_CASE("TLS pipes: small and large sends keep their order, while a write is o
             }
             // The second round goes while the first one's writes are still out.
         }
-        run_until(loop, [&] { return got->data.size() >= sent.size() || end->count > 0; },
-                  "echo");
+        run_until(
+            loop, [&] { return got->data.size() >= sent.size() || end->count > 0; }, "echo");
         REQUIRE(end->count == 0);
         CHECK(got->data.size() == sent.size());
         CHECK(got->data == sent);
@@ -514,12 +515,14 @@ TEST_CASE("TLS pipes: a shutdown right after a large send goes after its last by
         auto client = must(Pipe::connect(loop, server->local_address(), client_conf()));
         bool up = false;
         client->on_up([&](Pipe&) { up = true; });
-        run_until(loop, [&] { return up; }, "handshake");
+        run_until(
+            loop, [&] { return up; }, "handshake");
         const std::string big = payload(3 * 1024 * 1024 + 5, 4);
         REQUIRE(!client->send("head"));
         REQUIRE(!client->send(big));
         REQUIRE(!client->shutdown());
-        run_until(loop, [&] { return eof; }, "close_notify after the data");
+        run_until(
+            loop, [&] { return eof; }, "close_notify after the data");
         CHECK(at_eof == big.size() + 4);
         CHECK(at_server == "head" + big);
     }

@@ -25,12 +25,12 @@ public:
     // Bytes read from the socket. Calls `plain` with what the input stage receives (any
     // number of times, also none), each time bytes in a buffer from `buffer`. An Error ends
     // the pipe.
-    virtual Error incoming(std::string_view wire, const BufferFn& buffer,
-                           const PlainFn& plain) = 0;
+    virtual Error incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) = 0;
     // The same with a buffer of the filter's own, on the stack.
     Error incoming(std::string_view wire, const PlainFn& plain) {
         char local[16 * 1024];
-        return incoming(wire, [&] { return std::span<char>(local, sizeof local); }, plain);
+        return incoming(
+            wire, [&] { return std::span<char>(local, sizeof local); }, plain);
     }
     // Bytes the write queue sends: appends what goes to the socket to `wire`.
     virtual Error outgoing(std::string_view plain, std::string& wire) = 0;

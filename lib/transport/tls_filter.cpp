@@ -55,10 +55,14 @@ struct TlsBio {
     static long ctrl(BIO* b, int cmd, long, void*) {
         auto* f = static_cast<TlsFilter*>(BIO_get_data(b));
         switch (cmd) {
-            case BIO_CTRL_FLUSH: return 1;
-            case BIO_CTRL_PENDING: return static_cast<long>(f->in_.size());
-            case BIO_CTRL_WPENDING: return 0;
-            default: return 0;
+            case BIO_CTRL_FLUSH:
+                return 1;
+            case BIO_CTRL_PENDING:
+                return static_cast<long>(f->in_.size());
+            case BIO_CTRL_WPENDING:
+                return 0;
+            default:
+                return 0;
         }
     }
     static int create(BIO* b) {

@@ -362,8 +362,7 @@ void PipeImpl::release_idle_buffers() noexcept {
     // speed) keeps it while it flows, because a fresh large buffer costs a page fault per
     // 4 KiB when it is filled.
     const std::size_t keep = buffer_keep();
-    if (pending_.capacity() <= keep && inflight_.capacity() <= keep &&
-        filtered_.capacity() <= keep)
+    if (pending_.capacity() <= keep && inflight_.capacity() <= keep && filtered_.capacity() <= keep)
         return;
     if (!release_deadline_.armed() && !ending())
         core_->arm(release_deadline_, uv_now(core_->loop) + kReleaseDelayMs);
