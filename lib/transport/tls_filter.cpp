@@ -256,13 +256,16 @@ Error TlsFilter::drive_handshake() {
 }
 
 Error TlsFilter::write_plain(std::string_view plain) {
-    // A memory BIO takes every record, so SSL_write_ex never waits for the socket; the loop
-    // is for the lengths an int cannot hold.
+    // The BIO takes every record, so SSL_write_ex never waits for the socket; the loop is for
+    // the small records at the start.
     while (!plain.empty()) {
+        std::size_t chunk = plain.size();
+        if (plain_out_ < kSmallRecordBytes) chunk = std::min(chunk, kSmallRecord);
         std::size_t n = 0;
-        const int rc = SSL_write_ex(ssl_, plain.data(), plain.size(), &n);
+        const int rc = SSL_write_ex(ssl_, plain.data(), chunk, &n);
         if (rc != 1) return failure("write", SSL_get_error(ssl_, rc));
         plain.remove_prefix(n);
+        plain_out_ += n;
     }
     return {};
 }

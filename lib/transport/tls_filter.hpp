@@ -53,6 +53,13 @@ public:
     // What the session is (version, cipher, ALPN, resumption, verification, peer).
     TlsInfo info() const;
 
+    // The first kSmallRecordBytes of plaintext go in records of kSmallRecord bytes, each of
+    // which fits one TCP segment: a new connection's first flight (its initial congestion
+    // window is about ten segments) is then readable record by record as it arrives, instead
+    // of waiting for a 16 KiB record spread over a dozen segments. Full records after that.
+    static constexpr std::size_t kSmallRecord = 1400;
+    static constexpr std::size_t kSmallRecordBytes = 16 * 1024;
+
 private:
     friend struct TlsBio;
     Error drive_handshake();
@@ -70,6 +77,7 @@ private:
     // Plaintext sent before the handshake finished; an SSL_write then would run the handshake
     // from the write path, where its errors and the peer's replies have no place to go.
     std::string early_;
+    std::uint64_t plain_out_ = 0;  // plaintext bytes written, for the small records
     bool handshake_done_ = false;
     bool peer_closed_ = false;
     bool failed_ = false;
