@@ -30,9 +30,8 @@ class LoopThread {
 public:
     explicit LoopThread(const std::function<void(Loop&)>& setup) {
         setup(loop_);
-        thread_ = std::thread([this] {
-            loop_.run_until([this] { return stop_.load(); }, std::chrono::seconds(60));
-        });
+        thread_ = std::thread(
+            [this] { loop_.run_until([this] { return stop_.load(); }, std::chrono::seconds(60)); });
     }
     ~LoopThread() { stop(); }
     LoopThread(const LoopThread&) = delete;
@@ -343,7 +342,8 @@ TEST_CASE("a blocking call on a loop thread is refused at once, not a deadlock")
         });
         ran = true;
     });
-    run_until(loop, [&] { return ran; }, "callback");
+    run_until(
+        loop, [&] { return ran; }, "callback");
     CHECK(took < 1000ms);
     for (const Error& e : errors) {
         CAPTURE(e.message);
@@ -444,9 +444,7 @@ TEST_CASE("the private thread stops when the last sync object goes, and starts o
     {
         auto a = must(sync::Pipe::connect(echo.address, framed()), "a");
         CHECK(sync::running());
-        {
-            auto b = must(sync::Pipe::connect(echo.address, framed()), "b");
-        }
+        { auto b = must(sync::Pipe::connect(echo.address, framed()), "b"); }
         CHECK(sync::running());  // a is still alive
         REQUIRE_FALSE(a.send("a"));
         CHECK(a.recv(kDeadline).status == RecvResult::Status::message);
@@ -547,8 +545,7 @@ struct PacketServer {
                   });
                   c->handle(1, [](PacketRequest& rq) -> HandlerResult {
                       auto later = std::make_shared<PacketResponder>(rq.defer());
-                      rq.connection().loop().call_later(1000ms,
-                                                        [later] { later->answer("late"); });
+                      rq.connection().loop().call_later(1000ms, [later] { later->answer("late"); });
                       return {};
                   });
                   c->handle(2, [](PacketRequest&) -> HandlerResult {

@@ -79,8 +79,8 @@ Error refuse_on_loop_thread(const char* what) {
 }
 
 Error sync_timeout_error(const char* what, std::chrono::milliseconds timeout) {
-    return Error(errc::sync_timeout,
-                 std::string(what) + ": not done within " + std::to_string(timeout.count()) + " ms");
+    return Error(errc::sync_timeout, std::string(what) + ": not done within " +
+                                         std::to_string(timeout.count()) + " ms");
 }
 
 }  // namespace pipeworks::detail

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace pipeworks::detail {
 
@@ -42,6 +43,12 @@ private:
     Loop* loop_ = nullptr;  // lives on the thread's stack while the thread runs
     std::thread thread_;
 };
+
+// An empty Error when the calling thread may block; errc::blocking_on_loop_thread naming
+// `what` when it runs a Loop.
+Error refuse_on_loop_thread(const char* what);
+// errc::sync_timeout: `what` did not complete within `timeout`.
+Error sync_timeout_error(const char* what, std::chrono::milliseconds timeout);
 
 // One result handed from the loop thread to the caller waiting for it. The first set() wins.
 // A caller that gave up has left: a later set() is refused, and the value stays with its setter.
@@ -115,10 +122,35 @@ std::function<void(T)> bounded(Loop& loop, std::chrono::milliseconds timeout,
     };
 }
 
-// An empty Error when the calling thread may block; errc::blocking_on_loop_thread naming
-// `what` when it runs a Loop.
-Error refuse_on_loop_thread(const char* what);
-// errc::sync_timeout: `what` did not complete within `timeout`.
-Error sync_timeout_error(const char* what, std::chrono::milliseconds timeout);
+// An end that callers may wait for (a pipe's EndInfo, a packet connection's Error): each waiter
+// runs once, when the end comes, or at once if it came. Loop-thread only.
+template <class E>
+struct EndWatch {
+    std::optional<E> end;
+    std::vector<std::function<void(const E&)>> waiters;
+
+    void ended(const E& e) {
+        end = e;
+        auto now = std::move(waiters);
+        for (auto& w : now) w(e);
+    }
+    void when(std::function<void(const E&)> fn) {
+        if (end)
+            fn(*end);
+        else
+            waiters.push_back(std::move(fn));
+    }
+};
+
+// Loop side of a blocking close: close() starts it; done gets result(end) once `watch` has
+// ended, or errc::sync_timeout naming `what` when `timeout` passes first.
+template <class T, class E, class Close, class ToResult>
+void close_and_wait(Loop& loop, std::chrono::milliseconds timeout, const char* what,
+                    std::function<void(T)> done, EndWatch<E>& watch, Close close, ToResult result) {
+    auto once = bounded<T>(loop, timeout, std::move(done),
+                           [what, timeout] { return T(sync_timeout_error(what, timeout)); });
+    close();
+    watch.when([once, result](const E& e) { once(result(e)); });
+}
 
 }  // namespace pipeworks::detail

@@ -14,8 +14,7 @@ namespace detail {
 // The loop half of a blocking packet connection. Loop-thread only.
 struct SyncPacketSide {
     PacketConnectionPtr conn;
-    std::optional<Error> end;
-    std::vector<std::function<void(const Error&)>> end_waiters;
+    EndWatch<Error> end;
 };
 
 // The user's half.
@@ -68,11 +67,7 @@ Result<PacketOpened> packet_connect(std::shared_ptr<SyncEngine>& engine, const c
                 side->conn = *c;
                 std::weak_ptr<SyncPacketSide> weak = side;
                 side->conn->on_end([weak](pipeworks::PacketConnection&, const Error& e) {
-                    auto s = weak.lock();
-                    if (!s) return;
-                    s->end = e;
-                    auto waiters = std::move(s->end_waiters);
-                    for (auto& w : waiters) w(e);
+                    if (auto s = weak.lock()) s->end.ended(e);
                 });
                 done(Result<PacketOpened>(
                     PacketOpened{side, p->local_address(), p->peer_address()}));
@@ -148,14 +143,14 @@ PacketResult PacketConnection::request(std::uint64_t rq_type, std::uint64_t flag
     }
     // The packet layer reads a timeout of 0 as "none": the shortest bound is 1 ms.
     const milliseconds bound = std::max(timeout, milliseconds(1));
-    auto got = sync_call<PacketResult>(
-        *state_->engine, bound,
-        [side = state_->side, rq_type, flags, body = std::string(payload), channel,
-         bound](auto done) {
-            side->conn->submit(
-                rq_type, flags, body, channel, [done](PacketResult& r) { done(std::move(r)); },
-                bound);
-        });
+    auto got =
+        sync_call<PacketResult>(*state_->engine, bound,
+                                [side = state_->side, rq_type, flags, body = std::string(payload),
+                                 channel, bound](auto done) {
+                                    side->conn->submit(
+                                        rq_type, flags, body, channel,
+                                        [done](PacketResult& r) { done(std::move(r)); }, bound);
+                                });
     if (!got) {
         refused.error = sync_timeout_error(what, bound);
         return refused;
@@ -167,16 +162,12 @@ Error PacketConnection::close(milliseconds timeout) {
     constexpr const char* what = "sync::PacketConnection::close";
     if (Error e = refuse_on_loop_thread(what)) return e;
     if (!state_) return Error(errc::pipe_ended, std::string(what) + ": empty");
-    auto got = sync_call<Error>(*state_->engine, timeout, [side = state_->side, timeout](auto done) {
-        auto once = detail::bounded<Error>(side->conn->loop(), timeout, done,
-                                           [=] { return sync_timeout_error(what, timeout); });
-        side->conn->close();
-        if (side->end) {
-            once(*side->end);
-            return;
-        }
-        side->end_waiters.push_back([once](const Error& e) { once(e); });
-    });
+    auto got =
+        sync_call<Error>(*state_->engine, timeout, [side = state_->side, timeout](auto done) {
+            detail::close_and_wait<Error>(
+                side->conn->loop(), timeout, what, done, side->end, [&] { side->conn->close(); },
+                [](const Error& e) { return e; });
+        });
     if (!got) return sync_timeout_error(what, timeout);
     return std::move(*got);
 }

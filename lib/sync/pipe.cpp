@@ -13,8 +13,7 @@ namespace detail {
 // The loop half of a blocking server. Loop-thread only.
 struct SyncServerSide {
     PipePtr server;
-    std::optional<EndInfo> end;
-    std::vector<std::function<void(const EndInfo&)>> end_waiters;
+    EndWatch<EndInfo> end;
 };
 
 // The user's half of a blocking server.
@@ -34,8 +33,9 @@ struct SyncServerState {
 // What the sync classes' private members need from this file.
 struct SyncAccess {
     static sync::Pipe make_pipe(std::shared_ptr<SyncEngine> engine, SyncOpened opened) {
-        return sync::Pipe(std::make_shared<SyncPipeState>(std::move(engine), std::move(opened.side)),
-                          std::move(opened.local), std::move(opened.peer));
+        return sync::Pipe(
+            std::make_shared<SyncPipeState>(std::move(engine), std::move(opened.side)),
+            std::move(opened.local), std::move(opened.peer));
     }
 };
 
@@ -107,11 +107,10 @@ Error Pipe::send(std::string_view bytes, milliseconds timeout) {
     constexpr const char* what = "sync::Pipe::send";
     if (Error e = refuse_on_loop_thread(what)) return e;
     if (!state_) return detail::empty_error(what);
-    auto got = sync_call<Error>(
-        *state_->engine, timeout,
-        [side = state_->side, bytes = std::string(bytes), timeout](auto done) mutable {
-            side->send(std::move(bytes), timeout, done);
-        });
+    auto got =
+        sync_call<Error>(*state_->engine, timeout,
+                         [side = state_->side, bytes = std::string(bytes), timeout](
+                             auto done) mutable { side->send(std::move(bytes), timeout, done); });
     if (!got) return sync_timeout_error(what, timeout);
     return std::move(*got);
 }
@@ -126,10 +125,9 @@ RecvResult Pipe::recv(milliseconds timeout) {
     };
     if (Error e = refuse_on_loop_thread(what)) return refused(std::move(e));
     if (!state_) return refused(detail::empty_error(what));
-    auto got = sync_call<RecvResult>(*state_->engine, timeout,
-                                     [side = state_->side, timeout](auto done) {
-                                         side->recv(timeout, done);
-                                     });
+    auto got = sync_call<RecvResult>(
+        *state_->engine, timeout,
+        [side = state_->side, timeout](auto done) { side->recv(timeout, done); });
     if (!got) return RecvResult{};  // status timeout
     return std::move(*got);
 }
@@ -138,9 +136,8 @@ Error Pipe::shutdown(milliseconds timeout) {
     constexpr const char* what = "sync::Pipe::shutdown";
     if (Error e = refuse_on_loop_thread(what)) return e;
     if (!state_) return detail::empty_error(what);
-    auto got = sync_call<Error>(*state_->engine, timeout, [side = state_->side](auto done) {
-        done(side->pipe->shutdown());
-    });
+    auto got = sync_call<Error>(*state_->engine, timeout,
+                                [side = state_->side](auto done) { done(side->pipe->shutdown()); });
     if (!got) return sync_timeout_error(what, timeout);
     return std::move(*got);
 }
@@ -151,11 +148,9 @@ Result<EndInfo> Pipe::close(milliseconds timeout) {
     if (!state_) return detail::empty_error(what);
     auto got = sync_call<Result<EndInfo>>(
         *state_->engine, timeout, [side = state_->side, timeout](auto done) {
-            auto once = detail::bounded<Result<EndInfo>>(side->pipe->loop(), timeout, done, [=] {
-                return Result<EndInfo>(sync_timeout_error(what, timeout));
-            });
-            side->pipe->close();
-            side->when_ended([once](const EndInfo& e) { once(Result<EndInfo>(e)); });
+            detail::close_and_wait<Result<EndInfo>>(
+                side->pipe->loop(), timeout, what, done, side->end, [&] { side->pipe->close(); },
+                [](const EndInfo& e) { return Result<EndInfo>(e); });
         });
     if (!got) return sync_timeout_error(what, timeout);
     return std::move(*got);
@@ -180,11 +175,7 @@ Result<Server> Server::listen(const Address& local, const NetConf& conf, millise
             side->server = *r;
             std::weak_ptr<detail::SyncServerSide> weak = side;
             side->server->on_end([weak](pipeworks::Pipe&, const EndInfo& e) {
-                auto s = weak.lock();
-                if (!s) return;
-                s->end = e;
-                auto waiters = std::move(s->end_waiters);
-                for (auto& w : waiters) w(e);
+                if (auto s = weak.lock()) s->end.ended(e);
             });
             done(Result<Opened>(Opened{side, side->server->local_address()}));
         },
@@ -213,8 +204,7 @@ Result<Pipe> Server::accept(milliseconds timeout) {
                     case RecvResult::Status::message: {
                         const PipePtr& p = a.pipe;
                         done(Result<SyncOpened>(SyncOpened{detail::SyncPipeSide::attach(p),
-                                                           p->local_address(),
-                                                           p->peer_address()}));
+                                                           p->local_address(), p->peer_address()}));
                         return;
                     }
                     case RecvResult::Status::timeout:
@@ -236,16 +226,13 @@ Error Server::close(milliseconds timeout) {
     constexpr const char* what = "sync::Server::close";
     if (Error e = refuse_on_loop_thread(what)) return e;
     if (!state_) return detail::empty_error(what);
-    auto got = sync_call<Error>(*state_->engine, timeout, [side = state_->side, timeout](auto done) {
-        auto once = detail::bounded<Error>(side->server->loop(), timeout, done,
-                                           [=] { return sync_timeout_error(what, timeout); });
-        side->server->close();
-        if (side->end) {
-            once(Error{});
-            return;
-        }
-        side->end_waiters.push_back([once](const EndInfo&) { once(Error{}); });
-    });
+    auto got =
+        sync_call<Error>(*state_->engine, timeout, [side = state_->side, timeout](auto done) {
+            // A server's end is its close: it has no error to report.
+            detail::close_and_wait<Error>(
+                side->server->loop(), timeout, what, done, side->end,
+                [&] { side->server->close(); }, [](const EndInfo&) { return Error{}; });
+        });
     if (!got) return sync_timeout_error(what, timeout);
     return std::move(*got);
 }

@@ -47,10 +47,8 @@ std::shared_ptr<SyncPipeSide> SyncPipeSide::attach(const PipePtr& pipe) {
     pipe->on_end([weak](Pipe&, const EndInfo& e) {
         auto s = weak.lock();
         if (!s) return;
-        s->end = e;
         s->unblock_sends();  // each is refused now, with the pipe's reason
-        auto waiters = std::move(s->end_waiters);
-        for (auto& w : waiters) w(e);
+        s->end.ended(e);
     });
     return side;
 }
@@ -99,14 +97,6 @@ void SyncPipeSide::unblock_sends() {
     }
 }
 
-void SyncPipeSide::when_ended(std::function<void(const EndInfo&)> done) {
-    if (end) {
-        done(*end);
-        return;
-    }
-    end_waiters.push_back(std::move(done));
-}
-
 SyncPipeState::~SyncPipeState() {
     engine->post([side = std::move(side)] {
         if (side && side->pipe) side->pipe->close();
@@ -116,8 +106,8 @@ SyncPipeState::~SyncPipeState() {
 
 Error end_error(const EndInfo& end, const char* what) {
     if (end.error) return end.error;
-    return Error(errc::pipe_ended, std::string(what) + ": the pipe ended (" +
-                                       to_string(end.reason) + ")");
+    return Error(errc::pipe_ended,
+                 std::string(what) + ": the pipe ended (" + to_string(end.reason) + ")");
 }
 
 void await_up(Loop& loop, const PipePtr& pipe, std::chrono::milliseconds timeout, const char* what,

@@ -34,16 +34,14 @@ struct SyncPipeSide : std::enable_shared_from_this<SyncPipeSide> {
     };
     std::deque<BlockedSend> blocked;
     std::uint64_t next_send = 0;
-    std::optional<EndInfo> end;
-    std::vector<std::function<void(const EndInfo&)>> end_waiters;
+    EndWatch<EndInfo> end;
 
     // Takes over an open (or connecting) pipe: its callbacks and flow control.
     static std::shared_ptr<SyncPipeSide> attach(const PipePtr& pipe);
 
-    void send(std::string bytes, std::chrono::milliseconds timeout, std::function<void(Error)> done);
+    void send(std::string bytes, std::chrono::milliseconds timeout,
+              std::function<void(Error)> done);
     void recv(std::chrono::milliseconds timeout, std::function<void(RecvResult)> done);
-    // done(end) once the pipe has ended (now, when it has).
-    void when_ended(std::function<void(const EndInfo&)> done);
 
 private:
     void took(const Received& m);
