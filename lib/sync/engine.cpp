@@ -11,6 +11,8 @@
 namespace pipeworks::detail {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 std::mutex engine_mu;
 std::weak_ptr<SyncEngine> current_engine;  // guarded by engine_mu
 std::atomic<int> engine_threads{0};
@@ -44,7 +46,7 @@ void SyncEngine::start() {
     uv_ref(wake_handle(*loop));
     loop_ = loop.get();
     engine_threads.fetch_add(1);
-    thread_ = std::thread([loop = std::move(loop)]() mutable {
+    thread_ = std::thread([loop = std::move(loop), posted = stop_posted_]() mutable {
         for (;;) {
             try {
                 loop->run();  // returns once unreferenced and every pipe has closed
@@ -54,6 +56,9 @@ void SyncEngine::start() {
                 // bug in one of them; the loop goes on serving the others.
             }
         }
+        // The stop request can run before its Loop::post has returned (that still signals the
+        // loop's wake-up handle): the loop stays until it has.
+        (void)posted->wait_until(Clock::now() + std::chrono::seconds(60));
         loop.reset();  // anything still open is closed here, on the loop's own thread
         engine_threads.fetch_sub(1);
     });
@@ -63,6 +68,8 @@ SyncEngine::~SyncEngine() {
     if (!thread_.joinable()) return;
     Loop* loop = loop_;
     loop->post([loop] { uv_unref(wake_handle(*loop)); });
+    bool done = true;
+    stop_posted_->set(done);
     if (thread_.get_id() == std::this_thread::get_id()) {
         thread_.detach();  // the loop's own last reference: it finishes by itself
     } else {

@@ -17,33 +17,6 @@
 
 namespace pipeworks::detail {
 
-// One private loop on its own thread. Shared by every sync object alive (each holds a
-// reference); the last reference stops the thread and joins it. Thread-safe.
-class SyncEngine {
-public:
-    // The running engine, or a new one (its thread started) when none is alive.
-    static std::shared_ptr<SyncEngine> acquire();
-    // Whether any engine's thread is running.
-    static bool running() noexcept;
-
-    // Lets the loop's run() return once its pipes have closed, and joins the thread.
-    ~SyncEngine();
-    SyncEngine(const SyncEngine&) = delete;
-    SyncEngine& operator=(const SyncEngine&) = delete;
-
-    // Queues fn to run on the loop thread (Loop::post: one queue, one wake-up handle).
-    void post(std::function<void()> fn) { loop_->post(std::move(fn)); }
-    // The private loop. Its members are for the loop thread (inside posted functions).
-    Loop& loop() noexcept { return *loop_; }
-
-    SyncEngine() = default;  // for acquire()
-
-private:
-    void start();
-    Loop* loop_ = nullptr;  // lives on the thread's stack while the thread runs
-    std::thread thread_;
-};
-
 // An empty Error when the calling thread may block; errc::blocking_on_loop_thread naming
 // `what` when it runs a Loop.
 Error refuse_on_loop_thread(const char* what);
@@ -78,6 +51,34 @@ private:
     std::condition_variable cv_;
     std::optional<T> value_;
     bool left_ = false;
+};
+
+// One private loop on its own thread. Shared by every sync object alive (each holds a
+// reference); the last reference stops the thread and joins it. Thread-safe.
+class SyncEngine {
+public:
+    // The running engine, or a new one (its thread started) when none is alive.
+    static std::shared_ptr<SyncEngine> acquire();
+    // Whether any engine's thread is running.
+    static bool running() noexcept;
+
+    // Lets the loop's run() return once its pipes have closed, and joins the thread.
+    ~SyncEngine();
+    SyncEngine(const SyncEngine&) = delete;
+    SyncEngine& operator=(const SyncEngine&) = delete;
+
+    // Queues fn to run on the loop thread (Loop::post: one queue, one wake-up handle).
+    void post(std::function<void()> fn) { loop_->post(std::move(fn)); }
+    // The private loop. Its members are for the loop thread (inside posted functions).
+    Loop& loop() noexcept { return *loop_; }
+
+    SyncEngine() = default;  // for acquire()
+
+private:
+    void start();
+    Loop* loop_ = nullptr;  // owned by the thread, which destroys it once stop_posted_ is set
+    std::shared_ptr<Handoff<bool>> stop_posted_ = std::make_shared<Handoff<bool>>();
+    std::thread thread_;
 };
 
 // How long past its own timeout a call waits for the loop to report: the loop's timer fires
