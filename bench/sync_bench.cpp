@@ -4,10 +4,10 @@
 // sockets (the baseline), in the same run against the same server: a 4-byte big-endian
 // length-prefixed echo. Without --server the bench runs a pipeworks framed echo server on a loop
 // thread of its own; with it, any framed echo server (bench/uv_framed_echo_server,
-// examples/echo_server --framing length). Each round measures the baseline, then the facade,
-// S seconds each (default 2); R rounds (default 2). Every reply is checked byte for byte; a wrong
-// or missing one marks the run FAILED (exit 1). Prints each measurement, the best of each, and
-// the ratio sync / baseline.
+// examples/echo_server --framing length). Each round measures the baseline, then the facade
+// twice, S seconds each (default 2); R rounds (default 2). Every reply is checked byte for byte; a
+// wrong or missing one marks the run FAILED (exit 1). Prints each measurement, the best of each,
+// and the ratios sync / baseline, for send() then recv() and for send_recv() (one call).
 #include "bench_args.hpp"
 
 #include <pipeworks/pipeworks.hpp>
@@ -108,15 +108,25 @@ long posix_client(const sockaddr_storage& to, const std::string& body, Clock::ti
 
 // ---- The facade.
 
-long sync_client(const std::string& to, const std::string& body, Clock::time_point until) {
+// send() then recv(): two hand-overs per round trip; or send_recv(): one.
+long sync_client(const std::string& to, const std::string& body, Clock::time_point until,
+                 bool one_call) {
     NetConf conf;
     conf.framer = Framer::message();
     auto pipe = sync::Pipe::connect(to, conf);
     if (!pipe) return -1;
     long count = 0;
+    constexpr std::chrono::seconds kWait{5};
     while (Clock::now() < until) {
-        if (pipe->send(body)) return -1;
-        RecvResult r = pipe->recv(std::chrono::seconds(5));
+        RecvResult r;
+        if (one_call) {
+            auto got = pipe->send_recv(body, kWait);
+            if (!got) return -1;
+            r = std::move(*got);
+        } else {
+            if (pipe->send(body)) return -1;
+            r = pipe->recv(kWait);
+        }
         if (!r || r.message.data != body) return -1;
         ++count;
     }
@@ -204,22 +214,26 @@ int main(int argc, char** argv) {
     std::printf("sync_bench: %d threads, %zu-byte requests, %.1f s per measurement, server %s%s\n",
                 s.threads, s.size, s.seconds, s.server.c_str(),
                 server ? " (in-process pipeworks framed echo)" : "");
-    double best_posix = 0, best_sync = 0;
+    double best_posix = 0, best_sync = 0, best_one = 0;
     bool failed = false;
     for (int r = 1; r <= s.rounds && !failed; ++r) {
         double posix = measure(s, [&](const std::string& body, Clock::time_point until) {
             return posix_client(to, body, until);
         });
         double facade = measure(s, [&](const std::string& body, Clock::time_point until) {
-            return sync_client(s.server, body, until);
+            return sync_client(s.server, body, until, false);
+        });
+        double one = measure(s, [&](const std::string& body, Clock::time_point until) {
+            return sync_client(s.server, body, until, true);
         });
         std::printf(
-            "round %d: posix blocking sockets %.0f round trips/s, pipeworks::sync %.0f "
-            "round trips/s\n",
-            r, posix, facade);
-        if (posix < 0 || facade < 0) failed = true;
+            "round %d: posix blocking sockets %.0f/s, pipeworks::sync send+recv %.0f/s, "
+            "send_recv %.0f/s (round trips per second)\n",
+            r, posix, facade, one);
+        if (posix < 0 || facade < 0 || one < 0) failed = true;
         best_posix = std::max(best_posix, posix);
         best_sync = std::max(best_sync, facade);
+        best_one = std::max(best_one, one);
     }
     if (server) {
         server_loop.post([&] {
@@ -233,7 +247,9 @@ int main(int argc, char** argv) {
         std::printf("FAILED: a reply was wrong or missing\n");
         return 1;
     }
-    std::printf("best: posix %.0f/s, sync %.0f/s, ratio sync/posix %.2f\n", best_posix, best_sync,
-                best_sync / best_posix);
+    std::printf(
+        "best: posix %.0f/s, sync send+recv %.0f/s (ratio %.2f), sync send_recv %.0f/s "
+        "(ratio %.2f)\n",
+        best_posix, best_sync, best_sync / best_posix, best_one, best_one / best_posix);
     return 0;
 }

@@ -115,6 +115,31 @@ TEST_CASE("connect, send, recv and close against a pipeworks echo server") {
     }
 }
 
+TEST_CASE("send_recv: a request and its reply in one call; a refused send says why") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        EchoServer echo(f);
+        auto pipe = must(sync::Pipe::connect(echo.address, framed()), "connect");
+        for (int i = 0; i < 20; ++i) {
+            std::string msg = payload(100 + static_cast<std::size_t>(i), static_cast<unsigned>(i));
+            auto r = must(pipe.send_recv(msg, kDeadline), "send_recv");
+            REQUIRE(r.status == RecvResult::Status::message);
+            CHECK(r.message.data == msg);
+        }
+        // A message the framer cannot carry is refused before anything waits.
+        NetConf small = framed();
+        small.framer.max_message = 16;
+        auto limited = must(sync::Pipe::connect(echo.address, small), "connect limited");
+        auto refused = limited.send_recv(std::string(17, 'x'), kDeadline);
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error() == errc::message_too_large);
+        REQUIRE_FALSE(pipe.close().error());
+        auto ended = pipe.send_recv("late", kDeadline);
+        REQUIRE_FALSE(ended);
+        CHECK(ended.error() == errc::pipe_ended);
+    }
+}
+
 TEST_CASE("connect by host:port, v4 and v6 literals") {
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));
@@ -324,7 +349,6 @@ TEST_CASE("a blocking call on a loop thread is refused at once, not a deadlock")
     Loop loop;
     std::vector<Error> errors;
     RecvResult recv_result;
-    PacketResult request_result;
     bool ran = false;
     auto took = std::chrono::milliseconds(0);
     loop.call_later(0ms, [&] {
@@ -338,6 +362,7 @@ TEST_CASE("a blocking call on a loop thread is refused at once, not a deadlock")
             errors.push_back(pipe.close().error());
             errors.push_back(server.accept(5s).error());
             errors.push_back(server.close());
+            errors.push_back(pipe.send_recv("x", 5s).error());
             recv_result = pipe.recv(5s);
         });
         ran = true;

@@ -77,6 +77,10 @@ public:
     // The next message, waiting up to `timeout`: status message, timeout, finished (the peer
     // sent FIN and every message before it was taken; send() still works), or ended (with why).
     RecvResult recv(milliseconds timeout);
+    // A request and its reply in one call (P2PD's send_recv, for TCP): send(bytes), then the
+    // next message as recv() gives it, `timeout` bounding each. The Error is send()'s when it
+    // refused the bytes (then nothing waits for a reply).
+    Result<RecvResult> send_recv(std::string_view bytes, milliseconds timeout);
     // Sends FIN once what is queued has gone out; send() is refused afterwards, recv() goes on.
     Error shutdown(milliseconds timeout = default_timeout);
     // Closes the connection (queued bytes still go out, for at most conf().close_timeout) and

@@ -132,6 +132,27 @@ RecvResult Pipe::recv(milliseconds timeout) {
     return std::move(*got);
 }
 
+Result<RecvResult> Pipe::send_recv(std::string_view bytes, milliseconds timeout) {
+    constexpr const char* what = "sync::Pipe::send_recv";
+    if (Error e = refuse_on_loop_thread(what)) return e;
+    if (!state_) return detail::empty_error(what);
+    // One hand-over for both halves: the reply is awaited on the loop as soon as the send is in.
+    auto got = sync_call<Result<RecvResult>>(
+        *state_->engine, timeout + timeout,
+        [side = state_->side, bytes = std::string(bytes), timeout](auto done) mutable {
+            side->send(std::move(bytes), timeout, [side, timeout, done](Error e) {
+                if (e) {
+                    done(Result<RecvResult>(std::move(e)));
+                    return;
+                }
+                side->recv(timeout,
+                           [done](RecvResult r) { done(Result<RecvResult>(std::move(r))); });
+            });
+        });
+    if (!got) return sync_timeout_error(what, timeout + timeout);
+    return std::move(*got);
+}
+
 Error Pipe::shutdown(milliseconds timeout) {
     constexpr const char* what = "sync::Pipe::shutdown";
     if (Error e = refuse_on_loop_thread(what)) return e;
