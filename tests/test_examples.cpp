@@ -943,4 +943,45 @@ TEST_CASE("every example program prints the version of pipeworks with --version"
         if (!out) continue;
         CHECK(*out == std::string(name) + " " + PIPEWORKS_VERSION_STRING + "\n");
     }
+
+// ---------------------------------------------------------------- sync_client
+// The blocking facade's example against echo_server, as a user runs them.
+
+TEST_CASE("sync_client against echo_server: raw and length framing, 1 and 8 threads") {
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_SYNC_CLIENT");
+    if (server_bin.empty() || client_bin.empty()) return;
+    for (Family f : kFamilies) {
+        for (const char* framing : {"raw", "length"}) {
+            CAPTURE(family_name(f));
+            CAPTURE(framing);
+            Child server({server_bin, "--bind", bind_host(f) + ":0", "--framing", framing});
+            const std::string at = listening_address(server, bind_host(f)).to_string();
+            Child one({client_bin, at, "--framing", framing, "--count", "50", "--size", "3000"});
+            CHECK(one.wait_exit() == 0);
+            CAPTURE(one.err_text);
+            CHECK(one.out_text.rfind("50 round trips in ", 0) == 0);
+            CHECK(one.err_text.empty());
+            Child eight({client_bin, at, "--framing", framing, "--threads", "8", "--count", "100"});
+            CHECK(eight.wait_exit() == 0);
+            CHECK(eight.out_text.rfind("800 round trips in ", 0) == 0);
+            CHECK(eight.err_text.empty());
+            REQUIRE(::kill(server.pid, SIGTERM) == 0);
+            CHECK(server.wait_exit() == 0);
+        }
+    }
+}
+
+TEST_CASE("sync_client: nothing listening exits 1 with the reason; a bad argument exits 2") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_SYNC_CLIENT");
+    if (bin.empty()) return;
+    Loop loop;
+    const Address nowhere = closed_tcp_port(loop, Family::ipv6);
+    Child refused({bin, nowhere.to_string()});
+    CHECK(refused.wait_exit() == 1);
+    CHECK(refused.out_text.rfind("0 round trips in ", 0) == 0);
+    CHECK(refused.err_text.find("connection refused") != std::string::npos);
+    Child bad({bin, nowhere.to_string(), "--framing", "lines"});
+    CHECK(bad.wait_exit() == 2);
+    CHECK(bad.err_text.find("usage: sync_client") != std::string::npos);
 }

@@ -39,6 +39,11 @@ enum class errc {
     host_not_found,         // the name does not exist (NXDOMAIN)
     no_address,             // the name exists but has no address of the family asked
     dns_failed,             // resolution failed: server failure, refused, no server, bad name
+
+    // The blocking facade (pipeworks::sync).
+    blocking_on_loop_thread,  // a blocking call was made on a thread that runs a Loop, where
+                              // waiting would stall that loop
+    sync_timeout,             // a blocking call's timeout passed before its operation completed
 };
 
 // The category of errc values ("pipeworks").

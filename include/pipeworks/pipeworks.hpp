@@ -12,3 +12,4 @@
 #include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>
 #include <pipeworks/version.hpp>
+#include <pipeworks/sync.hpp>

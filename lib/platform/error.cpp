@@ -62,6 +62,10 @@ public:
                 return "no address of the family asked";
             case errc::dns_failed:
                 return "name resolution failed";
+            case errc::blocking_on_loop_thread:
+                return "blocking call on a loop thread";
+            case errc::sync_timeout:
+                return "blocking call timed out";
         }
         return "unknown pipeworks error";
     }

@@ -362,13 +362,22 @@ Loop::~Loop() {
 }
 
 namespace {
+// How many Loops this thread is running (nested runs of different loops count each): the
+// blocking facade refuses to wait on such a thread, where waiting would stall a loop.
+thread_local int loops_running_here = 0;
+
 // Marks the calling thread as the loop's thread for the duration of a run.
 struct RunningScope {
     std::atomic<std::thread::id>& slot;
     std::thread::id previous;
     explicit RunningScope(std::atomic<std::thread::id>& s)
-        : slot(s), previous(s.exchange(std::this_thread::get_id())) {}
-    ~RunningScope() { slot.store(previous); }
+        : slot(s), previous(s.exchange(std::this_thread::get_id())) {
+        ++loops_running_here;
+    }
+    ~RunningScope() {
+        --loops_running_here;
+        slot.store(previous);
+    }
     RunningScope(const RunningScope&) = delete;
     RunningScope& operator=(const RunningScope&) = delete;
 };
@@ -386,6 +395,10 @@ void rethrow_pending(detail::LoopCore& c) {
     if (c.pending_exception) std::rethrow_exception(std::exchange(c.pending_exception, nullptr));
 }
 }  // namespace
+
+bool detail::running_a_loop() noexcept {
+    return loops_running_here > 0;
+}
 
 bool Loop::run() {
     auto& c = *core_;

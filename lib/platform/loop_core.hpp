@@ -187,6 +187,10 @@ struct LoopCore {
     void expire_deadlines() noexcept;
 };
 
+// True while the calling thread is inside run*() of any Loop (a borrowed uv_loop_t run by
+// uv_run directly is not seen).
+PIPEWORKS_API bool running_a_loop() noexcept;
+
 // uv_close with the loop's bookkeeping: Loop's destructor waits for these callbacks.
 void close_handle(LoopCore& core, uv_handle_t* h, uv_close_cb cb);
 void closed_handle(LoopCore& core) noexcept;
