@@ -7,6 +7,8 @@
 // sent. Prints "N round trips in MS ms" and exits 0 only if every echo matched.
 #include <pipeworks/sync.hpp>
 
+#include "version_flag.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -67,6 +69,7 @@ std::string run_client(const std::string& target, const NetConf& conf, unsigned 
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     if (argc < 2) return usage("HOST:PORT missing");
     std::string target = argv[1];
     unsigned long count = 100, size = 64, threads = 1;

@@ -935,7 +935,7 @@ TEST_CASE("every example program prints the version of pipeworks with --version"
     for (const char* name :
          {"echo_server", "udp_await", "packet_server", "packet_client", "tcp_server", "tcp_client",
           "udp_echo", "framers", "subscribe", "accept", "adopt", "post_thread", "borrowed_loop",
-          "mini_relay", "packet_rpc"}) {
+          "mini_relay", "packet_rpc", "sync_client"}) {
         CAPTURE(name);
         std::string var = "PIPEWORKS_EXAMPLE_";
         for (const char* c = name; *c; ++c) var += static_cast<char>(std::toupper(*c));
@@ -943,6 +943,7 @@ TEST_CASE("every example program prints the version of pipeworks with --version"
         if (!out) continue;
         CHECK(*out == std::string(name) + " " + PIPEWORKS_VERSION_STRING + "\n");
     }
+}
 
 // ---------------------------------------------------------------- sync_client
 // The blocking facade's example against echo_server, as a user runs them.
