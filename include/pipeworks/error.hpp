@@ -39,6 +39,9 @@ enum class errc {
     host_not_found,         // the name does not exist (NXDOMAIN)
     no_address,             // the name exists but has no address of the family asked
     dns_failed,             // resolution failed: server failure, refused, no server, bad name
+    cancelled,              // a co_await ended because its task was cancelled (task.hpp)
+    loop_closed,            // a co_await ended because its Loop was destroyed (task.hpp)
+    deadline_passed,        // a co_await ended because its co::deadline passed (await.hpp)
 };
 
 // The category of errc values ("pipeworks").

@@ -11,3 +11,5 @@
 #include <pipeworks/pipe.hpp>
 #include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>
+#include <pipeworks/task.hpp>
+#include <pipeworks/await.hpp>

@@ -62,6 +62,12 @@ public:
                 return "no address of the family asked";
             case errc::dns_failed:
                 return "name resolution failed";
+            case errc::cancelled:
+                return "the task was cancelled";
+            case errc::loop_closed:
+                return "the loop was destroyed";
+            case errc::deadline_passed:
+                return "the deadline passed";
         }
         return "unknown pipeworks error";
     }
