@@ -1,7 +1,8 @@
 // The built examples run as a user runs them, each checked against what its header comment
 // promises: echo_server (first line, TCP / UDP / length-framed echo, signals, bad arguments),
 // udp_await (the lost first request and the resend), packet_server with packet_client, and
-// what the servers share: repeated stop signals, their limits' flags, accept failures.
+// what the servers share: repeated stop signals, their limits' flags, accept failures; and the
+// await-style versions: await_echo, udp_await_coro, packet_client_await.
 #include "child_process.hpp"
 #include "pipe_support.hpp"
 #include "tls_support.hpp"
@@ -64,6 +65,30 @@ void check_client_passed(Child& client, int count) {
     CHECK(client.wait_exit() == 0);
     CHECK(client.out_text == std::to_string(count) + " passed, 0 failed\n");
     CHECK(client.err_text.empty());
+}
+
+// udp_await and its await version: the same four lines, exit 0.
+void check_udp_await(const std::string& bin) {
+    if (bin.empty()) return;
+    Child child({bin});
+    CHECK(child.wait_exit() == 0);
+    CAPTURE(child.out_text);
+    CHECK(child.err_text.empty());
+    const auto lines = lines_of(child.out_text);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[0] == "send \"hello\", waiting 200 ms for each reply, 2 resends at most");
+    CHECK(lines[1] == "echo: request 1 lost");
+    CHECK(lines[2] == "echo: request 2 answered");
+    const std::string head = "reply \"hello\" from ", tail = " after 2 requests";
+    REQUIRE(lines[3].starts_with(head));
+    REQUIRE(lines[3].ends_with(tail));
+    const std::string from =
+        lines[3].substr(head.size(), lines[3].size() - head.size() - tail.size());
+    CAPTURE(from);
+    CHECK(from.starts_with("127.0.0.1:"));
+    auto echo = Address::parse(from);
+    REQUIRE(echo.ok());
+    CHECK(echo->port() != 0);
 }
 
 }  // namespace
@@ -278,27 +303,11 @@ TEST_CASE("echo_server: a bad argument exits 2 with the reason and the usage on 
 // ---------------------------------------------------------------- udp_await
 
 TEST_CASE("udp_await: the first request is lost, the reply comes after 2 requests") {
-    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT");
-    if (bin.empty()) return;
-    Child child({bin});
-    CHECK(child.wait_exit() == 0);
-    CAPTURE(child.out_text);
-    CHECK(child.err_text.empty());
-    const auto lines = lines_of(child.out_text);
-    REQUIRE(lines.size() == 4);
-    CHECK(lines[0] == "send \"hello\", waiting 200 ms for each reply, 2 resends at most");
-    CHECK(lines[1] == "echo: request 1 lost");
-    CHECK(lines[2] == "echo: request 2 answered");
-    const std::string head = "reply \"hello\" from ", tail = " after 2 requests";
-    REQUIRE(lines[3].starts_with(head));
-    REQUIRE(lines[3].ends_with(tail));
-    const std::string from =
-        lines[3].substr(head.size(), lines[3].size() - head.size() - tail.size());
-    CAPTURE(from);
-    CHECK(from.starts_with("127.0.0.1:"));
-    auto echo = Address::parse(from);
-    REQUIRE(echo.ok());
-    CHECK(echo->port() != 0);
+    check_udp_await(binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT"));
+}
+
+TEST_CASE("udp_await_coro: the same, in the await style") {
+    check_udp_await(binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT_CORO"));
 }
 
 // ---------------------------------------------------------------- packet_server, packet_client
@@ -739,4 +748,89 @@ TEST_CASE("echo_server, packet_server: a failed accept is reported on stderr; se
         REQUIRE(::kill(server.pid, SIGTERM) == 0);
         CHECK(server.wait_exit(&loop) == 0);
     }
+}
+
+// ---------------------------------------------------------------- the await style
+
+TEST_CASE("await_echo: echo_server's first line, TCP echo over IPv4 and IPv6, exit 0 on signal") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_AWAIT_ECHO");
+    if (bin.empty()) return;
+    int sig = SIGTERM;
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        Child server({bin, "--bind", bind_host(f) + ":0"});
+        const Address at = listening_address(server, bind_host(f), &loop);
+        CHECK(at.family() == f);
+        tcp_round_trip(loop, at, "hello, coroutines");
+        tcp_round_trip(loop, at, payload(256 * 1024));  // many reads, every byte in order
+        // Its own client, several messages, and an orderly end.
+        Child client({bin, "--connect", at.to_string(), "one", "two words", "three"});
+        CAPTURE(client.err_text);
+        CHECK(client.wait_exit() == 0);
+        CHECK(client.out_text == "echo: one\necho: two words\necho: three\n");
+        CHECK(client.err_text.empty());
+        server.poll();
+        CHECK(!server.status);
+        REQUIRE(::kill(server.pid, sig) == 0);
+        CHECK(server.wait_exit() == 0);
+        CHECK(server.err_text.empty());
+        sig = SIGINT;
+    }
+}
+
+TEST_CASE("await_echo --connect: against echo_server; nothing listening exits 1 with the reason") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_AWAIT_ECHO");
+    const std::string echo = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    if (bin.empty() || echo.empty()) return;
+    Child server({echo, "--bind", "[::1]:0"});
+    const std::string at = listening_address(server, "[::1]").to_string();
+    Child client({bin, "--connect", at});
+    CHECK(client.wait_exit() == 0);
+    CHECK(client.out_text == "echo: hello\n");
+    REQUIRE(::kill(server.pid, SIGTERM) == 0);
+    CHECK(server.wait_exit() == 0);
+
+    Loop loop;
+    const Address nowhere = closed_tcp_port(loop, Family::ipv4);
+    Child refused({bin, "--connect", nowhere.to_string()});
+    CHECK(refused.wait_exit() == 1);
+    CHECK(refused.out_text.empty());
+    CHECK(refused.err_text.find("refused") != std::string::npos);
+    expect_bad_arguments(bin, {"--frobnicate"}, "unknown argument: --frobnicate",
+                         "usage: await_echo");
+}
+
+TEST_CASE("packet_client_await against packet_server: every request passes, with several options") {
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
+    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT_AWAIT");
+    if (server_bin.empty() || client_bin.empty()) return;
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Child server({server_bin, "--bind", bind_host(f) + ":0"});
+        const std::string at = listening_address(server, bind_host(f)).to_string();
+        struct Run {
+            std::vector<std::string> options;
+            int count;
+        };
+        for (const Run& r : std::vector<Run>{
+                 {{}, 100},
+                 {{"--channel", "3", "--count", "200", "--size", "1000", "--window", "7"}, 200},
+                 {{"--window", "1", "--count", "20", "--size", "0"}, 20}}) {
+            std::vector<std::string> argv{client_bin, at};
+            argv.insert(argv.end(), r.options.begin(), r.options.end());
+            CAPTURE(r.count);
+            Child client(argv);
+            check_client_passed(client, r.count);
+        }
+        REQUIRE(::kill(server.pid, SIGTERM) == 0);
+        CHECK(server.wait_exit() == 0);
+        CHECK(server.err_text.empty());
+    }
+    Loop loop;
+    const Address nowhere = closed_tcp_port(loop, Family::ipv6);
+    Child refused({client_bin, nowhere.to_string(), "--count", "5"});
+    CHECK(refused.wait_exit() == 1);
+    CHECK(refused.out_text == "0 passed, 5 failed\n");
+    CHECK(!refused.err_text.empty());
 }
