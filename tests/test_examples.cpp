@@ -312,75 +312,86 @@ TEST_CASE("udp_await_coro: the same, in the await style") {
 
 // ---------------------------------------------------------------- packet_server, packet_client
 
-TEST_CASE("packet_client against packet_server: every request passes, with several options") {
-    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
-    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
-    if (server_bin.empty() || client_bin.empty()) return;
-    for (Family f : kFamilies) {
-        CAPTURE(family_name(f));
-        Child server({server_bin, "--bind", bind_host(f) + ":0"});
-        const std::string at = listening_address(server, bind_host(f)).to_string();
-        struct Run {
-            std::vector<std::string> options;
-            int count;
-        };
-        const std::vector<Run> runs = {
-            {{}, 100},
-            {{"--channel", "3", "--count", "200", "--size", "1000"}, 200},
-            {{"--window", "1", "--count", "20", "--size", "0"}, 20},
-            {{"--count", "10", "--size", "300000"}, 10},
-        };
-        for (const auto& r : runs) {
-            std::vector<std::string> argv{client_bin, at};
-            argv.insert(argv.end(), r.options.begin(), r.options.end());
-            CAPTURE(r.count);
-            Child client(argv);
-            check_client_passed(client, r.count);
-        }
-        // Many clients at once, each on its own connection.
-        std::vector<std::unique_ptr<Child>> clients;
-        for (const char* channel : {"0", "1", "2"})
-            clients.push_back(std::make_unique<Child>(
-                std::vector<std::string>{client_bin, at, "--channel", channel, "--count", "300"}));
-        for (auto& c : clients) check_client_passed(*c, 300);
+// packet_client and its await version take the same arguments and give the same verdicts.
+constexpr const char* kPacketClients[] = {"PIPEWORKS_EXAMPLE_PACKET_CLIENT",
+                                          "PIPEWORKS_EXAMPLE_PACKET_CLIENT_AWAIT"};
 
-        server.poll();
-        CHECK(!server.status);
-        REQUIRE(::kill(server.pid, SIGTERM) == 0);
-        CHECK(server.wait_exit() == 0);
-        CHECK(server.err_text.empty());
+TEST_CASE("packet_client(_await) against packet_server: every request passes, several options") {
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
+    for (const char* client_var : kPacketClients)
+        for (Family f : kFamilies) {
+            const std::string client_bin = binary_from_env(client_var);
+            if (server_bin.empty() || client_bin.empty()) return;
+            CAPTURE(client_var);
+            CAPTURE(family_name(f));
+            Child server({server_bin, "--bind", bind_host(f) + ":0"});
+            const std::string at = listening_address(server, bind_host(f)).to_string();
+            struct Run {
+                std::vector<std::string> options;
+                int count;
+            };
+            const std::vector<Run> runs = {
+                {{}, 100},
+                {{"--channel", "3", "--count", "200", "--size", "1000"}, 200},
+                {{"--window", "1", "--count", "20", "--size", "0"}, 20},
+                {{"--count", "10", "--size", "300000"}, 10},
+            };
+            for (const auto& r : runs) {
+                std::vector<std::string> argv{client_bin, at};
+                argv.insert(argv.end(), r.options.begin(), r.options.end());
+                CAPTURE(r.count);
+                Child client(argv);
+                check_client_passed(client, r.count);
+            }
+            // Many clients at once, each on its own connection.
+            std::vector<std::unique_ptr<Child>> clients;
+            for (const char* channel : {"0", "1", "2"})
+                clients.push_back(std::make_unique<Child>(std::vector<std::string>{
+                    client_bin, at, "--channel", channel, "--count", "300"}));
+            for (auto& c : clients) check_client_passed(*c, 300);
+
+            server.poll();
+            CHECK(!server.status);
+            REQUIRE(::kill(server.pid, SIGTERM) == 0);
+            CHECK(server.wait_exit() == 0);
+            CHECK(server.err_text.empty());
+        }
+}
+
+TEST_CASE("packet_client(_await): nothing listening exits non-zero at once, all failed") {
+    for (const char* client_var : kPacketClients) {
+        const std::string bin = binary_from_env(client_var);
+        if (bin.empty()) return;
+        CAPTURE(client_var);
+        Loop loop;
+        const Address nowhere = closed_tcp_port(loop, Family::ipv4);
+        const auto t0 = std::chrono::steady_clock::now();
+        Child client({bin, nowhere.to_string()});
+        const int status = client.wait_exit();
+        CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+        CHECK(status != 0);
+        CHECK(status != -1);
+        CHECK(client.out_text == "0 passed, 100 failed\n");
+        CHECK(!client.err_text.empty());
     }
 }
 
-TEST_CASE("packet_client: nothing listening exits non-zero at once, every request failed") {
-    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
-    if (bin.empty()) return;
-    Loop loop;
-    const Address nowhere = closed_tcp_port(loop, Family::ipv4);
-    const auto t0 = std::chrono::steady_clock::now();
-    Child client({bin, nowhere.to_string()});
-    const int status = client.wait_exit();
-    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
-    CHECK(status != 0);
-    CHECK(status != -1);
-    CHECK(client.out_text == "0 passed, 100 failed\n");
-    CHECK(!client.err_text.empty());
-}
-
-TEST_CASE("packet_client: a bad argument exits 2 with the usage on stderr") {
-    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
-    if (bin.empty()) return;
-    for (const auto& args :
-         std::vector<std::vector<std::string>>{{},
-                                               {"127.0.0.1:1", "--count", "many"},
-                                               {"127.0.0.1:1", "--window", "0"},
-                                               {"127.0.0.1:1", "--bogus"}}) {
-        std::vector<std::string> argv{bin};
-        argv.insert(argv.end(), args.begin(), args.end());
-        Child child(argv);
-        CHECK(child.wait_exit() == 2);
-        CHECK(child.err_text.find("usage: packet_client") != std::string::npos);
-        CHECK(child.out_text.empty());
+TEST_CASE("packet_client(_await): a bad argument exits 2 with the usage on stderr") {
+    for (const char* client_var : kPacketClients) {
+        const std::string bin = binary_from_env(client_var);
+        if (bin.empty()) return;
+        for (const auto& args :
+             std::vector<std::vector<std::string>>{{},
+                                                   {"127.0.0.1:1", "--count", "many"},
+                                                   {"127.0.0.1:1", "--window", "0"},
+                                                   {"127.0.0.1:1", "--bogus"}}) {
+            std::vector<std::string> argv{bin};
+            argv.insert(argv.end(), args.begin(), args.end());
+            Child child(argv);
+            CHECK(child.wait_exit() == 2);
+            CHECK(child.err_text.find("usage: packet_client") != std::string::npos);
+            CHECK(child.out_text.empty());
+        }
     }
 }
 
@@ -799,38 +810,4 @@ TEST_CASE("await_echo --connect: against echo_server; nothing listening exits 1 
     CHECK(refused.err_text.find("refused") != std::string::npos);
     expect_bad_arguments(bin, {"--frobnicate"}, "unknown argument: --frobnicate",
                          "usage: await_echo");
-}
-
-TEST_CASE("packet_client_await against packet_server: every request passes, with several options") {
-    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
-    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT_AWAIT");
-    if (server_bin.empty() || client_bin.empty()) return;
-    for (Family f : kFamilies) {
-        CAPTURE(family_name(f));
-        Child server({server_bin, "--bind", bind_host(f) + ":0"});
-        const std::string at = listening_address(server, bind_host(f)).to_string();
-        struct Run {
-            std::vector<std::string> options;
-            int count;
-        };
-        for (const Run& r : std::vector<Run>{
-                 {{}, 100},
-                 {{"--channel", "3", "--count", "200", "--size", "1000", "--window", "7"}, 200},
-                 {{"--window", "1", "--count", "20", "--size", "0"}, 20}}) {
-            std::vector<std::string> argv{client_bin, at};
-            argv.insert(argv.end(), r.options.begin(), r.options.end());
-            CAPTURE(r.count);
-            Child client(argv);
-            check_client_passed(client, r.count);
-        }
-        REQUIRE(::kill(server.pid, SIGTERM) == 0);
-        CHECK(server.wait_exit() == 0);
-        CHECK(server.err_text.empty());
-    }
-    Loop loop;
-    const Address nowhere = closed_tcp_port(loop, Family::ipv6);
-    Child refused({client_bin, nowhere.to_string(), "--count", "5"});
-    CHECK(refused.wait_exit() == 1);
-    CHECK(refused.out_text == "0 passed, 5 failed\n");
-    CHECK(!refused.err_text.empty());
 }
