@@ -50,6 +50,7 @@ namespace pipeworks {
 namespace detail {
 
 // The completion an operation's callback holds: the chain and which of its waits it ends.
+// Loop-thread-bound.
 class Wake {
 public:
     Wake(ChainRef c, std::uint64_t gen) noexcept : chain_(std::move(c)), gen_(gen) {}
@@ -72,7 +73,7 @@ private:
     std::uint64_t gen_;
 };
 
-// The part every awaiter shares. Derived provides:
+// The part every awaiter shares (each awaiter is loop-thread-bound). Derived provides:
 //   bool start(Wake w): starts the operation; false when it completed at once (result_ set);
 //   R interrupted_result(Interrupt why): the result of a wait ended early;
 //   void detach() noexcept: stops the operation of a wait ended early (not on loop close);

@@ -114,7 +114,7 @@ private:
     bool finished_ = false;
 };
 
-// A counted reference to a TaskChain.
+// A counted reference to a TaskChain. Loop-thread-bound, like the chain.
 class ChainRef {
 public:
     ChainRef() = default;
@@ -152,7 +152,7 @@ struct PromiseBase {
 }  // namespace detail
 
 // How a spawned task ended: its value, or the exception it threw. get() returns the value or
-// rethrows the exception.
+// rethrows the exception. A plain value, not bound to any thread.
 template <class T>
 struct Outcome {
     std::exception_ptr exception;
@@ -250,6 +250,7 @@ public:
 
 namespace detail {
 // co_await on a Task: starts it by symmetric transfer; it transfers back when it ends.
+// Loop-thread-bound.
 template <class T>
 struct TaskAwaiter {
     std::coroutine_handle<Promise<T>> h;
