@@ -565,7 +565,14 @@ TEST_CASE("loop teardown: a spawned task's completion runs; an unstarted task is
     Task<void> unstarted;
     {
         Loop loop;
-        auto t = [](Loop& l, Error& out) -> Task<void> { out = co_await co::sleep(l, 60s); };
+        auto t = [](Loop& l, Error& out) -> Task<void> {
+            out = co_await co::sleep(l, 60s);
+            if (out != errc::loop_closed) co_return;
+            // What a woken task opens or schedules is shut down by ~Loop too.
+            (void)l.call_later(60s, [] {});
+            auto extra = Pipe::udp(l, lo(Family::ipv4));
+            CHECK(extra);
+        };
         spawn(loop, t(loop, seen), [&](Outcome<void>& o) {
             CHECK(o);
             done = true;
