@@ -2,6 +2,7 @@
 // loop teardown with suspended tasks, over IPv4 and IPv6 loopback.
 #include "pipe_support.hpp"
 #include "support.hpp"
+#include "tls_support.hpp"
 
 #include <pipeworks/await.hpp>
 #include <pipeworks/task.hpp>
@@ -128,7 +129,7 @@ TEST_CASE("a coroutine echo server and client, IPv4 and IPv6, connect by address
         CAPTURE(family_name(f));
         Loop loop;
         auto server = must(Pipe::listen(loop, lo(f)), "listen");
-        spawn(loop, echo_server(loop, server, 2));
+        spawn(loop, echo_server(loop, server, 3));
         auto client = [](Loop& l, std::string target, bool by_name) -> Task<std::string> {
             PipePtr p;
             if (by_name) {
@@ -159,6 +160,45 @@ TEST_CASE("a coroutine echo server and client, IPv4 and IPv6, connect by address
         const std::string at = server->local_address().to_string();
         CHECK(run_task(loop, client(loop, at, false)).get() == "hello coroutine world");
         CHECK(run_task(loop, client(loop, at, true)).get() == "hello coroutine world");
+        if (f == Family::ipv4) {  // a name from the hosts file (never a DNS query)
+            const std::string named = "localhost:" + std::to_string(server->local_address().port());
+            CHECK(run_task(loop, client(loop, named, true)).get() == "hello coroutine world");
+        }
+        server->close();
+    }
+}
+
+TEST_CASE("TLS: co::connect resumes after the handshake; a refused certificate is its error") {
+    Key ca_key = ec_key();
+    Cert ca = make_cert(ca_key.get(), "await test CA", nullptr, nullptr, 1, true);
+    Key key = ec_key();
+    Cert leaf = make_cert(key.get(), "localhost", ca.get(), ca_key.get(), 2, false);
+    Key other_key = ec_key();
+    Cert other_ca = make_cert(other_key.get(), "another CA", nullptr, nullptr, 3, true);
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto server =
+            must(Pipe::listen(loop, lo(f), tls_server_conf(pem_of(leaf.get()), pem_of(key.get()))),
+                 "listen");
+        spawn(loop, echo_server(loop, server, 2));
+        auto t = [](Loop& l, Address at, NetConf conf) -> Task<std::string> {
+            auto c = co_await co::connect(l, at, conf);
+            if (!c)
+                co_return c.error() == errc::tls_failed ? "tls_failed"
+                                                        : "error: " + c.error().message;
+            CHECK((*c)->tls_info().verified);
+            CHECK(!co_await co::send(*c, "secret"));
+            RecvResult r = co_await co::recv(*c, kDeadline);
+            (void)co_await co::close(*c);
+            co_return r ? r.message.data : std::string("no echo");
+        };
+        const Address at = server->local_address();
+        CHECK(run_task(loop, t(loop, at, tls_client_conf(pem_of(ca.get())))).get() == "secret");
+        std::string refused =
+            run_task(loop, t(loop, at, tls_client_conf(pem_of(other_ca.get())))).get();
+        CAPTURE(refused);
+        CHECK(refused == "tls_failed");
         server->close();
     }
 }
