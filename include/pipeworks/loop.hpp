@@ -79,8 +79,9 @@ public:
     // Borrows an existing uv_loop_t; the caller runs it and closes it after this Loop is gone.
     explicit Loop(uv_loop_s* borrowed);
     // Closes every pipe and timer still open on this loop, without running their callbacks,
-    // and waits (on this thread) for libuv to release them. Must be called on the loop thread
-    // while the loop is not running.
+    // then resumes every task suspended on it with errc::loop_closed (task.hpp; each runs to
+    // its end here), and waits (on this thread) for libuv to release the handles. Must be
+    // called on the loop thread while the loop is not running.
     ~Loop();
 
     Loop(const Loop&) = delete;
