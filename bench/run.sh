@@ -17,8 +17,11 @@
 #   BENCH_NICE       run servers and loadgen under "nice -n VALUE" (e.g. -10 as root, to
 #                    shield them from other work on a shared machine) [unset: no nice]
 #   BENCH_FRAMED     0 skips the framed echo section [1]
+#   BENCH_AWAIT      0 skips the coroutine echo section (examples/await_echo against
+#                    examples/echo_server) [1]
 #   BENCH_ONLY       comma-separated sections to run, of: echo (plain echo throughput),
-#                    framed, idle (idle connections) [unset: all enabled sections]
+#                    framed, idle (idle connections), await (coroutine echo)
+#                    [unset: all enabled sections]
 #   BENCH_PIPEWORKS_ARGS extra arguments for the pipeworks echo_server in the echo and framed
 #                    sections, e.g. "--idle-timeout 0 --frame-timeout 0" to run it without the
 #                    timers the baseline does not have [unset: echo_server's defaults]
@@ -51,6 +54,7 @@ PIN=${BENCH_PIN:-shared}
 UDP=${BENCH_UDP:-0}
 NICE=${BENCH_NICE:-}
 FRAMED=${BENCH_FRAMED:-1}
+AWAIT=${BENCH_AWAIT:-1}
 ONLY=${BENCH_ONLY:-}
 
 # section_on NAME: whether section NAME (echo, framed, idle) runs.
@@ -61,17 +65,19 @@ section_on() {
     fi
     case $1 in
         framed) [[ $FRAMED != 0 ]] ;;
+        await) [[ $AWAIT != 0 ]] ;;
         *) true ;;
     esac
 }
-if [[ -n $ONLY && ! $ONLY =~ ^(echo|framed|idle)(,(echo|framed|idle))*$ ]]; then
-    echo "run.sh: BENCH_ONLY must be a comma-separated list of echo, framed, idle" >&2
+if [[ -n $ONLY && ! $ONLY =~ ^(echo|framed|idle|await)(,(echo|framed|idle|await))*$ ]]; then
+    echo "run.sh: BENCH_ONLY must be a comma-separated list of echo, framed, idle, await" >&2
     exit 2
 fi
 
 baseline_bin=$build/bench/uv_echo_server
 framed_bin=$build/bench/uv_framed_echo_server
 pipeworks_bin=$build/examples/echo_server
+await_bin=$build/examples/await_echo
 loadgen=$build/bench/loadgen
 idle_conns=$build/bench/idle_conns
 
@@ -195,7 +201,7 @@ echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start;" \
 echo "settings: duration ${DURATION} s, warmup ${WARMUP} s, ${ROUNDS} round(s), pinning '$PIN'" \
     "(server: ${server_pin[*]:-none}, loadgen: ${client_pin[*]:-none})"
 sections=()
-for sec in echo framed idle; do
+for sec in echo framed idle await; do
     if [[ $sec == idle ]] && ((IDLE_CONNS == 0)); then continue; fi
     if section_on "$sec"; then sections+=("$sec"); fi
 done
@@ -379,6 +385,56 @@ if section_on framed; then
             "$(fmt_dec "$g")" "$(fmt_dec "$p")" "$(ratio "$g" "$p")" "$(ratio "$e" "$p")"
     done
     echo
+fi
+
+# ---------------------------------------------------------------- coroutine echo
+
+# The await style (docs/await.md): examples/await_echo, a Task per client looping on co::recv
+# and co::send, against the callback examples/echo_server (on_message), the same workloads,
+# runs interleaved. Both give a silent client 60 s. Goal from the issue: coroutine >= 0.9 x
+# callback, pipelined and ping-pong.
+if section_on await; then
+    if [[ ! -x $await_bin || ! -x $pipeworks_bin ]]; then
+        echo "NOTE: coroutine echo skipped: needs $await_bin and $pipeworks_bin"
+        echo
+    else
+        echo "## Coroutine echo (await_echo) against the callback echo_server"
+        echo
+        a_servers=(callback coroutine)
+        a_bins=("$pipeworks_bin" "$await_bin")
+        for w in 0 1; do
+            for ((r = 1; r <= ROUNDS; r++)); do
+                mapfile -t order < <(round_order "${#a_servers[@]}" "$r")
+                for s in "${order[@]}"; do
+                    run_one "a$w" "await ${wl_names[$w]}" "${a_servers[$s]}" "${a_bins[$s]}" \
+                        "" "${wl_load[$w]}"
+                done
+            done
+        done
+
+        echo
+        echo "Coroutine echo, median of ${ROUNDS} run(s) of ${DURATION} s each;" \
+            "ratio = coroutine / callback."
+        echo
+        echo "| workload | callback msgs/s | coroutine msgs/s | ratio | goal | met |" \
+            "callback us/msg | coroutine us/msg |"
+        echo "|---|---:|---:|---:|---|---|---:|---:|"
+        for w in 0 1; do
+            # shellcheck disable=SC2086 # word splitting of the value lists is intended
+            b=$(median ${MPS[a$w,callback]:-})
+            # shellcheck disable=SC2086
+            c=$(median ${MPS[a$w,coroutine]:-})
+            # shellcheck disable=SC2086
+            bc=$(median ${CPU[a$w,callback]:-})
+            # shellcheck disable=SC2086
+            cc=$(median ${CPU[a$w,coroutine]:-})
+            rc=$(ratio "$b" "$c")
+            printf '| %s | %s | %s | %s | >= 0.9 | %s | %s | %s |\n' "${wl_names[$w]}" \
+                "$(fmt_int "$b")" "$(fmt_int "$c")" "$rc" "$(at_least "$rc" 0.9)" \
+                "$(fmt_dec "$bc")" "$(fmt_dec "$cc")"
+        done
+        echo
+    fi
 fi
 
 # ---------------------------------------------------------------- packet requests

@@ -1,7 +1,8 @@
 // The built examples run as a user runs them, each checked against what its header comment
 // promises: echo_server (first line, TCP / UDP / length-framed echo, signals, bad arguments),
 // udp_await (the lost first request and the resend), packet_server with packet_client, and
-// what the servers share: repeated stop signals, their limits' flags, accept failures.
+// what the servers share: repeated stop signals, their limits' flags, accept failures; and the
+// await-style versions: await_echo, udp_await_coro, packet_client_await.
 #include "child_process.hpp"
 #include "pipe_support.hpp"
 #include "tls_support.hpp"
@@ -68,6 +69,30 @@ void check_client_passed(Child& client, int count) {
     CHECK(client.wait_exit() == 0);
     CHECK(client.out_text == std::to_string(count) + " passed, 0 failed\n");
     CHECK(client.err_text.empty());
+}
+
+// udp_await and its await version: the same four lines, exit 0.
+void check_udp_await(const std::string& bin) {
+    if (bin.empty()) return;
+    Child child({bin});
+    CHECK(child.wait_exit() == 0);
+    CAPTURE(child.out_text);
+    CHECK(child.err_text.empty());
+    const auto lines = lines_of(child.out_text);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[0] == "send \"hello\", waiting 200 ms for each reply, 2 resends at most");
+    CHECK(lines[1] == "echo: request 1 lost");
+    CHECK(lines[2] == "echo: request 2 answered");
+    const std::string head = "reply \"hello\" from ", tail = " after 2 requests";
+    REQUIRE(lines[3].starts_with(head));
+    REQUIRE(lines[3].ends_with(tail));
+    const std::string from =
+        lines[3].substr(head.size(), lines[3].size() - head.size() - tail.size());
+    CAPTURE(from);
+    CHECK(from.starts_with("127.0.0.1:"));
+    auto echo = Address::parse(from);
+    REQUIRE(echo.ok());
+    CHECK(echo->port() != 0);
 }
 
 }  // namespace
@@ -282,100 +307,95 @@ TEST_CASE("echo_server: a bad argument exits 2 with the reason and the usage on 
 // ---------------------------------------------------------------- udp_await
 
 TEST_CASE("udp_await: the first request is lost, the reply comes after 2 requests") {
-    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT");
-    if (bin.empty()) return;
-    Child child({bin});
-    CHECK(child.wait_exit() == 0);
-    CAPTURE(child.out_text);
-    CHECK(child.err_text.empty());
-    const auto lines = lines_of(child.out_text);
-    REQUIRE(lines.size() == 4);
-    CHECK(lines[0] == "send \"hello\", waiting 200 ms for each reply, 2 resends at most");
-    CHECK(lines[1] == "echo: request 1 lost");
-    CHECK(lines[2] == "echo: request 2 answered");
-    const std::string head = "reply \"hello\" from ", tail = " after 2 requests";
-    REQUIRE(lines[3].starts_with(head));
-    REQUIRE(lines[3].ends_with(tail));
-    const std::string from =
-        lines[3].substr(head.size(), lines[3].size() - head.size() - tail.size());
-    CAPTURE(from);
-    CHECK(from.starts_with("127.0.0.1:"));
-    auto echo = Address::parse(from);
-    REQUIRE(echo.ok());
-    CHECK(echo->port() != 0);
+    check_udp_await(binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT"));
+}
+
+TEST_CASE("udp_await_coro: the same, in the await style") {
+    check_udp_await(binary_from_env("PIPEWORKS_EXAMPLE_UDP_AWAIT_CORO"));
 }
 
 // ---------------------------------------------------------------- packet_server, packet_client
 
-TEST_CASE("packet_client against packet_server: every request passes, with several options") {
-    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
-    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
-    if (server_bin.empty() || client_bin.empty()) return;
-    for (Family f : kFamilies) {
-        CAPTURE(family_name(f));
-        Child server({server_bin, "--bind", bind_host(f) + ":0"});
-        const std::string at = listening_address(server, bind_host(f)).to_string();
-        struct Run {
-            std::vector<std::string> options;
-            int count;
-        };
-        const std::vector<Run> runs = {
-            {{}, 100},
-            {{"--channel", "3", "--count", "200", "--size", "1000"}, 200},
-            {{"--window", "1", "--count", "20", "--size", "0"}, 20},
-            {{"--count", "10", "--size", "300000"}, 10},
-        };
-        for (const auto& r : runs) {
-            std::vector<std::string> argv{client_bin, at};
-            argv.insert(argv.end(), r.options.begin(), r.options.end());
-            CAPTURE(r.count);
-            Child client(argv);
-            check_client_passed(client, r.count);
-        }
-        // Many clients at once, each on its own connection.
-        std::vector<std::unique_ptr<Child>> clients;
-        for (const char* channel : {"0", "1", "2"})
-            clients.push_back(std::make_unique<Child>(
-                std::vector<std::string>{client_bin, at, "--channel", channel, "--count", "300"}));
-        for (auto& c : clients) check_client_passed(*c, 300);
+// packet_client and its await version take the same arguments and give the same verdicts.
+constexpr const char* kPacketClients[] = {"PIPEWORKS_EXAMPLE_PACKET_CLIENT",
+                                          "PIPEWORKS_EXAMPLE_PACKET_CLIENT_AWAIT"};
 
-        server.poll();
-        CHECK(!server.status);
-        REQUIRE(::kill(server.pid, SIGTERM) == 0);
-        CHECK(server.wait_exit() == 0);
-        CHECK(server.err_text.empty());
+TEST_CASE("packet_client(_await) against packet_server: every request passes, several options") {
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_SERVER");
+    for (const char* client_var : kPacketClients)
+        for (Family f : kFamilies) {
+            const std::string client_bin = binary_from_env(client_var);
+            if (server_bin.empty() || client_bin.empty()) return;
+            CAPTURE(client_var);
+            CAPTURE(family_name(f));
+            Child server({server_bin, "--bind", bind_host(f) + ":0"});
+            const std::string at = listening_address(server, bind_host(f)).to_string();
+            struct Run {
+                std::vector<std::string> options;
+                int count;
+            };
+            const std::vector<Run> runs = {
+                {{}, 100},
+                {{"--channel", "3", "--count", "200", "--size", "1000"}, 200},
+                {{"--window", "1", "--count", "20", "--size", "0"}, 20},
+                {{"--count", "10", "--size", "300000"}, 10},
+            };
+            for (const auto& r : runs) {
+                std::vector<std::string> argv{client_bin, at};
+                argv.insert(argv.end(), r.options.begin(), r.options.end());
+                CAPTURE(r.count);
+                Child client(argv);
+                check_client_passed(client, r.count);
+            }
+            // Many clients at once, each on its own connection.
+            std::vector<std::unique_ptr<Child>> clients;
+            for (const char* channel : {"0", "1", "2"})
+                clients.push_back(std::make_unique<Child>(std::vector<std::string>{
+                    client_bin, at, "--channel", channel, "--count", "300"}));
+            for (auto& c : clients) check_client_passed(*c, 300);
+
+            server.poll();
+            CHECK(!server.status);
+            REQUIRE(::kill(server.pid, SIGTERM) == 0);
+            CHECK(server.wait_exit() == 0);
+            CHECK(server.err_text.empty());
+        }
+}
+
+TEST_CASE("packet_client(_await): nothing listening exits non-zero at once, all failed") {
+    for (const char* client_var : kPacketClients) {
+        const std::string bin = binary_from_env(client_var);
+        if (bin.empty()) return;
+        CAPTURE(client_var);
+        Loop loop;
+        const Address nowhere = closed_tcp_port(loop, Family::ipv4);
+        const auto t0 = std::chrono::steady_clock::now();
+        Child client({bin, nowhere.to_string()});
+        const int status = client.wait_exit();
+        CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+        CHECK(status != 0);
+        CHECK(status != -1);
+        CHECK(client.out_text == "0 passed, 100 failed\n");
+        CHECK(!client.err_text.empty());
     }
 }
 
-TEST_CASE("packet_client: nothing listening exits non-zero at once, every request failed") {
-    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
-    if (bin.empty()) return;
-    Loop loop;
-    const Address nowhere = closed_tcp_port(loop, Family::ipv4);
-    const auto t0 = std::chrono::steady_clock::now();
-    Child client({bin, nowhere.to_string()});
-    const int status = client.wait_exit();
-    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
-    CHECK(status != 0);
-    CHECK(status != -1);
-    CHECK(client.out_text == "0 passed, 100 failed\n");
-    CHECK(!client.err_text.empty());
-}
-
-TEST_CASE("packet_client: a bad argument exits 2 with the usage on stderr") {
-    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_PACKET_CLIENT");
-    if (bin.empty()) return;
-    for (const auto& args :
-         std::vector<std::vector<std::string>>{{},
-                                               {"127.0.0.1:1", "--count", "many"},
-                                               {"127.0.0.1:1", "--window", "0"},
-                                               {"127.0.0.1:1", "--bogus"}}) {
-        std::vector<std::string> argv{bin};
-        argv.insert(argv.end(), args.begin(), args.end());
-        Child child(argv);
-        CHECK(child.wait_exit() == 2);
-        CHECK(child.err_text.find("usage: packet_client") != std::string::npos);
-        CHECK(child.out_text.empty());
+TEST_CASE("packet_client(_await): a bad argument exits 2 with the usage on stderr") {
+    for (const char* client_var : kPacketClients) {
+        const std::string bin = binary_from_env(client_var);
+        if (bin.empty()) return;
+        for (const auto& args :
+             std::vector<std::vector<std::string>>{{},
+                                                   {"127.0.0.1:1", "--count", "many"},
+                                                   {"127.0.0.1:1", "--window", "0"},
+                                                   {"127.0.0.1:1", "--bogus"}}) {
+            std::vector<std::string> argv{bin};
+            argv.insert(argv.end(), args.begin(), args.end());
+            Child child(argv);
+            CHECK(child.wait_exit() == 2);
+            CHECK(child.err_text.find("usage: packet_client") != std::string::npos);
+            CHECK(child.out_text.empty());
+        }
     }
 }
 
@@ -935,7 +955,8 @@ TEST_CASE("every example program prints the version of pipeworks with --version"
     for (const char* name :
          {"echo_server", "udp_await", "packet_server", "packet_client", "tcp_server", "tcp_client",
           "udp_echo", "framers", "subscribe", "accept", "adopt", "post_thread", "borrowed_loop",
-          "mini_relay", "packet_rpc", "sync_client"}) {
+          "mini_relay", "packet_rpc", "sync_client", "await_echo", "udp_await_coro",
+          "packet_client_await"}) {
         CAPTURE(name);
         std::string var = "PIPEWORKS_EXAMPLE_";
         for (const char* c = name; *c; ++c) var += static_cast<char>(std::toupper(*c));
@@ -985,4 +1006,55 @@ TEST_CASE("sync_client: nothing listening exits 1 with the reason; a bad argumen
     Child bad({bin, nowhere.to_string(), "--framing", "lines"});
     CHECK(bad.wait_exit() == 2);
     CHECK(bad.err_text.find("usage: sync_client") != std::string::npos);
+}
+
+// ---------------------------------------------------------------- the await style
+
+TEST_CASE("await_echo: echo_server's first line, TCP echo over IPv4 and IPv6, exit 0 on signal") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_AWAIT_ECHO");
+    if (bin.empty()) return;
+    int sig = SIGTERM;
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        Child server({bin, "--bind", bind_host(f) + ":0"});
+        const Address at = listening_address(server, bind_host(f), &loop);
+        CHECK(at.family() == f);
+        tcp_round_trip(loop, at, "hello, coroutines");
+        tcp_round_trip(loop, at, payload(256 * 1024));  // many reads, every byte in order
+        // Its own client, several messages, and an orderly end.
+        Child client({bin, "--connect", at.to_string(), "one", "two words", "three"});
+        CAPTURE(client.err_text);
+        CHECK(client.wait_exit() == 0);
+        CHECK(client.out_text == "echo: one\necho: two words\necho: three\n");
+        CHECK(client.err_text.empty());
+        server.poll();
+        CHECK(!server.status);
+        REQUIRE(::kill(server.pid, sig) == 0);
+        CHECK(server.wait_exit() == 0);
+        CHECK(server.err_text.empty());
+        sig = SIGINT;
+    }
+}
+
+TEST_CASE("await_echo --connect: against echo_server; nothing listening exits 1 with the reason") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_AWAIT_ECHO");
+    const std::string echo = binary_from_env("PIPEWORKS_EXAMPLE_ECHO_SERVER");
+    if (bin.empty() || echo.empty()) return;
+    Child server({echo, "--bind", "[::1]:0"});
+    const std::string at = listening_address(server, "[::1]").to_string();
+    Child client({bin, "--connect", at});
+    CHECK(client.wait_exit() == 0);
+    CHECK(client.out_text == "echo: hello\n");
+    REQUIRE(::kill(server.pid, SIGTERM) == 0);
+    CHECK(server.wait_exit() == 0);
+
+    Loop loop;
+    const Address nowhere = closed_tcp_port(loop, Family::ipv4);
+    Child refused({bin, "--connect", nowhere.to_string()});
+    CHECK(refused.wait_exit() == 1);
+    CHECK(refused.out_text.empty());
+    CHECK(refused.err_text.find("refused") != std::string::npos);
+    expect_bad_arguments(bin, {"--frobnicate"}, "unknown argument: --frobnicate",
+                         "usage: await_echo");
 }

@@ -44,6 +44,11 @@ enum class errc {
     blocking_on_loop_thread,  // a blocking call was made on a thread that runs a Loop, where
                               // waiting would stall that loop
     sync_timeout,             // a blocking call's timeout passed before its operation completed
+
+    // Coroutines (task.hpp, await.hpp).
+    cancelled,              // a co_await ended because its task was cancelled (task.hpp)
+    loop_closed,            // a co_await ended because its Loop was destroyed (task.hpp)
+    deadline_passed,        // a co_await ended because its co::deadline passed (await.hpp)
 };
 
 // The category of errc values ("pipeworks").

@@ -5,6 +5,7 @@
 #include <pipeworks/export.hpp>
 
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <memory>
 
@@ -12,10 +13,33 @@ struct uv_loop_s;
 
 namespace pipeworks {
 
+class Loop;
+
 namespace detail {
 struct LoopCore;
 struct TimerState;
 struct SignalState;
+
+// A coroutine suspended on a loop (pipeworks/task.hpp). ~Loop wakes every one still listed,
+// after it has shut the loop's pipes and timers down, so that no frame stays suspended on a
+// loop that is gone and none is resumed from a callback after it. Loop-thread-bound.
+struct LoopWaiter {
+    LoopWaiter* prev = nullptr;
+    LoopWaiter* next = nullptr;
+    // Resumes the suspended coroutine with a "loop closed" status; it is no longer listed.
+    virtual void loop_closing() noexcept = 0;
+
+protected:
+    ~LoopWaiter() = default;
+};
+
+// Lists / unlists w on loop (w must not be listed already / may be unlisted already).
+PIPEWORKS_API void add_waiter(Loop& loop, LoopWaiter* w) noexcept;
+PIPEWORKS_API void remove_waiter(Loop& loop, LoopWaiter* w) noexcept;
+// True while ~Loop runs: nothing new may wait on the loop then.
+PIPEWORKS_API bool loop_closing(const Loop& loop) noexcept;
+// Hands an exception no caller can take (a detached task's) to Loop::run(), which rethrows it.
+PIPEWORKS_API void report_exception(Loop& loop, std::exception_ptr e) noexcept;
 }  // namespace detail
 
 // A cancellable one-shot timer returned by Loop::call_later. Cheap to copy; all copies refer
@@ -55,8 +79,9 @@ public:
     // Borrows an existing uv_loop_t; the caller runs it and closes it after this Loop is gone.
     explicit Loop(uv_loop_s* borrowed);
     // Closes every pipe and timer still open on this loop, without running their callbacks,
-    // and waits (on this thread) for libuv to release them. Must be called on the loop thread
-    // while the loop is not running.
+    // then resumes every task suspended on it with errc::loop_closed (task.hpp; each runs to
+    // its end here), and waits (on this thread) for libuv to release the handles. Must be
+    // called on the loop thread while the loop is not running.
     ~Loop();
 
     Loop(const Loop&) = delete;

@@ -13,3 +13,5 @@
 #include <pipeworks/tls.hpp>
 #include <pipeworks/version.hpp>
 #include <pipeworks/sync.hpp>
+#include <pipeworks/task.hpp>
+#include <pipeworks/await.hpp>

@@ -66,6 +66,12 @@ public:
                 return "blocking call on a loop thread";
             case errc::sync_timeout:
                 return "blocking call timed out";
+            case errc::cancelled:
+                return "the task was cancelled";
+            case errc::loop_closed:
+                return "the loop was destroyed";
+            case errc::deadline_passed:
+                return "the deadline passed";
         }
         return "unknown pipeworks error";
     }

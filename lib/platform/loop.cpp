@@ -242,6 +242,32 @@ void LoopCore::free_blocks() noexcept {
     }
 }
 
+void add_waiter(Loop& loop, LoopWaiter* w) noexcept {
+    auto& c = loop.core();
+    w->prev = nullptr;
+    w->next = c.waiters;
+    if (c.waiters) c.waiters->prev = w;
+    c.waiters = w;
+}
+
+void remove_waiter(Loop& loop, LoopWaiter* w) noexcept {
+    auto& c = loop.core();
+    if (w->prev)
+        w->prev->next = w->next;
+    else if (c.waiters == w)
+        c.waiters = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = nullptr;
+}
+
+bool loop_closing(const Loop& loop) noexcept {
+    return const_cast<Loop&>(loop).core().destroying;
+}
+
+void report_exception(Loop& loop, std::exception_ptr e) noexcept {
+    loop.core().report_exception(std::move(e));
+}
+
 }  // namespace detail
 
 namespace {
@@ -326,7 +352,16 @@ Loop::Loop(uv_loop_s* borrowed) : core_(std::make_unique<detail::LoopCore>()) {
 Loop::~Loop() {
     auto& c = *core_;
     c.destroying = true;
-    while (c.resources) c.resources->shutdown_silently();
+    // Coroutines wake once no pipe or timer callback can run any more, so none resumes twice;
+    // what a woken one opens or schedules is shut down in the next round.
+    while (c.resources || c.waiters) {
+        while (c.resources) c.resources->shutdown_silently();
+        while (c.waiters) {
+            detail::LoopWaiter* w = c.waiters;
+            detail::remove_waiter(*this, w);
+            w->loop_closing();
+        }
+    }
     {
         // Dropped unrun; what they hold is released now, while the loop is still whole.
         auto deferred = std::move(c.deferred);

@@ -113,6 +113,7 @@ struct LoopCore {
     std::shared_ptr<void> resolver;
 
     Resource* resources = nullptr;    // intrusive list of live resources
+    LoopWaiter* waiters = nullptr;    // intrusive list of suspended coroutines (task.hpp)
     std::size_t closing_handles = 0;  // uv_close calls whose callback has not run yet
 
     void add(Resource* r) noexcept {
