@@ -466,19 +466,25 @@ std::vector<std::string> with(std::vector<std::string> argv, const std::vector<s
 
 // A client of one of the limited servers: an echo or a packet request, and its end.
 struct ServerClient {
+    // What the callbacks write: shared with them, since they may run after this object (and
+    // before the pipe and its loop) is gone.
+    struct Seen {
+        std::optional<Error> packet_end;
+        int answers = 0;
+    };
     PipePtr pipe;
     PacketConnectionPtr packets;
     std::shared_ptr<Sink> got;
-    std::optional<Error> packet_end;
+    std::shared_ptr<Seen> seen = std::make_shared<Seen>();
     std::shared_ptr<Ends> ends;
-    int answers = 0;
 
     ServerClient(Loop& loop, const Address& at, bool packet) {
         pipe = must(Pipe::connect(loop, at), "connect");
         ends = watch_end(*pipe);
         if (packet) {
             packets = must(PacketConnection::open(pipe), "open");
-            packets->on_end([this](PacketConnection&, const Error& e) { packet_end = e; });
+            packets->on_end(
+                [seen = seen](PacketConnection&, const Error& e) { seen->packet_end = e; });
         } else {
             got = collect(*pipe);
         }
@@ -486,14 +492,14 @@ struct ServerClient {
     // Sends one request (an echo), answered or not.
     void ask(const std::string& what) {
         if (packets)
-            packets->submit(0, what, [this](PacketResult& r) {
-                if (r.ok) ++answers;
+            packets->submit(0, what, [seen = seen](PacketResult& r) {
+                if (r.ok) ++seen->answers;
             });
         else
             REQUIRE(!pipe->send(what));
     }
-    int answered() const { return packets ? answers : static_cast<int>(got->msgs.size()); }
-    bool ended() const { return packets ? packet_end.has_value() : ends->count > 0; }
+    int answered() const { return packets ? seen->answers : static_cast<int>(got->msgs.size()); }
+    bool ended() const { return packets ? seen->packet_end.has_value() : ends->count > 0; }
 };
 
 }  // namespace
@@ -532,7 +538,7 @@ TEST_CASE("a second SIGTERM or SIGINT while a server stops, a client connected: 
                 CHECK(signal_until_exit(server, sig, &loop) == 0);
                 run_until(
                     loop, [&] { return client.ended(); }, "the orderly end");
-                CHECK(!*client.packet_end);
+                CHECK(!*client.seen->packet_end);
                 CHECK(server.err_text.empty());
             }
             if (!pubsub.empty()) {
