@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
         if (messages.empty()) messages.push_back("hello");
         int rc = 1;
         Loop loop;
-        spawn(loop, client(loop, target, messages), [&](Outcome<int>& o) { rc = o.get(); });
+        spawn(loop, client(loop, target, messages), [&](TaskOutcome<int>& o) { rc = o.get(); });
         loop.run();
         return rc;
     }

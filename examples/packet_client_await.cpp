@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     // The last worker to finish shuts the connection down in order.
     client.workers = std::min(client.rq.window, std::max<std::uint64_t>(client.rq.count, 1));
     for (std::uint64_t w = 0, n = client.workers; w < n; ++w) {
-        spawn(loop, worker(client), [&](Outcome<void>& o) {
+        spawn(loop, worker(client), [&](TaskOutcome<void>& o) {
             o.get();
             if (--client.workers == 0) client.conn->close();
         });

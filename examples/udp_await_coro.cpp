@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     if (print_version(argc, argv)) return 0;
     Loop loop;
     int result = 1;
-    spawn(loop, ask(loop), [&](Outcome<int>& o) { result = o.get(); });
+    spawn(loop, ask(loop), [&](TaskOutcome<int>& o) { result = o.get(); });
     loop.run();
     return result;
 }

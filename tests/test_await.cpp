@@ -34,9 +34,9 @@ Task<void> thrower(Loop& loop) {
 
 // Runs `task` to its end on `loop` (bounded by kDeadline) and returns its outcome.
 template <class T>
-Outcome<T> run_task(Loop& loop, Task<T> task) {
-    auto out = std::make_shared<std::optional<Outcome<T>>>();
-    spawn(loop, std::move(task), [out](Outcome<T>& o) { *out = std::move(o); });
+TaskOutcome<T> run_task(Loop& loop, Task<T> task) {
+    auto out = std::make_shared<std::optional<TaskOutcome<T>>>();
+    spawn(loop, std::move(task), [out](TaskOutcome<T>& o) { *out = std::move(o); });
     run_until(
         loop, [&] { return out->has_value(); }, "task done");
     REQUIRE(out->has_value());
@@ -75,7 +75,7 @@ TEST_CASE("Task: values come back through co_await; spawn's completion gets the 
 
     // A task that never suspends ends inside spawn().
     bool done = false;
-    auto h = spawn(loop, forty_two(), [&](Outcome<int>& o) {
+    auto h = spawn(loop, forty_two(), [&](TaskOutcome<int>& o) {
         done = true;
         CHECK(o.get() == 42);
     });
@@ -499,7 +499,7 @@ TEST_CASE("packets: co::request gets the response; timeouts, deadlines and cance
             co_return co_await co::request(c, 1, "never answered");
         };
         PacketResult result;
-        auto h = spawn(loop, cancelled(conn), [&](Outcome<PacketResult>& o) { result = o.get(); });
+        auto h = spawn(loop, cancelled(conn), [&](TaskOutcome<PacketResult>& o) { result = o.get(); });
         run_for(loop, 20ms);
         h.cancel();
         CHECK(result.error == errc::cancelled);
@@ -613,7 +613,7 @@ TEST_CASE("loop teardown: a spawned task's completion runs; an unstarted task is
             auto extra = Pipe::udp(l, lo(Family::ipv4));
             CHECK(extra);
         };
-        spawn(loop, t(loop, seen), [&](Outcome<void>& o) {
+        spawn(loop, t(loop, seen), [&](TaskOutcome<void>& o) {
             CHECK(o);
             done = true;
         });

@@ -154,7 +154,7 @@ struct PromiseBase {
 // How a spawned task ended: its value, or the exception it threw. get() returns the value or
 // rethrows the exception. A plain value, not bound to any thread.
 template <class T>
-struct Outcome {
+struct TaskOutcome {
     std::exception_ptr exception;
     std::optional<T> value;
 
@@ -166,7 +166,7 @@ struct Outcome {
 };
 
 template <>
-struct Outcome<void> {
+struct TaskOutcome<void> {
     std::exception_ptr exception;
 
     void get() const {
@@ -202,7 +202,7 @@ public:
         if (exception) std::rethrow_exception(exception);
         return std::move(*value_);
     }
-    Outcome<T> outcome() { return Outcome<T>{exception, std::move(value_)}; }
+    TaskOutcome<T> outcome() { return TaskOutcome<T>{exception, std::move(value_)}; }
 
 private:
     std::optional<T> value_;
@@ -215,7 +215,7 @@ public:
     void take() {
         if (exception) std::rethrow_exception(exception);
     }
-    Outcome<void> outcome() { return Outcome<void>{exception}; }
+    TaskOutcome<void> outcome() { return TaskOutcome<void>{exception}; }
 };
 
 template <class T>
@@ -224,12 +224,12 @@ public:
     Task<T> get_return_object() noexcept;
     FinalAwaiter<T> final_suspend() noexcept { return {}; }
 
-    std::function<void(Outcome<T>&)> done;  // spawn()'s completion
+    std::function<void(TaskOutcome<T>&)> done;  // spawn()'s completion
 
     // A spawned task has ended: free the frame first (what it held, pipes included, goes),
     // then run the completion. An exception nobody takes goes to Loop::run().
     void finish_root(std::coroutine_handle<Promise> h) noexcept {
-        Outcome<T> out = this->outcome();
+        TaskOutcome<T> out = this->outcome();
         auto fn = std::move(done);
         ChainRef c = std::move(this->chain);
         Loop& loop = c->loop();
@@ -338,19 +338,19 @@ Task<T> detail::Promise<T>::get_return_object() noexcept {
 }
 
 // Starts `task` on `loop`, detached: it runs at once, inside this call, up to its first
-// suspension, and then in the loop's callbacks. When it ends, `done` runs with its Outcome
+// suspension, and then in the loop's callbacks. When it ends, `done` runs with its TaskOutcome
 // (after the frame is freed; possibly inside this call when the task never suspends). Without
 // `done`, an exception the task throws is rethrown by the Loop's run() (as a callback's would
 // be). Loop thread only. Throws std::logic_error on an empty Task.
 template <class T>
 TaskHandle spawn(Loop& loop, Task<T> task,
-                 std::type_identity_t<std::function<void(Outcome<T>&)>> done = {});
+                 std::type_identity_t<std::function<void(TaskOutcome<T>&)>> done = {});
 
 // spawn()'s body: the one place that takes a Task's frame over.
 template <class U>
 class TaskStarter {
 public:
-    static TaskHandle start(Loop& loop, Task<U> task, std::function<void(Outcome<U>&)> done) {
+    static TaskHandle start(Loop& loop, Task<U> task, std::function<void(TaskOutcome<U>&)> done) {
         if (!task.h_) throw std::logic_error("spawn: an empty Task");
         auto h = std::exchange(task.h_, nullptr);
         auto& p = h.promise();
@@ -365,7 +365,7 @@ public:
 
 template <class T>
 TaskHandle spawn(Loop& loop, Task<T> task,
-                 std::type_identity_t<std::function<void(Outcome<T>&)>> done) {
+                 std::type_identity_t<std::function<void(TaskOutcome<T>&)>> done) {
     return TaskStarter<T>::start(loop, std::move(task), std::move(done));
 }
 
