@@ -107,6 +107,7 @@ struct Dnsmasq {
                 "--host-record=mixed.pw.test,10.0.2.2,fd00::2:2",
                 "--cname=alias.pw.test,both.pw.test",
                 "--host-record=loop.pw.test,127.0.0.1,::1",
+                "--host-record=lo4.pw.test,127.0.0.1",
                 "--txt-record=txt.pw.test,nothing else",
             };
             // Too many addresses for a 512-byte UDP answer: truncated, asked again over TCP.
