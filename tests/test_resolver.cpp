@@ -957,6 +957,10 @@ TEST_CASE("udp by name: errors as for connect; held datagrams reported unsent; c
         Error e = p->set_multicast_ttl(2);
         CAPTURE(e.message);
         CHECK(e == errc::not_connected);
+        // A send_to() while it resolves is still checked.
+        CHECK(p->send_to("x", Address::loopback(Family::ipv4, 0)) == errc::invalid_address);
+        CHECK(p->send_to(std::string(70000, 'x'), Address::loopback(Family::ipv4, 9)) ==
+              errc::message_too_large);
         run_until(
             loop, [&] { return p->is_up(); }, "up");
         CHECK(!p->set_multicast_ttl(2));

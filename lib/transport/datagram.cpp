@@ -48,7 +48,7 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to, bool fr
                      "send_to on " + describe() + ": only UDP pipes send datagrams to an address");
     // Not open yet: its destination's name is being resolved; an empty `to` is that one.
     const bool hold = !connected_;
-    if (!hold && (to.empty() || to.port() == 0))
+    if ((!hold && to.empty()) || (!to.empty() && to.port() == 0))
         return Error(errc::invalid_address, "send_to on " + describe() + ": destination \"" +
                                                 to.to_string() + "\" has no port");
     const std::size_t payload_size = bytes.size();
@@ -108,10 +108,9 @@ void PipeImpl::open_resolved_udp(const Address& dest) {
         fail(EndReason::error, std::move(e));
         return;
     }
-    // Already counted as sent; one the socket refuses now is a dropped datagram, as for any
-    // datagram that fails after it was queued.
-    // The ones not yet taken stay counted in udp_queued_: if the pipe ends on the way, they are
-    // its unsent bytes.
+    // Already counted as sent: one the socket refuses now is a dropped datagram, as for any that
+    // fails after it was queued. Those not yet taken stay in udp_queued_, so if the pipe ends on
+    // the way they are its unsent bytes.
     std::vector<HeldDatagram> held = std::move(udp_held_);
     udp_held_.clear();
     for (const HeldDatagram& d : held) {

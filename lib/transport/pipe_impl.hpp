@@ -3,7 +3,8 @@
 // a file of its own, named in the part's block below:
 //   lifecycle.cpp    the state, the one end path, closing, the deadlines (idle, frame, close)
 //   socket_io.cpp    opening sockets, the libuv handle, reading
-//   connector.cpp    a client's resolve (the loop's Resolver) and connect
+//   connector.cpp    a name resolved (the loop's Resolver) for a TCP client or a UDP
+//                    destination, and a TCP connect
 //   happy_eyeballs.cpp  attempts on several addresses, the winner's socket; retries
 //   server.cpp       listening, accepting, the connection limit
 //   input_stage.cpp  every received byte not yet delivered; the framer's decoding
