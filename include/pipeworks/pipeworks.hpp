@@ -11,3 +11,4 @@
 #include <pipeworks/pipe.hpp>
 #include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>
+#include <pipeworks/reconnecting_client.hpp>
