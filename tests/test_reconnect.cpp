@@ -11,6 +11,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -280,6 +281,24 @@ TEST_CASE("reconnecting: bad settings and bad addresses are refused at once") {
     auto e = ReconnectingClient::open(loop, to, bad_conf);
     REQUIRE(!e);
     CHECK(mentions(e.error(), "NetConf.con_timeout"));
+}
+
+TEST_CASE("reconnecting: a callback that throws ends the client and reaches run_until") {
+    Loop loop;
+    const Address nowhere = closed_tcp_port(loop, Family::ipv4);
+    auto c = must(ReconnectingClient::open(loop, nowhere, {}, quick()), "open");
+    auto s = watch(*c);
+    c->on_retry([](ReconnectingClient&, int, std::chrono::milliseconds, const EndInfo&) {
+        throw std::runtime_error("from on_retry");
+    });
+    CHECK_THROWS_WITH(loop.run_until([] { return false; }, 2000ms), "from on_retry");
+    REQUIRE(s->end.has_value());
+    CHECK(s->end->error == errc::callback_threw);
+    CHECK(mentions(s->end->error, "the retry callback"));
+    CHECK(c->ended());
+    run_for(loop, 200ms);
+    CHECK(s->retries.size() == 1);
+    CHECK(s->ends == 1);
 }
 
 TEST_CASE("reconnecting: a loop destroyed while it waits runs none of its callbacks") {

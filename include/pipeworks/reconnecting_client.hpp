@@ -69,8 +69,9 @@ public:
     CallbackId on_down(EndFn fn);     // once per connection that was up, when it is lost
     CallbackId on_retry(RetryFn fn);  // before each pause: which retry, after how long
     // Exactly once: close() was called (local_close), a connection was closed through
-    // connection()->close() (local_close), a callback threw, or max_attempts connects failed
-    // in a row (the last failure's reason, its error saying how many). Nothing runs after it.
+    // connection()->close() (local_close), a callback threw (errc::callback_threw; the
+    // exception goes on to Loop::run()), or max_attempts connects failed in a row (the last
+    // failure's reason, its error saying how many). Nothing runs after it.
     CallbackId on_end(ClientEndFn fn);
     bool remove(CallbackId id);
 

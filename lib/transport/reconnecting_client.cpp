@@ -65,6 +65,21 @@ struct ReconnectingClient::Impl {
     void adopt(ReconnectingClient& c, PipePtr p);
     void lost(ReconnectingClient& c, const EndInfo& e);
     void finish(ReconnectingClient& c, EndInfo e);
+    // Runs the client's own callbacks (down, retry): one that throws ends the client, and the
+    // exception goes on to Loop::run().
+    template <class F>
+    void guarded(ReconnectingClient& c, const char* what, F&& f) {
+        try {
+            f();
+        } catch (...) {
+            finish(c, EndInfo{EndReason::error,
+                              Error(errc::callback_threw, std::string("the ") + what +
+                                                              " callback of the reconnecting "
+                                                              "client to " +
+                                                              this->what() + " threw")});
+            throw;
+        }
+    }
 
     template <class Fn>
     CallbackId add(Fns<Fn>& fns, Fn fn) {
@@ -118,7 +133,7 @@ void ReconnectingClient::Impl::lost(ReconnectingClient& c, const EndInfo& e) {
     up = false;
     PipePtr gone = std::move(pipe);
     pipe_message_ids.clear();
-    if (was_up && gone) call_all(down_fns, *gone, e);
+    if (was_up && gone) guarded(c, "down", [&] { call_all(down_fns, *gone, e); });
     if (ended) return;
     if (closing) {
         finish(c, EndInfo{EndReason::local_close, {}});
@@ -144,7 +159,7 @@ void ReconnectingClient::Impl::lost(ReconnectingClient& c, const EndInfo& e) {
     for (int i = 0; i < pauses && delay < reconnect.max_delay; ++i) delay *= 2;
     delay = std::min(delay, reconnect.max_delay);
     int retry_no = ++pauses;
-    call_all(retry_fns, c, retry_no, delay, e);
+    guarded(c, "retry", [&] { call_all(retry_fns, c, retry_no, delay, e); });
     if (ended || closing) {
         if (!ended) finish(c, EndInfo{EndReason::local_close, {}});
         return;
