@@ -6,7 +6,9 @@
 #   handshakes: new and resumed TLS handshakes per second (loadgen --handshakes) against
 #               openssl s_server, the baseline and echo_server;
 #   relay:      plain -> TLS -> plain through a pair of BUILD/tools/pipeworks-relay processes
-#               (tls:// endpoints), a pair of stunnel4 and a pair of socat, loaded by iperf3.
+#               (tls:// endpoints), a pair of stunnel4 and a pair of socat, loaded by iperf3;
+#   idle:       server memory per idle TLS connection (bench/tls_idle.py: BENCH_TLS_IDLE_CONNS
+#               handshaken connections that echoed one byte each), echo_server and the baseline.
 # Prints every command line, each result, and Markdown tables of the medians with ratios.
 # BUILD_DIR defaults to build-bench (relative to the current directory or to the repository);
 # it needs -Dbenchmarks=true. Needs openssl, python3, and for the relay section iperf3, socat
@@ -24,7 +26,8 @@
 #   BENCH_PIN        shared | split | none [shared]: as in bench/run.sh, for the echo and
 #                    handshake sections (the relay section is never pinned)
 #   BENCH_HS_CONNS   concurrent connections of the handshake workloads [4]
-#   BENCH_ONLY       comma-separated sections to run, of echo, handshakes, relay [all]
+#   BENCH_ONLY       comma-separated sections to run, of echo, handshakes, relay, idle [all]
+#   BENCH_TLS_IDLE_CONNS connections of the idle section [2000]
 #   BENCH_PIPEWORKS_ARGS extra arguments for echo_server, e.g. "--idle-timeout 0" [unset]
 set -euo pipefail
 
@@ -43,8 +46,8 @@ if [[ ! $ROUNDS =~ ^[1-9][0-9]*$ || ! $HS_CONNS =~ ^[1-9][0-9]*$ ]]; then
     echo "tls.sh: BENCH_ROUNDS and BENCH_HS_CONNS must be positive integers" >&2
     exit 2
 fi
-if [[ -n $ONLY && ! $ONLY =~ ^(echo|handshakes|relay)(,(echo|handshakes|relay))*$ ]]; then
-    echo "tls.sh: BENCH_ONLY must be a comma-separated list of echo, handshakes, relay" >&2
+if [[ -n $ONLY && ! $ONLY =~ ^(echo|handshakes|relay|idle)(,(echo|handshakes|relay|idle))*$ ]]; then
+    echo "tls.sh: BENCH_ONLY must be a comma-separated list of echo, handshakes, relay, idle" >&2
     exit 2
 fi
 section_on() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
@@ -481,6 +484,43 @@ if section_on relay; then
         fi
         echo
     fi
+fi
+
+# ---------------------------------------------------------------- idle connections
+
+if section_on idle; then
+    IDLE_N=${BENCH_TLS_IDLE_CONNS:-2000}
+    echo "## Memory per idle TLS connection ($IDLE_N connections)"
+    echo
+    declare -A IDLE_KIB=()
+    for name in baseline pipeworks; do
+        if [[ $name == baseline ]]; then
+            cmd=("$baseline_bin" --tls-cert "$tls_cert" --tls-key "$tls_key")
+        else
+            cmd=("$pipeworks_bin" --tls-cert "$tls_cert" --tls-key "$tls_key"
+                --max-clients 1000000 --idle-timeout 0)
+        fi
+        show_cmd python3 "$here/tls_idle.py" --cert "$tls_cert" --key "$tls_key" \
+            --count "$IDLE_N" -- "${cmd[@]}"
+        if out=$(python3 "$here/tls_idle.py" --cert "$tls_cert" --key "$tls_key" \
+            --count "$IDLE_N" -- "${cmd[@]}"); then
+            echo "$name: $out"
+            IDLE_KIB[$name]=$(sed -n 's/.*per_conn_kib=\([0-9.]*\).*/\1/p' <<<"$out")
+        else
+            echo "ERROR: $name: the idle measurement failed: $out"
+            failures=$((failures + 1))
+        fi
+    done
+    echo
+    echo "| server | KiB per idle TLS connection |"
+    echo "|---|---:|"
+    for name in baseline pipeworks; do echo "| $name | ${IDLE_KIB[$name]:-n/a} |"; done
+    if [[ -n ${IDLE_KIB[pipeworks]:-} ]]; then
+        echo
+        echo "pipeworks: ${IDLE_KIB[pipeworks]} KiB (goal <= 40:" \
+            "$(awk -v v="${IDLE_KIB[pipeworks]}" 'BEGIN { print (v <= 40) ? "met" : "MISSED" }'))"
+    fi
+    echo
 fi
 
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end;" \

@@ -1,4 +1,6 @@
 // A tour of pipes: a TCP echo and a UDP echo on loopback, with each pipe's stats.
+#include "version_flag.hpp"
+
 #include <pipeworks/pipeworks.hpp>
 
 #include <cstdio>
@@ -16,7 +18,8 @@ static void print_stats(const char* name, const Pipe& p) {
                 static_cast<unsigned long long>(s.msgs_out));
 }
 
-int main() {
+int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     Loop loop;
     constexpr int kMessages = 100;
 

@@ -14,6 +14,7 @@
 // Prints "listening on HOST:PORT" first (the real port when 0 was asked) and exits 0 on
 // SIGINT/SIGTERM after closing cleanly (a second signal while it stops changes nothing).
 #include "stop_signals.hpp"
+#include "version_flag.hpp"
 
 #include <pipeworks/pipeworks.hpp>
 
@@ -75,6 +76,7 @@ std::optional<std::size_t> parse_count(std::string_view text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     bool udp = false;
     std::string bind = "127.0.0.1:0";
     Framer framer;

@@ -6,6 +6,8 @@
 // recognised by its ok flag and flags, whatever its reason text. Then it shuts down in order
 // (ERQ, EOF, waits for the server's EOF), prints "N passed, N failed" and exits 0 only if every
 // request passed and the shutdown was orderly.
+#include "version_flag.hpp"
+
 #include <pipeworks/pipeworks.hpp>
 
 #include <cstdio>
@@ -92,6 +94,7 @@ struct Client {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     Client client;
     std::string target;
     for (int i = 1; i < argc; ++i) {

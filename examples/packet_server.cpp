@@ -13,6 +13,7 @@
 // it stops accepting, shuts every connection down in order and exits 0 (a second signal while
 // it stops changes nothing).
 #include "stop_signals.hpp"
+#include "version_flag.hpp"
 
 #include <pipeworks/pipeworks.hpp>
 
@@ -140,6 +141,7 @@ int serve(const Address& addr, std::chrono::milliseconds idle_timeout,
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     std::string bind = "127.0.0.1:0";
     std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
     std::chrono::milliseconds frame_timeout = std::chrono::seconds(10);

@@ -2,6 +2,8 @@
 // when none comes, up to NetConf::send_retry times (2 here: three attempts), with
 // Pipe::send_recv. Runs against a local echo pipe that loses the first request, so the retry
 // is visible.
+#include "version_flag.hpp"
+
 #include <pipeworks/pipeworks.hpp>
 
 #include <cstdio>
@@ -9,7 +11,8 @@
 using namespace pipeworks;
 using namespace std::chrono_literals;
 
-int main() {
+int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     Loop loop;
     auto echo = Pipe::udp(loop, Address::loopback(Family::ipv4));
     if (!echo) return std::fprintf(stderr, "%s\n", echo.error().message.c_str()), 1;

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Quick start, step 2: installs any missing system packages, builds pipeworks into build/ and
-# runs the whole test suite, then prints a summary line ("tests: N passed, N failed") that adds
-# up the test cases of every suite. Works from any directory; extra arguments go to meson test
-# (for example a suite name, or --repeat 5).
+# Quick start, step 2: installs any missing system packages that building and the tests need
+# (.ci/install-deps build test), builds pipeworks into build/ and runs the whole test suite,
+# then prints a summary line ("tests: N passed, N failed") that adds up the test cases of every
+# suite. Works from any directory; extra arguments go to meson test (for example a suite name,
+# or --repeat 5).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-.ci/install-deps
+.ci/install-deps build test
 rm -f build/meson-logs/testlog.json
 status=0
 if .ci/build build -Dtests=true; then

@@ -6,8 +6,12 @@
 #include "pipe_support.hpp"
 #include "tls_support.hpp"
 
+#include <pipeworks/version.hpp>
+
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -738,5 +742,205 @@ TEST_CASE("echo_server, packet_server: a failed accept is reported on stderr; se
             loop, [&] { return later.answered() == 1; }, "served once descriptors are free");
         REQUIRE(::kill(server.pid, SIGTERM) == 0);
         CHECK(server.wait_exit(&loop) == 0);
+    }
+}
+
+// ---------------------------------------------------------------- the minimal examples
+
+namespace {
+
+// Runs the example named by `var` with `args` to its exit; its standard output, once it has
+// exited 0 with nothing on stderr. Empty (and the test skipped) when `var` is not set.
+std::optional<std::string> run_example(const char* var, const std::vector<std::string>& args = {}) {
+    const std::string bin = binary_from_env(var);
+    if (bin.empty()) return std::nullopt;
+    std::vector<std::string> argv{bin};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child child(argv);
+    CHECK(child.wait_exit() == 0);
+    CAPTURE(child.out_text);
+    CHECK(child.err_text.empty());
+    return child.out_text;
+}
+
+// The port of "... from HOST:PORT" at the end of `line`, after checking HOST is `host`.
+std::uint16_t port_after(const std::string& line, const std::string& host) {
+    CAPTURE(line);
+    const std::string from = " from " + host + ":";
+    const auto at = line.rfind(from);
+    REQUIRE(at != std::string::npos);
+    auto parsed = Address::parse(line.substr(at + 6));
+    REQUIRE(parsed.ok());
+    CHECK(parsed->port() != 0);
+    return parsed->port();
+}
+
+}  // namespace
+
+TEST_CASE("tcp_client against tcp_server: the line comes back; the server logs the client") {
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_TCP_SERVER");
+    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_TCP_CLIENT");
+    if (server_bin.empty() || client_bin.empty()) return;
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Child server({server_bin, bind_host(f) + ":0"});
+        const Address at = listening_address(server, bind_host(f));
+        Child client({client_bin, at.to_string(), "hello there"});
+        CHECK(client.wait_exit() == 0);
+        CHECK(client.out_text == "reply: hello there\n");
+        CHECK(client.err_text.empty());
+        // The server saw the client come and go.
+        REQUIRE(server.wait_for([&] { return lines_of(server.out_text).size() >= 3; }));
+        const auto lines = lines_of(server.out_text);
+        CHECK(lines[1].starts_with("client " + bind_host(f) + ":"));
+        CHECK(lines[1].ends_with(" connected"));
+        CHECK(lines[2].ends_with(" gone: peer close"));
+        CHECK(signal_until_exit(server, SIGTERM) == 0);
+        CHECK(server.err_text.empty());
+    }
+}
+
+TEST_CASE("tcp_client: nothing listening exits 1 with the reason; no argument exits 2") {
+    const std::string bin = binary_from_env("PIPEWORKS_EXAMPLE_TCP_CLIENT");
+    if (bin.empty()) return;
+    Loop loop;
+    Address closed;
+    {
+        auto server = must(Pipe::listen(loop, Address::loopback(Family::ipv4)), "listen");
+        closed = server->local_address();
+        server->close();
+        run_until(
+            loop, [&] { return server->ended(); }, "server closed");
+    }
+    Child client({bin, closed.to_string()});
+    CHECK(client.wait_exit() == 1);
+    CHECK(client.out_text.empty());
+    CHECK(client.err_text.find("refused") != std::string::npos);
+    Child usage({bin});
+    CHECK(usage.wait_exit() == 2);
+    CHECK(usage.err_text.find("usage: tcp_client HOST:PORT") != std::string::npos);
+}
+
+TEST_CASE("mini_relay: tcp_client reaches tcp_server through it, over IPv4 and IPv6") {
+    const std::string relay_bin = binary_from_env("PIPEWORKS_EXAMPLE_MINI_RELAY");
+    const std::string server_bin = binary_from_env("PIPEWORKS_EXAMPLE_TCP_SERVER");
+    const std::string client_bin = binary_from_env("PIPEWORKS_EXAMPLE_TCP_CLIENT");
+    if (relay_bin.empty() || server_bin.empty() || client_bin.empty()) return;
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Child server({server_bin, bind_host(f) + ":0"});
+        const Address target = listening_address(server, bind_host(f));
+        Child relay({relay_bin, bind_host(f) + ":0", target.to_string()});
+        const Address at = listening_address(relay, bind_host(f));
+        CHECK(at.port() != target.port());
+        for (const char* text : {"through the relay", "and again"}) {
+            Child client({client_bin, at.to_string(), text});
+            CHECK(client.wait_exit() == 0);
+            CHECK(client.out_text == std::string("reply: ") + text + "\n");
+        }
+        // The server's clients came from the relay, not from tcp_client.
+        REQUIRE(server.wait_for([&] { return lines_of(server.out_text).size() >= 5; }));
+        CHECK(signal_until_exit(relay, SIGTERM) == 128 + SIGTERM);
+        CHECK(signal_until_exit(server, SIGTERM) == 0);
+    }
+}
+
+TEST_CASE("udp_echo: three replies, in order, from the echo pipe's one port") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_UDP_ECHO");
+    if (!out) return;
+    const auto lines = lines_of(*out);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[0].starts_with("reply 1: one from "));
+    CHECK(lines[1].starts_with("reply 2: two from "));
+    CHECK(lines[2].starts_with("reply 3: three from "));
+    const auto port = port_after(lines[0], "127.0.0.1");
+    CHECK(port_after(lines[1], "127.0.0.1") == port);
+    CHECK(port_after(lines[2], "127.0.0.1") == port);
+}
+
+TEST_CASE("framers: every framer delivers the three messages whole, in order") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_FRAMERS");
+    if (!out) return;
+    CHECK(*out ==
+          "length_prefixed(4): [alpha] [bravo] [delta]\n"
+          "lines: [alpha] [bravo] [delta]\n"
+          "delimited(\"\\r\\n\"): [alpha] [bravo] [delta]\n"
+          "fixed(5): [alpha] [bravo] [delta]\n"
+          "json_header: [alpha] [bravo] [delta]\n");
+}
+
+TEST_CASE("subscribe: each queue gets the messages its pattern matches; an empty one times out") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_SUBSCRIBE");
+    if (!out) return;
+    CHECK(*out ==
+          "[temp] temp: 21.5\n"
+          "[temp] temp: 80.1 ALARM\n"
+          "[temp] temp: 22.0\n"
+          "[alarm] temp: 80.1 ALARM\n"
+          "[log] log: started\n"
+          "[log] nothing in 100 ms\n");
+}
+
+TEST_CASE("accept: two clients accepted one accept() at a time, then a timeout") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_ACCEPT");
+    if (!out) return;
+    const auto lines = lines_of(*out);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[0].starts_with("accepted 1 from 127.0.0.1:"));
+    CHECK(lines[1].starts_with("accepted 2 from 127.0.0.1:"));
+    CHECK(port_after(lines[0], "127.0.0.1") != port_after(lines[1], "127.0.0.1"));
+    CHECK(lines[2] == "no client in 200 ms");
+}
+
+TEST_CASE("adopt: a socket listening before the loop existed serves as a pipeworks server") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_ADOPT");
+    if (!out) return;
+    const auto lines = lines_of(*out);
+    REQUIRE(lines.size() == 2);
+    const std::string head = "adopted a server on ";
+    REQUIRE(lines[0].starts_with(head));
+    auto at = Address::parse(lines[0].substr(head.size()));
+    REQUIRE(at.ok());
+    CHECK(at->is_loopback());
+    CHECK(at->port() != 0);
+    CHECK(lines[1] == "echo: hi");
+}
+
+TEST_CASE("post_thread: what a worker thread posts runs on the loop thread, in order") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_POST_THREAD");
+    if (!out) return;
+    CHECK(*out ==
+          "result 1 = 1 (sent on the loop thread)\n"
+          "result 2 = 4 (sent on the loop thread)\n"
+          "result 3 = 9 (sent on the loop thread)\n");
+}
+
+TEST_CASE("borrowed_loop: pipeworks and the application's own libuv timer share its loop") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_BORROWED_LOOP");
+    if (!out) return;
+    const auto lines = lines_of(*out);
+    REQUIRE(lines.size() == 3);
+    CHECK(std::count(lines.begin(), lines.end(), "pipeworks got: ping") == 1);
+    CHECK(std::count(lines.begin(), lines.end(), "libuv timer fired") == 1);
+    CHECK(lines[2] == "loop closed");
+}
+
+TEST_CASE("packet_rpc: two calls answered, then an orderly close") {
+    auto out = run_example("PIPEWORKS_EXAMPLE_PACKET_RPC");
+    if (!out) return;
+    CHECK(*out == "call 1: HELLO\ncall 2: PACKETS\nclosed in order\n");
+}
+
+TEST_CASE("every example program prints the version of pipeworks with --version") {
+    for (const char* name :
+         {"echo_server", "udp_await", "packet_server", "packet_client", "tcp_server", "tcp_client",
+          "udp_echo", "framers", "subscribe", "accept", "adopt", "post_thread", "borrowed_loop",
+          "mini_relay", "packet_rpc"}) {
+        CAPTURE(name);
+        std::string var = "PIPEWORKS_EXAMPLE_";
+        for (const char* c = name; *c; ++c) var += static_cast<char>(std::toupper(*c));
+        auto out = run_example(var.c_str(), {"--version"});
+        if (!out) continue;
+        CHECK(*out == std::string(name) + " " + PIPEWORKS_VERSION_STRING + "\n");
     }
 }

@@ -9,6 +9,8 @@
 #include "support.hpp"
 #include "tls_support.hpp"
 
+#include <pipeworks/version.hpp>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -823,6 +825,10 @@ TEST_CASE("the command line: endpoints, options, and what is refused") {
     auto help = parse_command_line(std::vector<const char*>{"--bogus", "--help"});
     REQUIRE(help);
     CHECK(help->help);
+    auto version = parse_command_line(std::vector<const char*>{"--bogus", "--version"});
+    REQUIRE(version);
+    CHECK(version->version);
+    CHECK(!version->help);
 
     // --frame-timeout: length framing only; 0 is no bound; unset, the server's default.
     auto framed = parse_command_line(std::vector<const char*>{
@@ -1020,7 +1026,7 @@ TEST_CASE("pipeworks-relay: bad arguments print usage and exit 2; --help is a ma
     Child bad({bin, "--bogus", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"});
     CHECK(bad.wait_exit() == 2);
     for (const char* text : {"[--frame-timeout S]", "defaults:", "--frame-timeout 10 (length",
-                             "--idle-timeout none", "--max-conns none for TCP",
+                             "--idle-timeout 300", "--max-conns 4096 for TCP",
                              "[--cert FILE --key FILE]", "[--insecure]", "tls://HOST:PORT"})
         CHECK(bad.err_text.find(text) != std::string::npos);
 }
@@ -1662,4 +1668,14 @@ TEST_CASE("pipeworks-relay --dns: a TARGET by name through the given server") {
         &loop));
     REQUIRE(::kill(nowhere.pid, SIGTERM) == 0);
     CHECK(nowhere.wait_exit(&loop) == 0);
+}
+
+TEST_CASE("pipeworks-relay --version prints the project's version and exits 0") {
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
+    Child v({bin, "--version"});
+    CHECK(v.wait_exit() == 0);
+    CHECK(v.out_text == std::string("pipeworks-relay ") + PIPEWORKS_VERSION_STRING + "\n");
+    CHECK(std::string(pipeworks::version()) == PIPEWORKS_VERSION_STRING);
+    CHECK(v.err_text.empty());
 }

@@ -205,3 +205,56 @@ TEST_CASE("TLS: a framed pipe exchanges 100 messages") {
             CHECK(got->msgs[static_cast<std::size_t>(i)] == "re: m" + std::to_string(i));
     }
 }
+
+TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records after") {
+    // In memory, between two filters: the record sizes are what the filter itself makes.
+    Ctx cc = pki().client_ctx();
+    Ctx sc = pki().server_ctx();
+    detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
+    detail::TlsFilter server(sc.get(), detail::TlsRole::server);
+    std::string to_server, to_client, at_client;
+    const auto keep = [&at_client](std::string_view p) { at_client.append(p); };
+    client.pending_output(to_server);
+    for (int round = 0; round < 8 && !(to_server.empty() && to_client.empty()); ++round) {
+        REQUIRE(!server.incoming(to_server, [](std::string_view) {}));
+        to_server.clear();
+        server.pending_output(to_client);  // the server's flight, then its session tickets
+        REQUIRE(!client.incoming(to_client, keep));
+        to_client.clear();
+        client.pending_output(to_server);
+    }
+    REQUIRE(client.handshake_done());
+    REQUIRE(server.handshake_done());
+    REQUIRE(at_client.empty());
+
+    const std::string data = payload(100'000, 5);
+    std::string wire;
+    REQUIRE(!server.outgoing(data, wire));
+    // Every TLS 1.3 record: a 5-byte header, then the plaintext, its type byte and a 16-byte tag.
+    constexpr std::size_t kOverhead = 1 + 16;
+    std::vector<std::size_t> plain_sizes;
+    std::size_t off = 0;
+    while (off + 5 <= wire.size()) {
+        const std::size_t len = (static_cast<unsigned char>(wire[off + 3]) << 8) |
+                                static_cast<unsigned char>(wire[off + 4]);
+        CHECK(static_cast<unsigned char>(wire[off]) == 23);  // application data
+        plain_sizes.push_back(len - kOverhead);
+        off += 5 + len;
+    }
+    CHECK(off == wire.size());
+    const std::size_t small = detail::TlsFilter::kSmallRecord;
+    const std::size_t warm = (detail::TlsFilter::kSmallRecordBytes + small - 1) / small;
+    REQUIRE(plain_sizes.size() > warm + 1);
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < plain_sizes.size(); ++i) {
+        CAPTURE(i);
+        if (i < warm)
+            CHECK(plain_sizes[i] == small);
+        else if (i + 1 < plain_sizes.size())
+            CHECK(plain_sizes[i] == 16 * 1024);
+        total += plain_sizes[i];
+    }
+    CHECK(total == data.size());
+    REQUIRE(!client.incoming(wire, keep));
+    CHECK(at_client == data);
+}

@@ -461,3 +461,69 @@ TEST_CASE("TLS pipes: a peer that sends close_notify and closes entirely is a cl
         CHECK(!server_end->error);
     }
 }
+
+TEST_CASE("TLS pipes: small and large sends keep their order, while a write is out and not") {
+    // Sends of a full record or more are encrypted when they are made, the small ones at the
+    // flush; the bytes must arrive in the order sent, whatever the mix, and end with the FIN.
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto server = echo_server(loop, f, server_conf());
+        auto client =
+            must(Pipe::connect(loop, server->pipe->local_address(), client_conf()), "connect");
+        auto got = collect(*client);
+        auto end = watch_end(*client);
+        bool up = false;
+        client->on_up([&](Pipe&) { up = true; });
+        run_until(
+            loop, [&] { return up; }, "handshake");
+        std::string sent;
+        const std::size_t sizes[] = {10, 16 * 1024, 3, 100'000, 16 * 1024 - 1, 1, 2'000'000, 7};
+        std::uint8_t seed = 1;
+        for (int round = 0; round < 2; ++round) {
+            for (std::size_t n : sizes) {
+                const std::string part = payload(n, seed++);
+                REQUIRE(!client->send(part));
+                sent += part;
+            }
+            // The second round goes while the first one's writes are still out.
+        }
+        run_until(
+            loop, [&] { return got->data.size() >= sent.size() || end->count > 0; }, "echo");
+        REQUIRE(end->count == 0);
+        CHECK(got->data.size() == sent.size());
+        CHECK(got->data == sent);
+        CHECK(client->stats().bytes_out == sent.size());
+    }
+}
+
+TEST_CASE("TLS pipes: a shutdown right after a large send goes after its last byte") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto server = must(Pipe::listen(loop, lo(f), server_conf()));
+        std::string at_server;
+        std::size_t at_eof = 0;
+        bool eof = false;
+        server->on_accept([&](Pipe&, const PipePtr& c) {
+            c->on_message([&](Pipe&, const Message& m) { at_server += m.data; });
+            c->on_eof([&](Pipe&) {
+                eof = true;
+                at_eof = at_server.size();
+            });
+        });
+        auto client = must(Pipe::connect(loop, server->local_address(), client_conf()));
+        bool up = false;
+        client->on_up([&](Pipe&) { up = true; });
+        run_until(
+            loop, [&] { return up; }, "handshake");
+        const std::string big = payload(3 * 1024 * 1024 + 5, 4);
+        REQUIRE(!client->send("head"));
+        REQUIRE(!client->send(big));
+        REQUIRE(!client->shutdown());
+        run_until(
+            loop, [&] { return eof; }, "close_notify after the data");
+        CHECK(at_eof == big.size() + 4);
+        CHECK(at_server == "head" + big);
+    }
+}

@@ -11,6 +11,7 @@
 // closes once everything has left. The protocol and the broker's choices (backpressure,
 // --drop-slow) are in broker.hpp and docs/relays.md.
 #include "../stop_signals.hpp"
+#include "../version_flag.hpp"
 #include "broker.hpp"
 
 #include <pipeworks/pipeworks.hpp>
@@ -334,6 +335,7 @@ int run(const std::string& cmd, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (print_version(argc, argv)) return 0;
     if (argc < 2) return usage("a command is needed");
     std::string cmd = argv[1];
     if (cmd == "--help" || cmd == "-h") {

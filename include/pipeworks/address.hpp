@@ -42,8 +42,8 @@ public:
     std::uint32_t scope_id() const noexcept;  // 0 for IPv4 and unscoped IPv6
     Address with_port(std::uint16_t port) const noexcept;
 
-    bool is_loopback() const noexcept;  // 127.0.0.0/8, ::1, ::ffff:127.x.x.x
-    bool is_any() const noexcept;       // 0.0.0.0 or ::
+    bool is_loopback() const noexcept;  // 127.0.0.0/8, `::1`, and 127.0.0.0/8 mapped into IPv6
+    bool is_any() const noexcept;       // 0.0.0.0 or `::`
 
     // The IP alone ("1.2.3.4", "::1", "fe80::1%2"); the scope is printed as a number.
     std::string host() const;

@@ -12,3 +12,4 @@
 #include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>
 #include <pipeworks/reconnecting_client.hpp>
+#include <pipeworks/version.hpp>

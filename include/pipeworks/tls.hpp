@@ -2,6 +2,8 @@
 // Plain values; TlsConf is checked when a TLS pipe opens.
 #pragma once
 
+#include <pipeworks/export.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>

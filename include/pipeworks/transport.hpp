@@ -1,6 +1,8 @@
 // Transport: the two kinds of socket a pipe runs on.
 #pragma once
 
+#include <pipeworks/export.hpp>
+
 #include <cstdint>
 
 namespace pipeworks {

@@ -196,24 +196,24 @@ void LoopCore::cancel_flush(Flushable* f) noexcept {
     std::replace(flushing.begin(), flushing.end(), f, static_cast<Flushable*>(nullptr));
 }
 
-char* LoopCore::new_read_block(std::size_t size) {
-    if (read_block) {
+char* LoopCore::new_read_block(ReadBlock*& slot, std::size_t size) {
+    if (slot) {
         // Kept by a write, or too small: the write keeps it, this loop reads elsewhere.
-        size = std::max(size, read_block->size);
-        release(read_block);
-        read_block = nullptr;
+        size = std::max(size, slot->size);
+        release(slot);
+        slot = nullptr;
     }
     for (std::size_t i = 0; i < spare_blocks.size(); ++i) {
         if (spare_blocks[i]->size >= size) {
-            read_block = spare_blocks[i];
+            slot = spare_blocks[i];
             spare_blocks.erase(spare_blocks.begin() + static_cast<std::ptrdiff_t>(i));
-            read_block->refs = 1;
-            return read_block->data();
+            slot->refs = 1;
+            return slot->data();
         }
     }
     void* mem = ::operator new(sizeof(ReadBlock) + size);
-    read_block = new (mem) ReadBlock{1, size};
-    return read_block->data();
+    slot = new (mem) ReadBlock{1, size};
+    return slot->data();
 }
 
 void LoopCore::release(ReadBlock* b) noexcept {
@@ -234,10 +234,11 @@ void LoopCore::free_blocks() noexcept {
         ::operator delete(b);
     }
     spare_blocks.clear();
-    if (read_block) {
-        ReadBlock* b = read_block;
-        read_block = nullptr;
-        release(b);
+    for (ReadBlock** slot : {&read_block, &plain_block}) {
+        if (ReadBlock* b = *slot) {
+            *slot = nullptr;
+            release(b);
+        }
     }
 }
 

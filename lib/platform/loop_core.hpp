@@ -102,6 +102,9 @@ struct LoopCore {
     // dispatches before the next read, so an idle pipe holds no buffer. When a relay keeps the
     // block for a write, the next read takes another one (a released block is kept for reuse).
     ReadBlock* read_block = nullptr;  // the loop holds one reference
+    // The same for what a byte filter makes of a read (TLS plaintext), so that a relay keeps
+    // decrypted bytes for its write just as it keeps read ones.
+    ReadBlock* plain_block = nullptr;
     std::vector<ReadBlock*> spare_blocks;
 
     // transport/tls_context.cpp's TLS contexts, by settings (loaded once per loop).
@@ -133,9 +136,20 @@ struct LoopCore {
     char* read_buffer(std::size_t size) {
         if (read_block && read_block->refs == 1 && read_block->size >= size) [[likely]]
             return read_block->data();
-        return new_read_block(size);
+        return new_read_block(read_block, size);
     }
-    char* new_read_block(std::size_t size);
+    char* plain_buffer(std::size_t size) {
+        if (plain_block && plain_block->refs == 1 && plain_block->size >= size) [[likely]]
+            return plain_block->data();
+        return new_read_block(plain_block, size);
+    }
+    // The loop's block (read or plain) that holds [p, p + n), or null.
+    ReadBlock* block_holding(const char* p, std::size_t n) const noexcept {
+        if (read_block && read_block->holds(p, n)) return read_block;
+        if (plain_block && plain_block->holds(p, n)) return plain_block;
+        return nullptr;
+    }
+    char* new_read_block(ReadBlock*& slot, std::size_t size);
     static void retain(ReadBlock* b) noexcept { ++b->refs; }
     void release(ReadBlock* b) noexcept;
     void free_blocks() noexcept;

@@ -8,6 +8,7 @@
 #include <pipeworks/error.hpp>
 
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -15,11 +16,22 @@ namespace pipeworks::detail {
 
 class ByteFilter {
 public:
+    using PlainFn = std::function<void(std::string_view)>;
+    // A buffer for what the filter makes of a read; one call's buffer stays valid until the
+    // next call (the pipe gives the loop's plaintext block, which a relay may keep).
+    using BufferFn = std::function<std::span<char>()>;
+
     virtual ~ByteFilter() = default;
     // Bytes read from the socket. Calls `plain` with what the input stage receives (any
-    // number of times, also none). An Error ends the pipe.
-    virtual Error incoming(std::string_view wire,
-                           const std::function<void(std::string_view)>& plain) = 0;
+    // number of times, also none), each time bytes in a buffer from `buffer`. An Error ends
+    // the pipe.
+    virtual Error incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) = 0;
+    // The same with a buffer of the filter's own, on the stack.
+    Error incoming(std::string_view wire, const PlainFn& plain) {
+        char local[16 * 1024];
+        return incoming(
+            wire, [&] { return std::span<char>(local, sizeof local); }, plain);
+    }
     // Bytes the write queue sends: appends what goes to the socket to `wire`.
     virtual Error outgoing(std::string_view plain, std::string& wire) = 0;
     // Bytes the filter itself must send now (a handshake, a close notice), appended to `wire`.
@@ -33,8 +45,8 @@ public:
 // seam to show the data path through it is complete).
 class IdentityFilter final : public ByteFilter {
 public:
-    Error incoming(std::string_view wire,
-                   const std::function<void(std::string_view)>& plain) override {
+    using ByteFilter::incoming;
+    Error incoming(std::string_view wire, const BufferFn&, const PlainFn& plain) override {
         if (!wire.empty()) plain(wire);
         return {};
     }

@@ -28,6 +28,8 @@ PipeImpl::PipeImpl(Loop& loop, PipeKind kind, std::shared_ptr<NetConf> conf)
     idle_deadline_.expired = &PipeImpl::idle_expired;
     frame_deadline_.pipe = this;
     frame_deadline_.expired = &PipeImpl::frame_expired;
+    release_deadline_.pipe = this;
+    release_deadline_.expired = &PipeImpl::release_expired;
 }
 
 PipeImpl::~PipeImpl() = default;
@@ -109,6 +111,7 @@ void PipeImpl::end(EndReason reason, Error error, Drain drain) {
     up_timer_.cancel();
     core_->disarm(idle_deadline_);
     core_->disarm(frame_deadline_);
+    core_->disarm(release_deadline_);
     if (tls_) core_->disarm(tls_->handshake);
     // A client still connecting keeps what was sent: it goes out once the connection is made.
     const bool connecting = kind_ == PipeKind::tcp_client && !connected_ && !peer_.empty();
@@ -168,6 +171,7 @@ void PipeImpl::close_handle_now() {
     core_->remove(this);
     core_->disarm(idle_deadline_);
     core_->disarm(frame_deadline_);
+    core_->disarm(release_deadline_);
     if (tls_) core_->disarm(tls_->handshake);
     connect_timer_.cancel();
     close_timer_.cancel();

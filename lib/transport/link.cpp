@@ -16,15 +16,14 @@ bool PipeImpl::forward(std::string_view data) {
     std::size_t i = 0;
     while (i < links_.size()) {
         PipeImpl* t = links_[i];
-        // Large forwards of bytes still in the loop's read block keep the block instead of
-        // copying. Small ones are copied (and gathered): a kept block holding a few bytes would
-        // let a relay's memory pass its watermarks by a block per queued read, so a block is
-        // kept only for at least a quarter of its size. A TLS target encrypts what it sends,
-        // including what is queued before its connection (and its filter) is up.
-        ReadBlock* block = core_->read_block;
+        // Large forwards of bytes still in the loop's read (or plaintext) block keep the block
+        // instead of copying. Small ones are copied (and gathered): a kept block holding a few
+        // bytes would let a relay's memory pass its watermarks by a block per queued read, so a
+        // block is kept only for at least a quarter of its size. A TLS target encrypts what it
+        // sends, including what is queued before its connection (and its filter) is up.
+        ReadBlock* block = core_->block_holding(data.data(), data.size());
         const bool keep = t->kind_ != PipeKind::udp && !t->framed_ && !t->filter_ && !t->tls_ &&
-                          block && data.size() >= block->size / 4 &&
-                          block->holds(data.data(), data.size());
+                          block && data.size() >= block->size / 4;
         Error e = keep ? t->send_kept(data, block) : t->send_bytes(data);
         if (e && !t->ending() && !t->ended()) {
             // The target cannot carry this message (larger than a datagram, over its framer's

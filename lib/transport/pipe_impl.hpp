@@ -152,6 +152,11 @@ public:
     };
     PipeDeadline idle_deadline_;
     PipeDeadline frame_deadline_;
+    // A drained burst's buffers go back once the queue has stayed empty this long: a stream
+    // that keeps the queue busy (a relay at full speed empties it between writes) reuses them.
+    static constexpr std::uint64_t kReleaseDelayMs = 100;
+    PipeDeadline release_deadline_;
+    static void release_expired(Deadline& d);
     std::uint64_t last_activity_ms_ = 0;
 
     // ================================================================ socket_io.cpp
@@ -425,12 +430,14 @@ public:
     void on_write_done(int status);
     void after_written();
     // A burst's buffer is not kept once the queue is empty.
+    // Called when the queue is empty: arms release_deadline_ if a buffer is above its keep.
     void release_idle_buffers() noexcept;
+    std::size_t buffer_keep() const noexcept { return 4 * conf_->reader_limit; }
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.
     std::size_t queued_bytes() const noexcept {
         return pending_.size() + borrowed_.size() + segs_bytes_ +
                (write_in_flight_ ? h_.stream.write_queue_size : 0) + udp_queued_ +
-               (filter_ ? filter_->buffered() : 0);
+               (filter_ ? filter_->buffered() + filtered_.size() : 0);
     }
     bool over_write_cap(std::size_t more) const noexcept {
         return conf_->max_write_queue != 0 && queued_bytes() + more > conf_->max_write_queue;
@@ -472,6 +479,13 @@ public:
     }
     void unborrow();
     std::string inflight_;
+    // A filter's output waits here for the flush, which swaps it with pending_, so that the
+    // records of every flush reuse one buffer instead of a fresh one (whose pages the kernel
+    // must clear). A large send on an established TLS pipe is encrypted straight into it
+    // (send_filtered), after the plaintext queued before it.
+    std::string filtered_;
+    static constexpr std::size_t kEncryptAtSend = 16 * 1024;  // a full TLS record
+    Error send_filtered(std::string_view bytes);
     std::size_t inflight_off_ = 0;
     // Kept read blocks (relays) and owned bytes queued before pending_, in order; the ones
     // under the write in flight; the iovec for them. (Vectors: an empty deque allocates.)

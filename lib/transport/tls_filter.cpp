@@ -7,6 +7,9 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cstring>
+
 namespace pipeworks::detail {
 
 namespace {
@@ -26,23 +29,84 @@ struct ClearErrors {
 
 }  // namespace
 
+// The BIO between OpenSSL and the filter. It never fails and never blocks a write; a read
+// with nothing left asks OpenSSL to retry (SSL_ERROR_WANT_READ), never signals an end.
+struct TlsBio {
+    static int write(BIO* b, const char* data, std::size_t len, std::size_t* written) {
+        auto* f = static_cast<TlsFilter*>(BIO_get_data(b));
+        (f->out_ != nullptr ? *f->out_ : f->held_).append(data, len);
+        *written = len;
+        return 1;
+    }
+    static int read(BIO* b, char* buf, std::size_t len, std::size_t* got) {
+        auto* f = static_cast<TlsFilter*>(BIO_get_data(b));
+        BIO_clear_retry_flags(b);
+        if (f->in_.empty()) {
+            BIO_set_retry_read(b);
+            *got = 0;
+            return 0;
+        }
+        const std::size_t n = std::min(len, f->in_.size());
+        std::memcpy(buf, f->in_.data(), n);
+        f->in_.remove_prefix(n);
+        *got = n;
+        return 1;
+    }
+    static long ctrl(BIO* b, int cmd, long, void*) {
+        auto* f = static_cast<TlsFilter*>(BIO_get_data(b));
+        switch (cmd) {
+            case BIO_CTRL_FLUSH:
+                return 1;
+            case BIO_CTRL_PENDING:
+                return static_cast<long>(f->in_.size());
+            case BIO_CTRL_WPENDING:
+                return 0;
+            default:
+                return 0;
+        }
+    }
+    static int create(BIO* b) {
+        BIO_set_init(b, 1);
+        return 1;
+    }
+
+    // One method table for the process, made on first use (thread-safe) and freed at exit.
+    static const BIO_METHOD* method() {
+        struct Method {
+            BIO_METHOD* m = nullptr;
+            Method() {
+                m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "pipeworks-tls");
+                if (m == nullptr) return;
+                BIO_meth_set_write_ex(m, write);
+                BIO_meth_set_read_ex(m, read);
+                BIO_meth_set_ctrl(m, ctrl);
+                BIO_meth_set_create(m, create);
+            }
+            ~Method() { BIO_meth_free(m); }
+        };
+        static const Method method;
+        return method.m;
+    }
+};
+
 TlsFilter::TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host,
                      const std::string& verify_host, const std::string& session_key,
                      SSL_SESSION* session) {
     ClearErrors clear;
     // SSL_new holds its own reference to the context: the caller may free its one.
     ssl_ = SSL_new(ctx);
-    wire_in_ = BIO_new(BIO_s_mem());
-    wire_out_ = BIO_new(BIO_s_mem());
-    if (ssl_ == nullptr || wire_in_ == nullptr || wire_out_ == nullptr) {
-        BIO_free(wire_in_);
-        BIO_free(wire_out_);
-        wire_in_ = wire_out_ = nullptr;
+    const BIO_METHOD* method = TlsBio::method();
+    BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
+    if (ssl_ == nullptr || bio == nullptr) {
+        BIO_free(bio);
+        SSL_free(ssl_);
+        ssl_ = nullptr;
         failed_ = true;
         error_ = Error(errc::tls_failed, "TLS setup failed: out of memory");
         return;
     }
-    SSL_set_bio(ssl_, wire_in_, wire_out_);
+    BIO_set_data(bio, this);
+    SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: the SSL takes its one reference
     if (role == TlsRole::server) {
         SSL_set_accept_state(ssl_);
         return;
@@ -72,33 +136,45 @@ TlsFilter::TlsFilter(SSL_CTX* ctx, TlsRole role, const std::string& sni_host,
 }
 
 TlsFilter::~TlsFilter() {
-    SSL_free(ssl_);  // frees the BIOs with it
+    SSL_free(ssl_);  // frees the BIO with it
 }
 
-Error TlsFilter::incoming(std::string_view wire,
-                          const std::function<void(std::string_view)>& plain) {
+Error TlsFilter::incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) {
     if (failed_) return error_;
     ClearErrors clear;
-    while (!wire.empty()) {
-        std::size_t n = 0;
-        if (BIO_write_ex(wire_in_, wire.data(), wire.size(), &n) != 1 || n == 0)
-            return failure("buffering", SSL_ERROR_SSL);
-        wire.remove_prefix(n);
-    }
+    // OpenSSL keeps a partial record in its own buffer, so nothing of `wire` outlives the call.
+    struct Window {
+        TlsFilter& f;
+        ~Window() { f.in_ = {}; }
+    } window{*this};
+    in_ = wire;
     if (!handshake_done_) {
         if (Error e = drive_handshake()) return e;
         if (!handshake_done_) return {};
     }
     if (peer_closed_) return {};
-    char buf[16 * 1024];  // one record's plaintext at most
+    // Records are decrypted one after the other into one buffer and passed on together: the
+    // layers above see a read's worth at a time, as without TLS.
+    std::span<char> out;
+    std::size_t used = 0;
+    auto pass_on = [&] {
+        if (used > 0) plain(std::string_view(out.data(), used));
+        used = 0;
+    };
     for (;;) {
+        if (used == out.size()) {
+            pass_on();
+            out = buffer();
+            if (out.empty()) return failure("read (no buffer)", SSL_ERROR_SSL);
+        }
         std::size_t n = 0;
-        const int rc = SSL_read_ex(ssl_, buf, sizeof buf, &n);
+        const int rc = SSL_read_ex(ssl_, out.data() + used, out.size() - used, &n);
         if (rc == 1) {
-            plain(std::string_view(buf, n));
+            used += n;
             continue;
         }
         const int err = SSL_get_error(ssl_, rc);
+        pass_on();  // what came before an alert or a bad record is the peer's data
         if (err == SSL_ERROR_WANT_READ) return {};
         if (err == SSL_ERROR_ZERO_RETURN) {
             peer_closed_ = true;
@@ -110,14 +186,15 @@ Error TlsFilter::incoming(std::string_view wire,
 
 Error TlsFilter::outgoing(std::string_view plain, std::string& wire) {
     if (failed_) return error_;
+    drain(wire);
     if (!handshake_done_) {
         early_.append(plain);
-        drain(wire);
         return {};
     }
     ClearErrors clear;
+    out_ = &wire;
     Error e = write_plain(plain);
-    drain(wire);
+    out_ = nullptr;
     return e;
 }
 
@@ -126,7 +203,7 @@ void TlsFilter::pending_output(std::string& wire) {
 }
 
 std::size_t TlsFilter::buffered() const noexcept {
-    return early_.size() + (wire_out_ != nullptr ? BIO_ctrl_pending(wire_out_) : 0);
+    return early_.size() + held_.size();
 }
 
 TlsInfo TlsFilter::info() const {
@@ -179,26 +256,25 @@ Error TlsFilter::drive_handshake() {
 }
 
 Error TlsFilter::write_plain(std::string_view plain) {
-    // A memory BIO takes every record, so SSL_write_ex never waits for the socket; the loop
-    // is for the lengths an int cannot hold.
+    // The BIO takes every record, so SSL_write_ex never waits for the socket; the loop is for
+    // the small records at the start.
     while (!plain.empty()) {
+        std::size_t chunk = plain.size();
+        if (plain_out_ < kSmallRecordBytes) chunk = std::min(chunk, kSmallRecord);
         std::size_t n = 0;
-        const int rc = SSL_write_ex(ssl_, plain.data(), plain.size(), &n);
+        const int rc = SSL_write_ex(ssl_, plain.data(), chunk, &n);
         if (rc != 1) return failure("write", SSL_get_error(ssl_, rc));
         plain.remove_prefix(n);
+        plain_out_ += n;
     }
     return {};
 }
 
 void TlsFilter::drain(std::string& wire) {
-    if (wire_out_ == nullptr) return;
-    const std::size_t pending = BIO_ctrl_pending(wire_out_);
-    if (pending == 0) return;
-    const std::size_t old = wire.size();
-    wire.resize(old + pending);
-    std::size_t n = 0;
-    if (BIO_read_ex(wire_out_, wire.data() + old, pending, &n) != 1) n = 0;
-    wire.resize(old + n);
+    if (held_.empty()) return;
+    wire.append(held_);
+    // Held bytes are few (a handshake flight, a ticket, an alert): no capacity worth keeping.
+    std::string().swap(held_);
 }
 
 Error TlsFilter::failure(const char* op, int ssl_error) {

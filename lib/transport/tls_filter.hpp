@@ -1,6 +1,8 @@
-// TlsFilter: TLS as a byte filter. OpenSSL works on two memory BIOs, never on the socket, so
-// the pipe's own I/O, deadlines and backpressure stay what they are without TLS; the filter
-// only turns wire bytes into plaintext and back.
+// TlsFilter: TLS as a byte filter. OpenSSL never sees the socket, so the pipe's own I/O,
+// deadlines and backpressure stay what they are without TLS; the filter only turns wire bytes
+// into plaintext and back. Its BIO is a window, not a buffer: OpenSSL reads records straight
+// from the bytes the socket read gave incoming(), and writes them straight into the caller's
+// wire string, so each byte is copied once on each side (a memory BIO copies it twice).
 //
 // Threading: bound to its pipe's loop thread.
 #pragma once
@@ -32,8 +34,8 @@ public:
     TlsFilter(const TlsFilter&) = delete;
     TlsFilter& operator=(const TlsFilter&) = delete;
 
-    Error incoming(std::string_view wire,
-                   const std::function<void(std::string_view)>& plain) override;
+    using ByteFilter::incoming;
+    Error incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) override;
     Error outgoing(std::string_view plain, std::string& wire) override;
     void pending_output(std::string& wire) override;
     std::size_t buffered() const noexcept override;
@@ -51,18 +53,31 @@ public:
     // What the session is (version, cipher, ALPN, resumption, verification, peer).
     TlsInfo info() const;
 
+    // The first kSmallRecordBytes of plaintext go in records of kSmallRecord bytes, each of
+    // which fits one TCP segment: a new connection's first flight (its initial congestion
+    // window is about ten segments) is then readable record by record as it arrives, instead
+    // of waiting for a 16 KiB record spread over a dozen segments. Full records after that.
+    static constexpr std::size_t kSmallRecord = 1400;
+    static constexpr std::size_t kSmallRecordBytes = 16 * 1024;
+
 private:
+    friend struct TlsBio;
     Error drive_handshake();
     Error write_plain(std::string_view plain);
     void drain(std::string& wire);
     Error failure(const char* op, int ssl_error);
 
     SSL* ssl_ = nullptr;
-    BIO* wire_in_ = nullptr;   // owned by ssl_: wire bytes for OpenSSL to read
-    BIO* wire_out_ = nullptr;  // owned by ssl_: records OpenSSL produced
+    // What the BIO serves OpenSSL's reads from: the rest of incoming()'s wire bytes.
+    std::string_view in_;
+    // Where the BIO puts the records OpenSSL writes: the caller's wire string while one is
+    // given, else held_ (a handshake reply, a ticket or an alert made inside incoming()).
+    std::string* out_ = nullptr;
+    std::string held_;
     // Plaintext sent before the handshake finished; an SSL_write then would run the handshake
     // from the write path, where its errors and the peer's replies have no place to go.
     std::string early_;
+    std::uint64_t plain_out_ = 0;  // plaintext bytes written, for the small records
     bool handshake_done_ = false;
     bool peer_closed_ = false;
     bool failed_ = false;

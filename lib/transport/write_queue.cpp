@@ -42,7 +42,9 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
         return write_cap_error(bytes.size());
     if (in_read_ && pending_.empty() && borrowed_.empty() && segs_.empty() && in_read_data(bytes))
         borrowed_ = bytes;  // written (or copied) before on_read() returns
-    else {
+    else if (filter_ && bytes.size() >= kEncryptAtSend && tls_ && tls_->established) [[unlikely]] {
+        if (Error e = send_filtered(bytes)) return e;
+    } else {
         if (!borrowed_.empty()) unborrow();
         pending_.append(bytes);
     }
@@ -263,19 +265,30 @@ void PipeImpl::flush() {
     write_rest(n);
 }
 
+Error PipeImpl::send_filtered(std::string_view bytes) {
+    // A full record's worth or more: encrypting it now reads it where it is (a relay's read
+    // block) instead of copying it into pending_ first; what was queued before goes first.
+    if (!borrowed_.empty()) unborrow();
+    Error e = pending_.empty() ? Error{} : filter_->outgoing(pending_, filtered_);
+    pending_.clear();
+    if (!e) e = filter_->outgoing(bytes, filtered_);
+    if (e) fail(EndReason::error, e);
+    return e;
+}
+
 void PipeImpl::filter_pending() {
     if (!borrowed_.empty()) unborrow();
-    std::string wire;
     if (!pending_.empty()) {
-        if (Error e = filter_->outgoing(pending_, wire)) {
+        if (Error e = filter_->outgoing(pending_, filtered_)) {
             fail(EndReason::error, std::move(e));
             return;
         }
     }
     // A close_notify asked for while plaintext was queued goes after the last of it.
     if (tls_ && tls_->close_wanted && !tls_->close_sent) tls_close_notify();
-    filter_->pending_output(wire);
-    pending_.swap(wire);
+    filter_->pending_output(filtered_);
+    pending_.swap(filtered_);
+    filtered_.clear();
 }
 
 void PipeImpl::unborrow() {
@@ -344,12 +357,25 @@ void PipeImpl::after_written() {
 }
 
 void PipeImpl::release_idle_buffers() noexcept {
-    // A burst's buffers go back once the queue is empty; a steady flow stays below this and
-    // keeps its capacity (no allocation per message).
-    const std::size_t keep = 4 * conf_->reader_limit;
+    // A burst's buffers go back once the queue stays empty; a steady flow below the keep
+    // keeps its capacity (no allocation per message), and one above it (a relay at full
+    // speed) keeps it while it flows, because a fresh large buffer costs a page fault per
+    // 4 KiB when it is filled.
+    const std::size_t keep = buffer_keep();
+    if (pending_.capacity() <= keep && inflight_.capacity() <= keep && filtered_.capacity() <= keep)
+        return;
+    if (!release_deadline_.armed() && !ending())
+        core_->arm(release_deadline_, uv_now(core_->loop) + kReleaseDelayMs);
+}
+
+void PipeImpl::release_expired(Deadline& d) {
+    PipeImpl* p = static_cast<PipeDeadline&>(d).pipe;
+    if (p->closing() || p->queued_bytes() != 0 || p->write_in_flight_) return;  // re-armed then
+    const std::size_t keep = p->buffer_keep();
     // (Assigning an empty string would keep the capacity: swap it out.)
-    if (pending_.capacity() > keep) std::string().swap(pending_);
-    if (inflight_.capacity() > keep) std::string().swap(inflight_);
+    if (p->pending_.capacity() > keep) std::string().swap(p->pending_);
+    if (p->inflight_.capacity() > keep) std::string().swap(p->inflight_);
+    if (p->filtered_.capacity() > keep) std::string().swap(p->filtered_);
 }
 
 Error PipeImpl::request_shutdown() {
@@ -369,7 +395,9 @@ void PipeImpl::try_shutdown() {
     if (shut_issued_ || closing() || !connected_) return;
     if (tls_ && !tls_->established) return;  // tls_established() comes back here
     // after_written() comes back here once the queue is empty.
-    if (!pending_.empty() || !borrowed_.empty() || !segs_.empty() || write_in_flight_) return;
+    if (!pending_.empty() || !borrowed_.empty() || !segs_.empty() || !filtered_.empty() ||
+        write_in_flight_)
+        return;
     if (tls_) [[unlikely]] {
         tls_close_notify();
         if (tls_holds_output()) {

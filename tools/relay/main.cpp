@@ -3,6 +3,7 @@
 #include "relay_server.hpp"
 
 #include <pipeworks/loop.hpp>
+#include <pipeworks/version.hpp>
 
 #include <pthread.h>
 
@@ -22,9 +23,9 @@ constexpr const char* kUsage =
     "                       [--ca FILE] [--verify-host NAME] [--alpn LIST] [--insecure]\n"
     "                       [--dns SERVER[:PORT][,...]]\n"
     "                       LISTEN TARGET\n"
-    "       pipeworks-relay --help\n"
+    "       pipeworks-relay --help | --version\n"
     "LISTEN, TARGET: tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT\n"
-    "defaults: --framing raw, --max-conns none for TCP (1024 UDP sources), --idle-timeout none\n"
+    "defaults: --framing raw, --max-conns 4096 for TCP (1024 UDP sources), --idle-timeout 300\n"
     "for TCP to TCP (60 with a UDP side), --frame-timeout 10 (length framing), --connect-timeout\n"
     "5, --grace 5\n";
 
@@ -108,11 +109,13 @@ OPTIONS
         or separate them by commas; asked in that order. Refused with a numeric TARGET.
     --stats
         Print a line per connection when it closes, and totals on SIGUSR1 (below).
-    --quiet
+    -q, --quiet
         No log lines on standard error (refused clients, unreachable targets, failed client
         handshakes, accept failures, shutdown).
     -h, --help
         This manual.
+    --version
+        The version of pipeworks-relay (that of pipeworks), then exit.
 
 LOG (standard error, unless --quiet)
     A line per refused client, unreachable target and shutdown, and "accept failed: ..." when
@@ -268,6 +271,10 @@ int main(int argc, char** argv) {
     const CommandLine& cl = *parsed;
     if (cl.help) {
         std::fputs(kManual, stdout);
+        return 0;
+    }
+    if (cl.version) {
+        std::printf("pipeworks-relay %s\n", pipeworks::version());
         return 0;
     }
     const int status = run(cl);

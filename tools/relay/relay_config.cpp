@@ -219,6 +219,10 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
             cl.help = true;
             return cl;
         }
+        if (a == "--version") {
+            cl.version = true;
+            return cl;
+        }
     }
     for (std::size_t i = 0; i < args.size(); ++i) {
         std::string_view a = args[i];

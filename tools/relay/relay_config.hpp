@@ -115,14 +115,15 @@ struct RelayConfig {
 // What the command line asks for beyond the relay itself.
 struct CommandLine {
     RelayConfig relay;
-    bool help = false;   // --help: print the manual and exit
-    bool stats = false;  // --stats: a line per connection at close, totals on SIGUSR1
-    bool quiet = false;  // --quiet: no log lines on stderr (errors that stop the tool excepted)
+    bool help = false;     // --help: print the manual and exit
+    bool version = false;  // --version: print the version and exit
+    bool stats = false;    // --stats: a line per connection at close, totals on SIGUSR1
+    bool quiet = false;    // --quiet: no log lines on stderr (errors that stop the tool excepted)
     std::chrono::milliseconds grace{5000};  // after SIGINT/SIGTERM, before closing what is open
 };
 
 // Parses the arguments after the program name. An Error (errc::invalid_config) says what is
-// wrong in a line fit for the user. With --help the rest is not checked.
+// wrong in a line fit for the user. With --help or --version the rest is not checked.
 Result<CommandLine> parse_command_line(std::span<const char* const> args);
 
 // Parses a non-negative number of seconds ("5", "0.25") into milliseconds.
