@@ -1,9 +1,11 @@
 // pipeworks-relay: the RelayServer in-process (byte-exact bulk relay, many connections,
 // half-close, resets, bounded memory, UDP per source, TCP <-> UDP, unreachable targets, limits,
-// shutdown, TLS terminated and originated), and the built binary as a subprocess (arguments,
-// --help, first line, signals, TLS with certificate files).
+// shutdown, TLS terminated and originated, targets by name through a dnsmasq on loopback), and
+// the built binary as a subprocess (arguments, --help, first line, signals, TLS with
+// certificate files, --dns).
 #include "../tools/relay/relay_server.hpp"
 #include "child_process.hpp"
+#include "dns_support.hpp"
 #include "support.hpp"
 #include "tls_support.hpp"
 
@@ -1475,6 +1477,197 @@ TEST_CASE(
     REQUIRE(relay.reports.size() == 1);
     CHECK(relay.reports[0].reason == "shutdown");
     CHECK(relay.server->counters().accepted == 1);
+}
+
+// ------------------------------------------------------------------ targets by name, --dns
+
+namespace {
+
+// A TARGET as the command line gives it, the name left for the Resolver.
+Endpoint named(std::string_view text) {
+    return must(parse_endpoint(text, Resolve::later), "target by name");
+}
+
+// A relay to TARGET "scheme://host_port" by name, resolved through `dns`.
+RelayConfig config_by_name(Scheme listen, Scheme target, const std::string& host_port,
+                           const Dnsmasq& dns) {
+    RelayConfig c = config(listen, target, {});
+    c.target = named(std::string(to_string(target)) + "://" + host_port);
+    c.dns_servers = {dns.address()};
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("the command line: a TARGET by name and --dns") {
+    auto cl = parse_command_line(
+        std::vector<const char*>{"--dns", "127.0.0.1:5353,[::1]:5300", "--dns=::1", "--dns",
+                                 "10.0.0.53", "tcp://127.0.0.1:0", "tcp://app.pw.test:8080"});
+    REQUIRE_MESSAGE(cl.ok(), cl.error().message);
+    const Endpoint& t = cl->relay.target;
+    CHECK(t.by_name());
+    CHECK(t.host == "app.pw.test");
+    CHECK(t.port_number() == 8080);
+    CHECK(t.host_port() == "app.pw.test:8080");
+    std::vector<std::string> servers;
+    for (const Address& a : cl->relay.dns_servers) servers.push_back(a.to_string());
+    CHECK(servers ==
+          std::vector<std::string>{"127.0.0.1:5353", "[::1]:5300", "[::1]:53", "10.0.0.53:53"});
+    // A numeric TARGET is an address at once; a name is not looked up while parsing.
+    auto numeric = must(parse_endpoint("udp://[::1]:53", Resolve::later), "numeric");
+    CHECK(!numeric.by_name());
+    CHECK(numeric.host_port() == "[::1]:53");
+
+    auto error_of = [](std::vector<const char*> args) {
+        auto r = parse_command_line(args);
+        return r ? std::string() : r.error().message;
+    };
+    for (const char* bad : {"dns.example", "127.0.0.1:0", "127.0.0.1:99999", "", "1.2.3.4,"}) {
+        CAPTURE(bad);
+        CHECK(error_of({"--dns", bad, "tcp://127.0.0.1:0", "tcp://app.pw.test:1"})
+                  .find("--dns: expected SERVER[:PORT]") != std::string::npos);
+    }
+    CHECK(error_of({"--dns", "127.0.0.1", "tcp://127.0.0.1:0", "tcp://127.0.0.1:1"})
+              .find("--dns applies to a TARGET given by name") != std::string::npos);
+    CHECK(error_of({"--dns"}).find("--dns: needs a value") != std::string::npos);
+    CHECK(error_of({"tcp://127.0.0.1:0", "tcp://app.pw.test:0"}).find("needs a port") !=
+          std::string::npos);
+    CHECK(error_of({"tcp://127.0.0.1:0", "tcp://:80"}).find("TARGET") != std::string::npos);
+}
+
+TEST_CASE("a TCP TARGET by name: resolved per client through --dns; Happy Eyeballs picks") {
+    Dnsmasq dns;
+    Loop loop;
+    // loop.pw.test has 127.0.0.1 and ::1; only 127.0.0.1 listens, so ::1 (tried first) refuses.
+    auto upstream = echo_server(loop, Family::ipv4);
+    const std::string port = std::to_string(upstream->local_address().port());
+    RelayConfig c = config_by_name(Scheme::tcp, Scheme::tcp, "loop.pw.test:" + port, dns);
+    TestRelay relay(loop, c);
+    for (int i = 0; i < 2; ++i) {
+        auto client = must(Pipe::connect(loop, relay.addr()));
+        std::string got;
+        client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+        REQUIRE(!client->send("by name"));
+        run_until(
+            loop, [&] { return got == "by name" || client->ended(); }, "echo through a name");
+        CHECK(got == "by name");
+        client->close();
+        run_until(
+            loop, [&] { return relay.reports.size() == static_cast<std::size_t>(i + 1); },
+            "report");
+        CHECK(relay.reports.back().target == upstream->local_address());
+    }
+    CHECK(relay.server->counters().failed == 0);
+}
+
+TEST_CASE("a TARGET name that does not exist: the client is reset, the reason says so") {
+    Dnsmasq dns;
+    Loop loop;
+    RelayConfig c = config_by_name(Scheme::tcp, Scheme::tcp, "nothing.pw.test:80", dns);
+    TestRelay relay(loop, c);
+    expect_target_failure(loop, relay, "no such host nothing.pw.test");
+    CHECK(relay.reports[0].target.empty());
+}
+
+TEST_CASE("a UDP TARGET by name: what comes before the name resolves waits, then goes out") {
+    Dnsmasq dns;
+    Loop loop;
+    auto echo = udp_echo(loop, Family::ipv4);
+    const std::string target = "lo4.pw.test:" + std::to_string(echo->local_address().port());
+    std::vector<std::string> got;
+    auto collect = [&](Pipe&, const Message& m) { got.emplace_back(m.data); };
+    SUBCASE("from a UDP source: each datagram, replies to the source") {
+        RelayConfig c = config_by_name(Scheme::udp, Scheme::udp, target, dns);
+        c.idle_timeout = 300ms;
+        TestRelay relay(loop, c);
+        auto client = must(Pipe::udp(loop, lo(Family::ipv4)));
+        client->on_message(collect);
+        REQUIRE(!client->send_to("one", relay.addr()));
+        REQUIRE(!client->send_to("two", relay.addr()));
+        run_until(
+            loop, [&] { return got.size() == 2; }, "both datagrams echoed");
+        CHECK(got == std::vector<std::string>{"one", "two"});
+        CHECK(relay.server->counters().dropped == 0);
+        run_until(
+            loop, [&] { return relay.reports.size() == 1; }, "idle session reaped");
+        CHECK(relay.reports[0].target == echo->local_address());
+        CHECK(relay.reports[0].up_bytes == 6);
+        CHECK(relay.reports[0].down_bytes == 6);
+    }
+    SUBCASE("from a TCP client: each message a datagram (the link waits for the name)") {
+        RelayConfig c = config_by_name(Scheme::tcp, Scheme::udp, target, dns);
+        c.idle_timeout = 300ms;
+        TestRelay relay(loop, c);
+        auto client = must(Pipe::connect(loop, relay.addr(), framed(Framer::message())));
+        client->on_message(collect);
+        REQUIRE(!client->send("first"));
+        REQUIRE(!client->send("second"));
+        run_until(
+            loop, [&] { return got.size() == 2; }, "both messages back");
+        CHECK(got == std::vector<std::string>{"first", "second"});
+    }
+}
+
+TEST_CASE("a TCP TARGET by name, UDP to TCP: the target's name comes from /etc/hosts") {
+    // localhost is in every /etc/hosts; the DNS server given would never answer.
+    SilentServer silent;
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4, framed(Framer::message()));
+    RelayConfig c = config(Scheme::udp, Scheme::tcp, {});
+    c.target = named("tcp://localhost:" + std::to_string(upstream->local_address().port()));
+    c.dns_servers = {silent.at};
+    TestRelay relay(loop, c);
+    auto client = must(Pipe::udp(loop, lo(Family::ipv4)));
+    std::vector<std::string> got;
+    client->on_message([&](Pipe&, const Message& m) { got.emplace_back(m.data); });
+    REQUIRE(!client->send_to("hosts", relay.addr()));
+    run_until(
+        loop, [&] { return !got.empty(); }, "a reply through localhost");
+    CHECK(got == std::vector<std::string>{"hosts"});
+}
+
+TEST_CASE("pipeworks-relay --dns: a TARGET by name through the given server") {
+    const std::string bin = binary_from_env("PIPEWORKS_RELAY_BIN");
+    if (bin.empty()) return;
+    Dnsmasq dns;
+    Loop loop;
+    auto upstream = echo_server(loop, Family::ipv4);
+    Child relay({bin, "--stats", "--dns", dns.address().to_string(), "tcp://127.0.0.1:0",
+                 "tcp://lo4.pw.test:" + std::to_string(upstream->local_address().port())});
+    const Address at = listening_address(relay, "127.0.0.1", &loop);
+    auto client = must(Pipe::connect(loop, at));
+    std::string got;
+    client->on_message([&](Pipe&, const Message& m) { got += m.data; });
+    REQUIRE(!client->send("named"));
+    run_until(
+        loop, [&] { return got == "named"; }, "echo through pipeworks-relay by name");
+    client->close();
+    CHECK(relay.wait_for(
+        [&] {
+            return relay.out_text.find("target=" + upstream->local_address().to_string()) !=
+                   std::string::npos;
+        },
+        &loop));
+    run_until(
+        loop, [&] { return client->ended(); }, "client closed");
+    REQUIRE(::kill(relay.pid, SIGTERM) == 0);
+    CHECK(relay.wait_exit(&loop) == 0);
+
+    // A name that does not exist: the stats line names the TARGET as given.
+    Child nowhere({bin, "--stats", "--dns", dns.address().to_string(), "tcp://127.0.0.1:0",
+                   "tcp://nothing.pw.test:80"});
+    const Address at2 = listening_address(nowhere, "127.0.0.1", &loop);
+    auto c2 = must(Pipe::connect(loop, at2));
+    run_until(
+        loop, [&] { return c2->ended(); }, "reset");
+    CHECK(nowhere.wait_for(
+        [&] {
+            return nowhere.out_text.find("target=nothing.pw.test:80") != std::string::npos &&
+                   nowhere.err_text.find("no such host nothing.pw.test") != std::string::npos;
+        },
+        &loop));
+    REQUIRE(::kill(nowhere.pid, SIGTERM) == 0);
+    CHECK(nowhere.wait_exit(&loop) == 0);
 }
 
 TEST_CASE("pipeworks-relay --version prints the project's version and exits 0") {

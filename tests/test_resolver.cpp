@@ -3,6 +3,7 @@
 // A queries and drops AAAA ones: records, policies and ordering, timeouts, a lost family,
 // cancel, /etc/hosts, numeric and malformed names, configure, a loop destroyed mid-query.
 #include "child_process.hpp"
+#include "dns_support.hpp"
 #include "pipe_support.hpp"
 #include "support.hpp"
 
@@ -38,127 +39,6 @@ using namespace std::chrono_literals;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string find_dnsmasq() {
-    if (const char* p = std::getenv("PIPEWORKS_DNSMASQ"); p && *p)
-        return ::access(p, X_OK) == 0 ? p : "";
-    std::vector<std::string> dirs{"/usr/sbin", "/sbin", "/usr/local/sbin"};
-    if (const char* path = std::getenv("PATH")) {
-        std::string all = path;
-        for (std::size_t start = 0; start <= all.size();) {
-            std::size_t end = all.find(':', start);
-            if (end == std::string::npos) end = all.size();
-            dirs.push_back(all.substr(start, end - start));
-            start = end + 1;
-        }
-    }
-    for (const auto& d : dirs) {
-        std::string bin = d + "/dnsmasq";
-        if (!d.empty() && ::access(bin.c_str(), X_OK) == 0) return bin;
-    }
-    return "";
-}
-
-// A descriptor closed on scope exit.
-struct Fd {
-    int fd = -1;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd() {
-        if (fd >= 0) ::close(fd);
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-};
-
-// Binds `fd` to 127.0.0.1 and a port the OS chooses; the address it got.
-Address bind_loopback(int fd) {
-    REQUIRE(fd >= 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-    socklen_t len = sizeof sa;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
-    return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
-}
-
-// A port the OS chose, free for UDP and TCP on 127.0.0.1 when this returns (dnsmasq serves
-// both).
-std::uint16_t free_port() {
-    for (int attempt = 0; attempt < 20; ++attempt) {
-        Fd udp(::socket(AF_INET, SOCK_DGRAM, 0));
-        Fd tcp(::socket(AF_INET, SOCK_STREAM, 0));
-        REQUIRE(tcp.fd >= 0);
-        const Address at = bind_loopback(udp.fd);
-        if (::bind(tcp.fd, at.sockaddr(), at.sockaddr_len()) == 0) return at.port();
-    }
-    FAIL("no port free for both UDP and TCP");
-    return 0;
-}
-
-constexpr int kBigCount = 48;
-
-// dnsmasq serving pw.test from fixed records on 127.0.0.1, killed and reaped with this object.
-struct Dnsmasq {
-    std::unique_ptr<Child> child;
-    std::uint16_t port = 0;
-
-    Dnsmasq() {
-        const std::string bin = find_dnsmasq();
-        REQUIRE_MESSAGE(!bin.empty(),
-                        "dnsmasq not found (looked in PIPEWORKS_DNSMASQ, /usr/sbin, /sbin and "
-                        "PATH): install dnsmasq-base, as .ci/install-deps does");
-        for (int attempt = 0; attempt < 3 && !child; ++attempt) {
-            port = free_port();
-            std::vector<std::string> args{
-                bin,
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--pid-file=",
-                "--user=",
-                "--log-facility=-",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--port=" + std::to_string(port),
-                "--local=/pw.test/",
-                "--host-record=v4.pw.test,10.0.0.1",
-                "--host-record=v6.pw.test,fd00::1",
-                "--host-record=both.pw.test,10.0.0.2,fd00::2",
-                "--host-record=many.pw.test,10.0.1.1",
-                "--host-record=many.pw.test,10.0.1.2",
-                "--host-record=many.pw.test,10.0.1.3",
-                "--host-record=mixed.pw.test,10.0.2.1,fd00::2:1",
-                "--host-record=mixed.pw.test,10.0.2.2,fd00::2:2",
-                "--cname=alias.pw.test,both.pw.test",
-                "--host-record=loop.pw.test,127.0.0.1,::1",
-                "--txt-record=txt.pw.test,nothing else",
-            };
-            // Too many addresses for a 512-byte UDP answer: truncated, asked again over TCP.
-            for (int i = 1; i <= kBigCount; ++i)
-                args.push_back("--host-record=big.pw.test,10.0.3." + std::to_string(i));
-            auto c = std::make_unique<Child>(args);
-            // It logs "started" once its sockets are bound; a taken port makes it exit.
-            const bool up = c->wait_for(
-                [&] { return c->err_text.find("started, version") != std::string::npos; });
-            if (up && !c->status) {
-                child = std::move(c);
-            } else {
-                c->poll();
-                MESSAGE("dnsmasq did not start on port " << port << ": " << c->err_text);
-            }
-        }
-        REQUIRE_MESSAGE(child, "dnsmasq did not start");
-    }
-    Address address() const { return Address::loopback(Family::ipv4, port); }
-};
-
-// A UDP socket on loopback that reads nothing and answers nothing.
-struct SilentServer {
-    Fd sock{::socket(AF_INET, SOCK_DGRAM, 0)};
-    Address at = bind_loopback(sock.fd);
-};
 
 // A DNS server on the test's loop that answers every A query with 10.9.9.9 and drops every
 // other query: an AAAA answer lost for good.
@@ -883,4 +763,225 @@ TEST_CASE("connect by name: a silent IPv6 address, and IPv4 wins after 250 ms") 
     const auto waited = up_at - t0;
     CHECK(waited >= 240ms);
     CHECK(waited < 800ms);
+}
+
+// ------------------------------------------------------------------ UDP destinations by name
+
+namespace {
+
+// UDP echoes on 127.0.0.1 and [::1] with one port number, so one name serves both families;
+// each reply says which family answered.
+struct UdpEchoPair {
+    PipePtr v4, v6;
+    std::uint16_t port = 0;
+};
+
+UdpEchoPair udp_echo_pair(Loop& loop) {
+    UdpEchoPair e;
+    for (int attempt = 0; attempt < 20 && !e.v4; ++attempt) {
+        if (e.v6) e.v6->close();
+        e.v6 = must(Pipe::udp(loop, Address::loopback(Family::ipv6)), "udp echo v6");
+        e.port = e.v6->local_address().port();
+        auto r = Pipe::udp(loop, Address::loopback(Family::ipv4, e.port));
+        if (r) e.v4 = *r;
+    }
+    REQUIRE(e.v4);
+    for (const PipePtr& p : {e.v4, e.v6})
+        p->on_message([](Pipe& s, const Message& m) {
+            CHECK(!s.send_to(std::string(m.data) + (m.from.is_v4() ? " v4" : " v6"), m.from));
+        });
+    return e;
+}
+
+struct UdpReplies {
+    std::vector<std::string> got;
+    bool up = false;
+    std::optional<EndInfo> end;
+};
+
+std::shared_ptr<UdpReplies> watch_udp(Pipe& p) {
+    auto r = std::make_shared<UdpReplies>();
+    p.on_message([r](Pipe&, const Message& m) { r->got.emplace_back(m.data); });
+    p.on_up([r](Pipe&) { r->up = true; });
+    p.on_end([r](Pipe&, const EndInfo& e) { r->end = e; });
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("udp by name: datagrams sent while it resolves go out once it has; the policy picks") {
+    Dnsmasq dns;
+    Loop loop;
+    use(loop, {dns.address()});
+    auto echo = udp_echo_pair(loop);
+    const std::string name = "loop.pw.test:" + std::to_string(echo.port);
+
+    // The default policy: IPv6 first.
+    auto p = must(Pipe::udp(loop, name), "udp by name");
+    auto r = watch_udp(*p);
+    CHECK_FALSE(p->is_up());
+    CHECK(p->native_handle() == -1);
+    CHECK(p->peer_address().empty());
+    REQUIRE(!p->send("early"));
+    REQUIRE(!p->send("second"));
+    CHECK(p->write_queue_bytes() == 11);
+    run_until(
+        loop, [&] { return r->got.size() == 2 || r->end; }, "both held datagrams echoed");
+    CHECK(r->up);
+    CHECK(r->got == std::vector<std::string>{"early v6", "second v6"});
+    CHECK(p->peer_address() == Address::loopback(Family::ipv6, echo.port));
+    CHECK(p->stats().msgs_out == 2);
+    CHECK(p->write_queue_bytes() == 0);
+    REQUIRE(!p->send("later"));
+    run_until(
+        loop, [&] { return r->got.size() == 3; }, "a datagram once up");
+    CHECK(r->got.back() == "later v6");
+
+    SUBCASE("ipv4_only") {
+        NetConf v4;
+        v4.family_policy = FamilyPolicy::ipv4_only;
+        auto q = must(Pipe::udp(loop, name, v4), "udp v4");
+        auto rq = watch_udp(*q);
+        REQUIRE(!q->send("x"));
+        run_until(
+            loop, [&] { return !rq->got.empty() || rq->end; }, "v4 echo");
+        CHECK(rq->got == std::vector<std::string>{"x v4"});
+        CHECK(q->peer_address() == Address::loopback(Family::ipv4, echo.port));
+    }
+    SUBCASE("a local address narrows the family to its own, and is bound") {
+        auto q = must(Pipe::udp(loop, name, {}, Address::loopback(Family::ipv4)), "udp local v4");
+        auto rq = watch_udp(*q);
+        REQUIRE(!q->send("y"));
+        run_until(
+            loop, [&] { return !rq->got.empty() || rq->end; }, "v4 echo");
+        CHECK(rq->got == std::vector<std::string>{"y v4"});
+        CHECK(q->local_address().host() == "127.0.0.1");
+        CHECK(q->local_address().port() != 0);
+    }
+    SUBCASE("send_to another address while resolving, and a framer") {
+        NetConf framed;
+        framed.framer = Framer::message();
+        // The echo answers raw: its reply is not a frame, so only the length prefix is checked.
+        std::string seen;
+        echo.v6->on_message([&](Pipe&, const Message& m) { seen = m.data; });
+        auto q = must(Pipe::udp(loop, name, framed), "udp framed");
+        REQUIRE(!q->send("f"));
+        run_until(
+            loop, [&] { return seen.size() >= 5; }, "a framed datagram");
+        CHECK(seen.substr(0, 5) == std::string("\0\0\0\1f", 5));
+    }
+}
+
+TEST_CASE("udp by name: a hosts-file name never waits for DNS") {
+    SilentServer silent;
+    Loop loop;
+    use(loop, {silent.at});
+    auto echo = udp_echo_pair(loop);
+    // localhost has an IPv4 line only (as on Debian and in containers): no AAAA question goes out.
+    NetConf conf;
+    conf.dns_timeout = 3000ms;
+    const auto t0 = Clock::now();
+    auto p = must(Pipe::udp(loop, "localhost:" + std::to_string(echo.port), conf), "localhost");
+    auto r = watch_udp(*p);
+    REQUIRE(!p->send("hosts"));
+    run_until(
+        loop, [&] { return !r->got.empty() || r->end; }, "echo via localhost");
+    CHECK(r->got == std::vector<std::string>{"hosts v4"});
+    CHECK(Clock::now() - t0 < 1500ms);
+}
+
+TEST_CASE("udp by name: errors as for connect; held datagrams reported unsent; close") {
+    Dnsmasq dns;
+    Loop loop;
+    use(loop, {dns.address()});
+    auto echo = udp_echo_pair(loop);
+
+    SUBCASE("no such host") {
+        auto p = must(Pipe::udp(loop, "nothing.pw.test:9"), "udp");
+        auto r = watch_udp(*p);
+        REQUIRE(!p->send("lost"));
+        run_until(
+            loop, [&] { return r->end.has_value(); }, "the end");
+        CAPTURE(r->end->error.message);
+        CHECK(r->end->reason == EndReason::error);
+        CHECK(r->end->error == errc::host_not_found);
+        CHECK(mentions(r->end->error, "nothing.pw.test"));
+        CHECK(r->end->unsent_bytes == 4);
+        CHECK_FALSE(r->up);
+    }
+    SUBCASE("a DNS server that never answers: dns_timeout") {
+        SilentServer silent;
+        use(loop, {silent.at});
+        NetConf conf;
+        conf.dns_timeout = 200ms;
+        auto p = must(Pipe::udp(loop, "loop.pw.test:9", conf), "udp");
+        auto r = watch_udp(*p);
+        run_until(
+            loop, [&] { return r->end.has_value(); }, "the timeout");
+        CAPTURE(r->end->error.message);
+        CHECK(r->end->reason == EndReason::timeout);
+        CHECK(r->end->error == errc::dns_timeout);
+        CHECK(mentions(r->end->error, "NetConf.dns_timeout"));
+    }
+    SUBCASE("close while resolving: no up, the held bytes counted") {
+        auto p = must(Pipe::udp(loop, "loop.pw.test:" + std::to_string(echo.port)), "udp");
+        auto r = watch_udp(*p);
+        REQUIRE(!p->send("abc"));
+        p->close();
+        run_until(
+            loop, [&] { return r->end.has_value(); }, "the end");
+        run_for(loop, 100ms);
+        CHECK(r->end->reason == EndReason::local_close);
+        CHECK(r->end->unsent_bytes == 3);
+        CHECK_FALSE(r->up);
+        CHECK(r->got.empty());
+    }
+    SUBCASE("held datagrams are bounded by max_write_queue") {
+        NetConf conf;
+        conf.max_write_queue = 1000;
+        conf.high_watermark = 1000;
+        conf.low_watermark = 100;
+        auto p = must(Pipe::udp(loop, "loop.pw.test:" + std::to_string(echo.port), conf), "udp");
+        auto r = watch_udp(*p);
+        REQUIRE(!p->send(std::string(600, 'a')));
+        Error e = p->send(std::string(600, 'b'));
+        CAPTURE(e.message);
+        CHECK(e == errc::write_queue_full);
+        run_until(
+            loop, [&] { return r->end.has_value(); }, "the end");
+        CHECK(r->end->error == errc::write_queue_full);
+        CHECK(r->end->unsent_bytes == 600);
+    }
+    SUBCASE("multicast calls wait for the socket") {
+        auto p = must(Pipe::udp(loop, "loop.pw.test:" + std::to_string(echo.port)), "udp");
+        Error e = p->set_multicast_ttl(2);
+        CAPTURE(e.message);
+        CHECK(e == errc::not_connected);
+        // A send_to() while it resolves is still checked.
+        CHECK(p->send_to("x", Address::loopback(Family::ipv4, 0)) == errc::invalid_address);
+        CHECK(p->send_to(std::string(70000, 'x'), Address::loopback(Family::ipv4, 9)) ==
+              errc::message_too_large);
+        run_until(
+            loop, [&] { return p->is_up(); }, "up");
+        CHECK(!p->set_multicast_ttl(2));
+    }
+    SUBCASE("bad input is refused at once") {
+        auto zero = Pipe::udp(loop, "loop.pw.test:0");
+        REQUIRE(!zero);
+        CHECK(zero.error() == errc::invalid_address);
+        CHECK(mentions(zero.error(), "port 0"));
+        auto no_port = Pipe::udp(loop, "loop.pw.test");
+        REQUIRE(!no_port);
+        CHECK(mentions(no_port.error(), "udp"));
+        NetConf v6;
+        v6.family_policy = FamilyPolicy::ipv6_only;
+        auto mismatch = Pipe::udp(loop, "loop.pw.test:9", v6, Address::loopback(Family::ipv4));
+        REQUIRE(!mismatch);
+        CHECK(mismatch.error() == errc::invalid_config);
+        CHECK(mentions(mismatch.error(), "NetConf.family_policy"));
+        // A numeric host is not resolved: the pipe is up at once.
+        auto numeric = must(Pipe::udp(loop, "127.0.0.1:" + std::to_string(echo.port)), "numeric");
+        CHECK(numeric->peer_address() == Address::loopback(Family::ipv4, echo.port));
+        CHECK(numeric->native_handle() >= 0);
+    }
 }

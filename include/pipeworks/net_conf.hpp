@@ -23,8 +23,8 @@ struct NetConf {
     using ms = std::chrono::milliseconds;
 
     // --- P2PD's NET_CONF keys, same defaults and meaning ---
-    ms dns_timeout{2000};  // bound on resolving a "host:port" given to connect()
-    // Which families a name given to connect() is resolved to, and which is tried first
+    ms dns_timeout{2000};  // bound on resolving a "host:port" given to connect() or udp()
+    // Which families a name given to connect() or udp() is resolved to, and which goes first
     // (pipeworks only; the Resolver, docs/dns.md).
     FamilyPolicy family_policy = FamilyPolicy::any_ipv6_first;
     bool use_ssl = false;       // TLS on this TCP pipe (client, server, accepted), set up by `tls`

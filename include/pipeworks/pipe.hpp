@@ -172,6 +172,15 @@ public:
     // sending to `dest` by default (empty: no default; use send_to()).
     static Result<PipePtr> udp(Loop& loop, const Address& local, const Address& dest = {},
                                const NetConf& conf = {});
+    // A UDP pipe sending to "host:port" ("[v6]:port") by default, the name resolved as
+    // connect() resolves one (dns_timeout, family_policy; a local address narrows the family to
+    // its own); the first address that rule picks is the destination. The socket opens, bound
+    // to `local` (empty: any address), and up fires, once it is resolved; datagrams sent before
+    // are held (bounded by max_write_queue) and go out then. A failed lookup ends the pipe as
+    // for connect() (reason error or timeout; what was held is in EndInfo::unsent_bytes).
+    // Numeric hosts are not resolved.
+    static Result<PipePtr> udp(Loop& loop, std::string_view host_port, const NetConf& conf = {},
+                               const Address& local = {});
     // Takes over an existing socket: a listening TCP socket becomes a server, a connected
     // one a client, a datagram socket a UDP pipe (its peer, if connected, the destination).
     // With conf.do_close false the caller keeps the fd open and owns it after the pipe ends.

@@ -11,6 +11,7 @@
 #include <pipeworks/pipe.hpp>
 #include <pipeworks/resolver.hpp>
 #include <pipeworks/tls.hpp>
+#include <pipeworks/reconnecting_client.hpp>
 #include <pipeworks/version.hpp>
 #include <pipeworks/sync.hpp>
 #include <pipeworks/task.hpp>

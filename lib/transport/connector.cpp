@@ -1,4 +1,5 @@
-// The connector: a TCP client's name resolution and connect, bounded in time.
+// The connector: a pipe's name resolution (a TCP client's, a UDP destination's) and a TCP
+// client's connect, bounded in time.
 #include "transport/pipe_impl.hpp"
 #include "transport/socket_util.hpp"
 
@@ -83,13 +84,13 @@ void PipeImpl::on_connected(int status) {
 // A name goes to the loop's Resolver, A and AAAA as two queries; the attempts start as soon
 // as RFC 8305 allows: at once with an answer of the preferred family (or the only one asked),
 // else 50 ms after the other family's answer (its "resolution delay"), or when the preferred
-// one fails. Addresses that come later join the attempts under way.
-void PipeImpl::start_resolve(std::string host, std::uint16_t port) {
+// one fails. Addresses that come later join the attempts under way. A UDP pipe takes the first
+// address the same rule picks as its destination.
+void PipeImpl::start_resolve(std::string host, std::uint16_t port, FamilyPolicy policy) {
     resolving_ = std::make_unique<Resolving>();
     Resolving& r = *resolving_;
     r.host = std::move(host);
     r.port = port;
-    const FamilyPolicy policy = conf_->family_policy;
     r.pending = policy == FamilyPolicy::ipv4_only || policy == FamilyPolicy::ipv6_only ? 1 : 2;
     r.preferred = policy == FamilyPolicy::ipv4_only || policy == FamilyPolicy::any_ipv4_first
                       ? Family::ipv4
@@ -116,7 +117,7 @@ void PipeImpl::resolved(Family f, Result<std::vector<Address>> got) {
             } else {
                 std::weak_ptr<PipeImpl> weak = self_;
                 r.delay = loop_->call_later(std::chrono::milliseconds(50), [weak] {
-                    if (auto p = weak.lock(); p && !p->ending() && !p->attempts_)
+                    if (auto p = weak.lock(); p && !p->ending() && !p->attempts_ && p->resolving_)
                         p->start_resolved_attempts();
                 });
             }
@@ -138,15 +139,21 @@ void PipeImpl::resolved(Family f, Result<std::vector<Address>> got) {
             return;
         }
     }
-    if (r.pending == 0 && attempts_) {
-        resolving_.reset();  // every answer is in; the attempts go on by themselves
-    }
+    // A UDP pipe's destination is set (resolving_ is gone); or every answer is in and the
+    // attempts go on by themselves.
+    if (resolving_ && r.pending == 0 && attempts_) resolving_.reset();
 }
 
 void PipeImpl::start_resolved_attempts() {
     Resolving& r = *resolving_;
     r.delay.cancel();
     std::vector<Address> held = std::move(r.held);
+    if (kind_ == PipeKind::udp) {
+        // One destination: the other family's answer is not waited for.
+        cancel_resolve();
+        open_resolved_udp(held.front());
+        return;
+    }
     begin_attempts(std::move(held), r.host + ":" + std::to_string(r.port));
 }
 

@@ -46,7 +46,9 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to, bool fr
     if (kind_ != PipeKind::udp)
         return Error(errc::wrong_pipe_kind,
                      "send_to on " + describe() + ": only UDP pipes send datagrams to an address");
-    if (to.empty() || to.port() == 0)
+    // Not open yet: its destination's name is being resolved; an empty `to` is that one.
+    const bool hold = !connected_;
+    if ((!hold && to.empty()) || (!to.empty() && to.port() == 0))
         return Error(errc::invalid_address, "send_to on " + describe() + ": destination \"" +
                                                 to.to_string() + "\" has no port");
     const std::size_t payload_size = bytes.size();
@@ -55,25 +57,38 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to, bool fr
         if (Error e = frame_into(bytes, frame_scratch_)) return e;
         bytes = frame_scratch_;
     }
-    if (bytes.size() > max_datagram(to))
-        return Error(errc::message_too_large, "send_to " + to.to_string() + ": " +
-                                                  std::to_string(bytes.size()) +
+    // Before the family is known, the smaller limit (IPv4's) applies.
+    const std::size_t limit = hold ? max_datagram(Address::any(Family::ipv4, 0)) : max_datagram(to);
+    if (bytes.size() > limit)
+        return Error(errc::message_too_large, "send_to " +
+                                                  (to.empty() ? describe() : to.to_string()) +
+                                                  ": " + std::to_string(bytes.size()) +
                                                   " bytes do not fit in one datagram (at most " +
-                                                  std::to_string(max_datagram(to)) + ")");
-    auto count = [&] {
+                                                  std::to_string(limit) + ")");
+    if (hold) {
+        // Each held datagram also costs its entry, so empty ones cannot grow the list unbounded.
+        const std::size_t cost = bytes.size() + queue_entry_overhead * (udp_held_.size() + 1);
+        if (over_write_cap(cost)) return write_cap_error(bytes.size());
+        udp_held_.push_back({to, std::string(bytes)});
+        udp_queued_ += bytes.size();
         count_sent(payload_size);
-        last_activity_ms_ = uv_now(core_->loop);
-    };
+        note_queued();
+        return {};
+    }
+    if (Error e = write_datagram(bytes, to)) return e;
+    count_sent(payload_size);
+    last_activity_ms_ = uv_now(core_->loop);
+    return {};
+}
+
+Error PipeImpl::write_datagram(std::string_view bytes, const Address& to) {
     // A connect()ed socket (adopted) sends to its peer without an address.
     const bool to_peer = udp_connected_ && to == peer_;
     if (udp_queued_ == 0) {
         uv_buf_t b =
             uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
         int n = uv_udp_try_send(&h_.udp, &b, 1, to_peer ? nullptr : to.sockaddr());
-        if (n >= 0) {
-            count();
-            return {};
-        }
+        if (n >= 0) return {};
         if (n != UV_EAGAIN && n != UV_ENOBUFS && n != UV_ENOMEM) return uv_fail("send_to", n, to);
     }
     if (over_write_cap(bytes.size())) return write_cap_error(bytes.size());
@@ -84,9 +99,29 @@ Error PipeImpl::send_datagram(std::string_view bytes, const Address& to, bool fr
         return uv_fail("send_to", rc, to);
     }
     udp_queued_ += bytes.size();
-    count();
     note_queued();
     return {};
+}
+
+void PipeImpl::open_resolved_udp(const Address& dest) {
+    if (Error e = open_udp(udp_local_, dest)) {
+        fail(EndReason::error, std::move(e));
+        return;
+    }
+    // Already counted as sent: one the socket refuses now is a dropped datagram, as for any that
+    // fails after it was queued. Those not yet taken stay in udp_queued_, so if the pipe ends on
+    // the way they are its unsent bytes.
+    std::vector<HeldDatagram> held = std::move(udp_held_);
+    udp_held_.clear();
+    for (const HeldDatagram& d : held) {
+        if (ending()) break;
+        udp_queued_ -= d.bytes.size();
+        const Address& to = d.to.empty() ? peer_ : d.to;
+        if (to.family() != local_.family() || d.bytes.size() > max_datagram(to) ||
+            write_datagram(d.bytes, to))
+            ++dropped_;
+    }
+    if (!held.empty()) last_activity_ms_ = uv_now(core_->loop);
 }
 
 }  // namespace pipeworks::detail
@@ -100,6 +135,10 @@ namespace {
 using detail::PipeImpl;
 
 Error not_udp(const PipeImpl& p, const char* op) {
+    if (p.kind_ == PipeKind::udp)  // a UDP pipe whose socket waits for its destination's name
+        return Error(errc::not_connected, std::string(op) + " on " + p.describe() +
+                                              ": no socket until the destination is resolved "
+                                              "(wait for on_up)");
     return Error(errc::wrong_pipe_kind,
                  std::string(op) + " on " + p.describe() + ": multicast applies to UDP pipes only");
 }
@@ -126,7 +165,7 @@ Result<std::string> interface_text(std::string_view interface, Family family, co
 Error membership(Pipe& pipe, const Address& group, std::string_view interface,
                  const Address& source, uv_membership m, const char* op) {
     auto& p = PipeImpl::of(pipe);
-    if (p.kind_ != PipeKind::udp) return not_udp(p, op);
+    if (p.kind_ != PipeKind::udp || p.udp_resolving()) return not_udp(p, op);
     if (p.ending()) return Error(errc::pipe_ended, std::string(op) + ": the pipe has ended");
     if (group.empty())
         return Error(errc::invalid_address, std::string(op) + ": a group address is required");
@@ -161,7 +200,7 @@ Error Pipe::leave_group(const Address& group, std::string_view interface, const 
 
 Error Pipe::set_multicast_loop(bool on) {
     auto& p = PipeImpl::of(*this);
-    if (p.kind_ != PipeKind::udp) return not_udp(p, "set_multicast_loop");
+    if (p.kind_ != PipeKind::udp || p.udp_resolving()) return not_udp(p, "set_multicast_loop");
     if (int rc = uv_udp_set_multicast_loop(&p.h_.udp, on ? 1 : 0); rc != 0)
         return p.uv_fail("set_multicast_loop", rc);
     return {};
@@ -169,7 +208,7 @@ Error Pipe::set_multicast_loop(bool on) {
 
 Error Pipe::set_multicast_ttl(int ttl) {
     auto& p = PipeImpl::of(*this);
-    if (p.kind_ != PipeKind::udp) return not_udp(p, "set_multicast_ttl");
+    if (p.kind_ != PipeKind::udp || p.udp_resolving()) return not_udp(p, "set_multicast_ttl");
     if (ttl < 1 || ttl > 255)
         return Error(errc::invalid_config,
                      "set_multicast_ttl: must be from 1 to 255, got " + std::to_string(ttl));
@@ -180,7 +219,7 @@ Error Pipe::set_multicast_ttl(int ttl) {
 
 Error Pipe::set_multicast_interface(std::string_view interface) {
     auto& p = PipeImpl::of(*this);
-    if (p.kind_ != PipeKind::udp) return not_udp(p, "set_multicast_interface");
+    if (p.kind_ != PipeKind::udp || p.udp_resolving()) return not_udp(p, "set_multicast_interface");
     const Address local = p.local_;
     auto itf = interface_text(interface, local.empty() ? Family::ipv4 : local.family(),
                               "set_multicast_interface");

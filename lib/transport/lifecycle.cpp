@@ -38,6 +38,8 @@ std::string PipeImpl::describe() const {
     std::string s = to_string(kind_);
     if (!local_.empty()) s += " " + local_.to_string();
     if (!peer_.empty()) s += (kind_ == PipeKind::udp ? " to " : " <-> ") + peer_.to_string();
+    if (peer_.empty() && resolving_)
+        s += " to " + resolving_->host + ":" + std::to_string(resolving_->port) + " (resolving)";
     return s;
 }
 

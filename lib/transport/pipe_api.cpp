@@ -148,7 +148,7 @@ Result<PipePtr> Pipe::connect(Loop& loop, std::string_view host_port, const NetC
     if (conf.use_ssl)
         if (auto e = p->prepare_tls(detail::TlsRole::client, hp->first))
             return abandon(p, std::move(e));
-    p->start_resolve(hp->first, hp->second);
+    p->start_resolve(hp->first, hp->second, conf.family_policy);
     return PipePtr(p);
 }
 
@@ -200,6 +200,36 @@ Result<PipePtr> Pipe::udp(Loop& loop, const Address& local, const Address& dest,
     p->h_.handle.data = p.get();
     p->handle_inited_ = true;
     if (auto e = p->open_udp(local, dest)) return abandon_own(p, e);
+    return PipePtr(p);
+}
+
+Result<PipePtr> Pipe::udp(Loop& loop, std::string_view host_port, const NetConf& conf,
+                          const Address& local) {
+    auto hp = split_host_port(host_port);
+    if (!hp) return Error(hp.error().code, "udp: " + hp.error().message);
+    if (auto numeric = Address::ip(hp->first, hp->second)) return udp(loop, local, *numeric, conf);
+    if (auto e = conf.validate(Transport::udp)) return e;
+    if (auto e = check_loop(conf, loop)) return e;
+    if (hp->second == 0)
+        return Error(errc::invalid_address,
+                     "udp: destination \"" + std::string(host_port) + "\" has port 0");
+    // A local address fixes the family: only its addresses can be the destination.
+    FamilyPolicy policy = conf.family_policy;
+    if (!local.empty()) {
+        const bool v4 = local.family() == Family::ipv4;
+        if ((v4 && policy == FamilyPolicy::ipv6_only) || (!v4 && policy == FamilyPolicy::ipv4_only))
+            return Error(errc::invalid_config, "udp to " + std::string(host_port) +
+                                                   ": local address " + local.to_string() +
+                                                   " is of a family NetConf.family_policy (" +
+                                                   (v4 ? "ipv6_only" : "ipv4_only") + ") excludes");
+        policy = v4 ? FamilyPolicy::ipv4_only : FamilyPolicy::ipv6_only;
+    }
+    auto p = make(loop, PipeKind::udp, conf);
+    uv_udp_init_ex(p->core_->loop, &p->h_.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
+    p->h_.handle.data = p.get();
+    p->handle_inited_ = true;
+    p->udp_local_ = local;
+    p->start_resolve(hp->first, hp->second, policy);
     return PipePtr(p);
 }
 
@@ -501,7 +531,7 @@ Error Pipe::link(const PipePtr& target) {
         return refuse(errc::wrong_pipe_kind,
                       "a server carries no messages; link its accepted pipes");
     if (p.loop_ != t.loop_) return refuse(errc::invalid_config, "the pipes run on different loops");
-    if (t.kind_ == PipeKind::udp && t.peer_.empty())
+    if (t.kind_ == PipeKind::udp && t.peer_.empty() && !t.udp_resolving())
         return refuse(errc::not_connected,
                       "the UDP target has no destination (open it with one, or use send_to())");
     if (p.kind_ != PipeKind::udp && t.kind_ == PipeKind::udp && !p.framed_)

@@ -3,7 +3,8 @@
 // a file of its own, named in the part's block below:
 //   lifecycle.cpp    the state, the one end path, closing, the deadlines (idle, frame, close)
 //   socket_io.cpp    opening sockets, the libuv handle, reading
-//   connector.cpp    a client's resolve (the loop's Resolver) and connect
+//   connector.cpp    a name resolved (the loop's Resolver) for a TCP client or a UDP
+//                    destination, and a TCP connect
 //   happy_eyeballs.cpp  attempts on several addresses, the winner's socket; retries
 //   server.cpp       listening, accepting, the connection limit
 //   input_stage.cpp  every received byte not yet delivered; the framer's decoding
@@ -237,11 +238,11 @@ public:
     // ================================================================ connector.cpp
     Error start_connect(const Address& to);
     void on_connected(int status);
-    void start_resolve(std::string host, std::uint16_t port);
+    void start_resolve(std::string host, std::uint16_t port, FamilyPolicy policy);
     void resolved(Family f, Result<std::vector<Address>> got);
     void start_resolved_attempts();
     void cancel_resolve() noexcept;
-    struct Resolving {  // while the Resolver answers a name connect() was given
+    struct Resolving {  // while the Resolver answers a name connect() or udp() was given
         std::string host;
         std::uint16_t port = 0;
         std::uint64_t id = 0;  // the Resolver's lookup
@@ -503,8 +504,21 @@ public:
 
     // ================================================================ datagram.cpp
     Error send_datagram(std::string_view bytes, const Address& to, bool frame = true);
-    std::size_t udp_queued_ = 0;  // bytes in uv_udp_send requests
-    std::string frame_scratch_;   // the framed datagram being sent
+    // A datagram as it goes on the wire, already counted as sent: now, or queued with a copy.
+    Error write_datagram(std::string_view bytes, const Address& to);
+    // A destination given by name is known: the socket opens, held datagrams go out.
+    void open_resolved_udp(const Address& dest);
+    std::size_t udp_queued_ = 0;  // bytes in uv_udp_send requests and in udp_held_
+    // Datagrams sent while the destination's name resolves (`to` empty: the destination).
+    struct HeldDatagram {
+        Address to;
+        std::string bytes;
+    };
+    std::vector<HeldDatagram> udp_held_;
+    Address udp_local_;  // the local address asked for, bound once the name has resolved
+    // A UDP pipe whose destination name is still being resolved: no socket yet.
+    bool udp_resolving() const noexcept { return kind_ == PipeKind::udp && !connected_; }
+    std::string frame_scratch_;  // the framed datagram being sent
 
     // ================================================================ link.cpp
     bool linked_to(const PipeImpl* target) const noexcept;

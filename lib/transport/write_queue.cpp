@@ -56,7 +56,7 @@ Error PipeImpl::send_bytes(std::string_view bytes) {
 
 Error PipeImpl::send_not_stream(std::string_view bytes) {
     if (Error e = send_check()) return e;
-    if (peer_.empty())
+    if (peer_.empty() && !udp_resolving())
         return Error(errc::not_connected,
                      "send on " + describe() + ": no default destination; use send_to()");
     return send_datagram(bytes, peer_);
@@ -81,7 +81,7 @@ Error PipeImpl::send_framed(std::string_view bytes) {
 Error PipeImpl::send_unframed(std::string_view bytes) {
     if (Error e = send_check()) return e;
     if (kind_ == PipeKind::udp) {
-        if (peer_.empty())
+        if (peer_.empty() && !udp_resolving())
             return Error(errc::not_connected,
                          "send on " + describe() + ": no default destination; use send_to()");
         return send_datagram(bytes, peer_, false);

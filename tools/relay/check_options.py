@@ -16,7 +16,8 @@ import sys
 
 OPTION = re.compile(r"^-{1,2}[a-z][a-z-]*$")
 # A value that the parser accepts for each documented placeholder.
-SAMPLES = {"N": "3", "S": "1.5", "FILE": "/dev/null", "NAME": "localhost", "LIST": "h2"}
+SAMPLES = {"N": "3", "S": "1.5", "FILE": "/dev/null", "NAME": "localhost", "LIST": "h2",
+           "SERVER[:PORT]": "127.0.0.1"}
 # Options that print something and exit 0 instead of relaying.
 EXITS_AT_ONCE = {"-h", "--help", "--version"}
 

@@ -21,6 +21,7 @@ constexpr const char* kUsage =
     "                       [--frame-timeout S] [--connect-timeout S] [--grace S] [--stats]\n"
     "                       [--quiet] [--cert FILE --key FILE] [--require-client-cert]\n"
     "                       [--ca FILE] [--verify-host NAME] [--alpn LIST] [--insecure]\n"
+    "                       [--dns SERVER[:PORT][,...]]\n"
     "                       LISTEN TARGET\n"
     "       pipeworks-relay --help | --version\n"
     "LISTEN, TARGET: tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT\n"
@@ -51,7 +52,13 @@ ENDPOINTS
                         a client is relayed once its handshake is done. As TARGET it
                         originates TLS and verifies the target's certificate (system trust
                         store, or --ca) and name (HOST, or --verify-host). Otherwise as tcp://
-    IPv6 hosts go in brackets: tcp://[::1]:8080. Host names are resolved once, at start.
+    IPv6 hosts go in brackets: tcp://[::1]:8080. A LISTEN host name is resolved once, at
+    start (the system's resolver). A TARGET host name is resolved for every client (or UDP
+    source), without blocking: /etc/hosts first, then DNS (resolv.conf's servers, or
+    --dns), both families, IPv6 first; every address is tried (Happy Eyeballs, RFC 8305)
+    for TCP, the first one is the destination for UDP. No answer within 2 seconds, or no
+    such host, and the client is reset (TCP) or its datagrams dropped (UDP), as for an
+    unreachable target.
     tls:// to tls:// re-encrypts: the relay sees the plaintext.
 
 OPTIONS
@@ -96,6 +103,10 @@ OPTIONS
     --insecure
         A tls:// TARGET: do not verify its certificate. Anyone in the middle can read and
         change the traffic; a warning says so on standard error at start (even with --quiet).
+    --dns SERVER[:PORT]
+        The DNS servers asked for a TARGET given by name, instead of resolv.conf's: IP
+        addresses, PORT 53 unless given ([v6]:PORT for IPv6 with a port); repeat the option
+        or separate them by commas; asked in that order. Refused with a numeric TARGET.
     --stats
         Print a line per connection when it closes, and totals on SIGUSR1 (below).
     -q, --quiet
@@ -143,6 +154,7 @@ EXAMPLES
     pipeworks-relay --framing length tcp://127.0.0.1:9000 udp://127.0.0.1:9001
     pipeworks-relay --cert relay.pem --key relay.key tls://0.0.0.0:443 tcp://127.0.0.1:8080
     pipeworks-relay tcp://127.0.0.1:8443 tls://example.com:443
+    pipeworks-relay --dns 10.0.0.53,10.0.1.53 tcp://127.0.0.1:8080 tcp://app.internal:80
     pipeworks-relay --ca internal-ca.pem --verify-host db.internal tcp://127.0.0.1:5432 \
         tls://10.0.0.7:5432
 )";
@@ -165,9 +177,10 @@ std::string quoted(const std::string& s) {
     return out + "\"";
 }
 
-void print_report(const ConnReport& r) {
+// `target`: TARGET as given, for a connection whose target name never resolved.
+void print_report(const ConnReport& r, const std::string& target) {
     std::string line = "closed id=" + std::to_string(r.id) + " client=" + r.client.to_string() +
-                       " target=" + r.target.to_string() +
+                       " target=" + (r.target.empty() ? target : r.target.to_string()) +
                        " up_bytes=" + std::to_string(r.up_bytes) +
                        " down_bytes=" + std::to_string(r.down_bytes);
     char dur[32];
@@ -209,7 +222,10 @@ int run(const CommandLine& cl) {
     relay->on_log([quiet](const std::string& line) {
         if (!quiet) std::fprintf(stderr, "pipeworks-relay: %s\n", line.c_str());
     });
-    if (cl.stats) relay->on_close(print_report);
+    if (cl.stats)
+        relay->on_close([target = cl.relay.target.host_port()](const ConnReport& r) {
+            print_report(r, target);
+        });
 
     const std::uint64_t start_ms = loop.now_ms();
 

@@ -94,7 +94,13 @@ const char* to_string(Scheme s) noexcept {
     return "tcp";
 }
 
-Result<Endpoint> parse_endpoint(std::string_view text) {
+std::string Endpoint::host_port() const {
+    if (!by_name()) return address.to_string();
+    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+           std::to_string(port);
+}
+
+Result<Endpoint> parse_endpoint(std::string_view text, Resolve resolve) {
     const auto sep = text.find("://");
     if (sep == std::string_view::npos)
         return Error(errc::invalid_address,
@@ -115,11 +121,46 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
                                                 std::string(scheme) +
                                                 "\" (use tcp://, tls:// or udp://)");
     }
+    auto hp = split_host_port(rest);
+    if (!hp) return Error(errc::invalid_address, "\"" + ep.text + "\": " + hp.error().message);
+    ep.host = hp->first;
+    ep.port = hp->second;
+    if (auto numeric = Address::ip(hp->first, hp->second)) {
+        ep.address = *numeric;
+        return ep;
+    }
+    if (resolve == Resolve::later) {
+        if (ep.host.empty())
+            return Error(errc::invalid_address, "\"" + ep.text + "\": the host is empty");
+        return ep;
+    }
     auto addr = resolve_blocking(rest);
     if (!addr) return Error(errc::invalid_address, "\"" + ep.text + "\": " + addr.error().message);
     ep.address = *addr;
-    if (auto hp = split_host_port(rest)) ep.host = hp->first;
     return ep;
+}
+
+Error parse_dns_servers(std::string_view text, std::vector<Address>& out) {
+    while (true) {
+        const auto comma = text.find(',');
+        const std::string_view one = text.substr(0, comma);
+        // A bare IPv6 address has colons of its own: it is tried whole first.
+        std::optional<Address> a;
+        if (auto bare = Address::ip(one, 53)) a = *bare;
+        if (!a) {
+            if (auto hp = split_host_port(one); hp && hp->second != 0) {
+                if (auto ip = Address::ip(hp->first, hp->second)) a = *ip;
+            }
+        }
+        if (!a)
+            return bad(
+                "--dns: expected SERVER[:PORT] (an IP address, [v6]:PORT with a port, "
+                "PORT 1-65535; several separated by commas), got \"" +
+                std::string(one) + "\"");
+        out.push_back(*a);
+        if (comma == std::string_view::npos) return {};
+        text = text.substr(comma + 1);
+    }
 }
 
 Error RelayConfig::validate() const {
@@ -132,8 +173,11 @@ Error RelayConfig::validate() const {
                    "to turn into datagrams)");
     if (!tcp_listen && !tcp_target && framing != Framing::raw)
         return bad("--framing length applies to TCP sides; udp to udp has none");
-    if (target.address.port() == 0) return bad("the target \"" + target.text + "\" needs a port");
-    if (target.address.is_any())
+    if (target.port_number() == 0) return bad("the target \"" + target.text + "\" needs a port");
+    if (!dns_servers.empty() && !target.by_name())
+        return bad("--dns applies to a TARGET given by name, and TARGET is \"" + target.text +
+                   "\"");
+    if (!target.by_name() && target.address.is_any())
         return bad("the target \"" + target.text + "\" is an any-address; give a host");
     if (connect_timeout.count() <= 0) return bad("--connect-timeout: must be > 0");
     if (idle_timeout && idle_timeout->count() == 0 && (!tcp_listen || !tcp_target))
@@ -254,6 +298,10 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
             auto names = parse_alpn(*v);
             if (!names) return names.error();
             tls.alpn = std::move(*names);
+        } else if (a == "--dns") {
+            auto v = value();
+            if (!v) return v.error();
+            if (auto e = parse_dns_servers(*v, cl.relay.dns_servers)) return e;
         } else if (a == "--insecure") {
             e = flag(tls.insecure);
         } else if (a == "--require-client-cert") {
@@ -270,7 +318,7 @@ Result<CommandLine> parse_command_line(std::span<const char* const> args) {
                    " argument(s)");
     auto listen = parse_endpoint(positional[0]);
     if (!listen) return Error(listen.error().code, "LISTEN " + listen.error().message);
-    auto target = parse_endpoint(positional[1]);
+    auto target = parse_endpoint(positional[1], Resolve::later);
     if (!target) return Error(target.error().code, "TARGET " + target.error().message);
     cl.relay.listen = std::move(*listen);
     cl.relay.target = std::move(*target);

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pipeworks::relay {
 
@@ -30,13 +31,29 @@ constexpr bool is_stream(Scheme s) noexcept {
 // for IPv6).
 struct Endpoint {
     Scheme scheme = Scheme::tcp;
-    Address address;   // resolved when parsed
-    std::string text;  // as given, for messages
-    std::string host;  // HOST as given, without brackets: the name a tls:// TARGET must carry
+    Address address;         // a numeric HOST, or a LISTEN name resolved when parsed; else empty
+    std::string text;        // as given, for messages
+    std::string host;        // HOST as given, without brackets: the name a tls:// TARGET must carry
+    std::uint16_t port = 0;  // PORT, when HOST is a name left for the Resolver (address empty)
+
+    // A TARGET by name: resolved for each connection (or UDP source) by the loop's Resolver.
+    bool by_name() const noexcept { return address.empty(); }
+    std::uint16_t port_number() const noexcept { return by_name() ? port : address.port(); }
+    // "HOST:PORT" ("[v6]:PORT"), as Pipe::connect and Pipe::udp take it.
+    std::string host_port() const;
 };
 
-// Parses an endpoint; a host name is resolved (blocking). Malformed: errc::invalid_address.
-Result<Endpoint> parse_endpoint(std::string_view text);
+// Whether a host name in an endpoint is resolved at once (blocking, the system's resolver) or
+// left for the loop's Resolver.
+enum class Resolve : std::uint8_t { now, later };
+
+// Parses an endpoint; with Resolve::now a host name is resolved (blocking). Malformed:
+// errc::invalid_address.
+Result<Endpoint> parse_endpoint(std::string_view text, Resolve resolve = Resolve::now);
+
+// Parses --dns values: "SERVER[:PORT]" (an IP address; "[v6]:PORT" with a port), several
+// separated by commas; PORT defaults to 53. Appends them to `out`.
+Error parse_dns_servers(std::string_view text, std::vector<Address>& out);
 
 // How the TCP sides split the byte stream into messages.
 enum class Framing : std::uint8_t {
@@ -85,10 +102,13 @@ struct RelayConfig {
     TlsConf listen_tls;
     // A tls:// TARGET: whom to trust, the name to check (empty: TARGET's host), ALPN.
     TlsConf target_tls;
+    // DNS servers for a TARGET given by name (--dns): the loop's Resolver is configured with
+    // them at start (/etc/hosts still first). Empty: the system's resolv.conf.
+    std::vector<Address> dns_servers;
 
     // Checks the combination: a TCP side relayed to a UDP side needs length framing, framing
-    // needs a TCP side, a tls:// LISTEN needs a certificate and key. An empty Error when valid
-    // (errc::invalid_config otherwise).
+    // needs a TCP side, a tls:// LISTEN needs a certificate and key, DNS servers need a TARGET
+    // by name. An empty Error when valid (errc::invalid_config otherwise).
     Error validate() const;
 };
 

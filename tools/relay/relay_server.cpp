@@ -1,5 +1,7 @@
 #include "relay_server.hpp"
 
+#include <pipeworks/resolver.hpp>
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,8 +90,8 @@ RelayServer::RelayServer(Loop& loop, RelayConfig config) : loop_(loop), config_(
     client_conf_.tls = config_.listen_tls;
     target_conf_.use_ssl = config_.target.scheme == Scheme::tls;
     target_conf_.tls = config_.target_tls;
-    // The target is connected by address (resolved at start): without this its certificate
-    // would be checked against the IP, not the name TARGET gave.
+    // A numeric TARGET is connected by address: its certificate is checked against the IP
+    // (or --verify-host). A TARGET by name carries that name to the check and SNI.
     if (target_conf_.tls.server_name.empty()) target_conf_.tls.server_name = config_.target.host;
 }
 
@@ -106,6 +108,11 @@ RelayServer::~RelayServer() {
 
 Result<std::shared_ptr<RelayServer>> RelayServer::start(Loop& loop, RelayConfig config) {
     if (auto e = config.validate()) return e;
+    if (!config.dns_servers.empty()) {
+        ResolverConf dns;
+        dns.servers = config.dns_servers;
+        if (auto e = Resolver::configure(loop, dns)) return Error(e.code, "--dns: " + e.message);
+    }
     std::shared_ptr<RelayServer> s(new RelayServer(loop, std::move(config)));
     if (auto e = s->open_listener()) return e;
     if (s->idle_timeout_) s->sweep_idle();  // relays with a UDP side
@@ -172,9 +179,14 @@ void RelayServer::log(const std::string& line) const {
 }
 
 Result<PipePtr> RelayServer::open_target(Conn& c) {
-    const Address& to = config_.target.address;
-    auto target = is_stream(config_.target.scheme) ? Pipe::connect(loop_, to, target_conf_)
-                                                   : Pipe::udp(loop_, {}, to, target_conf_);
+    // A name is resolved for each connection (no cache: a changed record is followed), by
+    // the loop's Resolver, as connect() and udp() do it.
+    const Endpoint& t = config_.target;
+    const bool stream = is_stream(t.scheme);
+    auto target = t.by_name() ? (stream ? Pipe::connect(loop_, t.host_port(), target_conf_)
+                                        : Pipe::udp(loop_, t.host_port(), target_conf_))
+                              : (stream ? Pipe::connect(loop_, t.address, target_conf_)
+                                        : Pipe::udp(loop_, {}, t.address, target_conf_));
     if (!target) return target;
     c.target = *target;
     std::weak_ptr<RelayServer> weak = weak_from_this();
@@ -285,14 +297,13 @@ void RelayServer::on_datagram(const Message& m) {
         }
         std::weak_ptr<RelayServer> weak = weak_from_this();
         const std::uint64_t id = conn->id;
-        conn->target->on_message([weak, id](Pipe&, const Message& reply) {
+        conn->target->on_message([weak, id](Pipe& target, const Message& reply) {
             auto s = weak.lock();
             if (!s) return;
             auto it = s->conns_.find(id);
             if (it == s->conns_.end()) return;
             // A UDP target pipe takes datagrams from anyone: only the target's are replies.
-            if (s->config_.target.scheme == Scheme::udp &&
-                reply.from != s->config_.target.address) {
+            if (s->config_.target.scheme == Scheme::udp && reply.from != target.peer_address()) {
                 ++s->closed_.dropped;
                 return;
             }
@@ -326,7 +337,7 @@ void RelayServer::finish(std::uint64_t id) {
     ConnReport r;
     r.id = c->id;
     r.client = c->client_addr;
-    r.target = config_.target.address;
+    r.target = c->target->peer_address();  // empty when a name never resolved
     r.up_bytes = c->up_bytes();
     r.down_bytes = c->down_bytes();
     r.duration = std::chrono::milliseconds(loop_.now_ms() - c->start_ms);

@@ -54,8 +54,9 @@ public:
     using CloseFn = std::function<void(const ConnReport&)>;
     using LogFn = std::function<void(const std::string&)>;
 
-    // Validates `config`, opens the listening pipe and starts relaying. Errors: the
-    // config's, or the bind's.
+    // Validates `config`, points the loop's Resolver at config.dns_servers (when given; the
+    // whole loop's lookups then use them), opens the listening pipe and starts relaying.
+    // Errors: the config's, the Resolver's, or the bind's.
     static Result<std::shared_ptr<RelayServer>> start(Loop& loop, RelayConfig config);
     ~RelayServer();
 
