@@ -499,7 +499,8 @@ TEST_CASE("packets: co::request gets the response; timeouts, deadlines and cance
             co_return co_await co::request(c, 1, "never answered");
         };
         PacketResult result;
-        auto h = spawn(loop, cancelled(conn), [&](TaskOutcome<PacketResult>& o) { result = o.get(); });
+        auto h =
+            spawn(loop, cancelled(conn), [&](TaskOutcome<PacketResult>& o) { result = o.get(); });
         run_for(loop, 20ms);
         h.cancel();
         CHECK(result.error == errc::cancelled);
@@ -622,4 +623,61 @@ TEST_CASE("loop teardown: a spawned task's completion runs; an unstarted task is
     }
     CHECK(done);
     CHECK(seen == errc::loop_closed);
+}
+
+TEST_CASE("a cancelled co::recv or co::accept loses nothing: the next reader or acceptor gets it") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto pair = tcp_pair(loop, f);
+        // A task waits for a message and is cancelled; the pipe's wait stays registered, so the
+        // message that then comes is handed to that wait, which gives it back.
+        auto waiting = [](PipePtr p) -> Task<void> { (void)co_await co::recv(p, kDeadline); };
+        auto h = spawn(loop, waiting(pair.client));
+        run_for(loop, 20ms);
+        h.cancel();
+        REQUIRE(h.cancelled());
+        REQUIRE(!pair.accepted->send("kept"));
+        run_for(loop, 50ms);
+        auto queued = pair.client->try_recv();
+        REQUIRE(queued.has_value());
+        CHECK(queued->data == "kept");
+        // Given back while another task waits: that one gets it.
+        std::string second;
+        auto first = spawn(loop, waiting(pair.client));
+        auto reader = [](PipePtr p, std::string& out) -> Task<void> {
+            RecvResult r = co_await co::recv(p, kDeadline);
+            if (r) out = r.message.data;
+        };
+        run_for(loop, 10ms);
+        auto h2 = spawn(loop, reader(pair.client, second));
+        run_for(loop, 10ms);
+        first.cancel();
+        REQUIRE(!pair.accepted->send("for the second"));
+        run_until(
+            loop, [&] { return h2.done(); }, "the second reader");
+        CHECK(second == "for the second");
+
+        // The same for a server's next client.
+        auto server = must(Pipe::listen(loop, lo(f)), "listen");
+        auto accepting = [](PipePtr s) -> Task<void> { (void)co_await co::accept(s, kDeadline); };
+        auto ha = spawn(loop, accepting(server));
+        run_for(loop, 10ms);
+        ha.cancel();
+        auto client = must(Pipe::connect(loop, server->local_address()), "connect");
+        std::optional<PipePtr> got;
+        run_until(
+            loop,
+            [&] {
+                got = server->try_accept();
+                return got.has_value();
+            },
+            "the client, queued for the next accept");
+        REQUIRE(*got);
+        CHECK((*got)->is_up());
+        REQUIRE(!client->send("hello"));
+        auto msgs = collect(**got);
+        run_until(
+            loop, [&] { return msgs->data == "hello"; }, "the accepted pipe works");
+    }
 }

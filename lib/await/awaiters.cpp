@@ -2,6 +2,8 @@
 // ends early lets go of it.
 #include <pipeworks/await.hpp>
 
+#include "transport/pipe_impl.hpp"
+
 #include <string>
 
 namespace pipeworks::detail {
@@ -60,18 +62,21 @@ void ConnectAwaiter::detach() noexcept {
 // ---- accept, recv, send_recv
 
 bool AcceptAwaiter::start(Wake w) {
-    server_->accept(timeout_, [w](Pipe&, AcceptResult& r) {
+    server_->accept(timeout_, [w](Pipe& server, AcceptResult& r) {
         bool taken =
             w.operator()<AcceptAwaiter>([&](AcceptAwaiter& a) { a.result_.emplace(std::move(r)); });
-        // A wait that ended early: the client it would have had is nobody's.
-        if (!taken && r.pipe) r.pipe->close();
+        // A wait that ended early (a cancelled task): the client goes to whoever accepts next.
+        if (!taken && r.pipe) PipeImpl::of(server).give_back_accepted(r.pipe);
     });
     return true;
 }
 
 bool RecvAwaiter::start(Wake w) {
-    pipe_->recv(sub_, timeout_, [w](Pipe&, RecvResult& r) {
-        w.operator()<RecvAwaiter>([&](RecvAwaiter& a) { a.result_.emplace(std::move(r)); });
+    pipe_->recv(sub_, timeout_, [w, sub = sub_](Pipe& p, RecvResult& r) {
+        bool taken =
+            w.operator()<RecvAwaiter>([&](RecvAwaiter& a) { a.result_.emplace(std::move(r)); });
+        // A wait that ended early (a cancelled task): the message goes to whoever reads next.
+        if (!taken) PipeImpl::of(p).give_back_message(sub, r);
     });
     return true;
 }
@@ -79,9 +84,10 @@ bool RecvAwaiter::start(Wake w) {
 bool SendRecvAwaiter::start(Wake w) {
     Error e = pipe_->send_recv(
         bytes_, sub_, timeout_,
-        [w](Pipe&, RecvResult& r) {
-            w.operator()<SendRecvAwaiter>(
+        [w, sub = sub_](Pipe& p, RecvResult& r) {
+            bool taken = w.operator()<SendRecvAwaiter>(
                 [&](SendRecvAwaiter& a) { a.result_.emplace(std::move(r)); });
+            if (!taken) PipeImpl::of(p).give_back_message(sub, r);
         },
         to_);
     if (!e) return true;

@@ -115,6 +115,27 @@ void PipeImpl::enqueue(Subscription& sub, const Message& msg) {
     }
 }
 
+void PipeImpl::give_back_message(SubId sub, RecvResult& r) {
+    Subscription* s = find_sub(sub);
+    if (s == nullptr || ending() || r.status != RecvResult::Status::message) return;
+    if (!s->waiters.empty()) {
+        RecvWaiter w = std::move(s->waiters.front());
+        s->waiters.erase(s->waiters.begin());
+        w.timer.cancel();
+        call_recv(w.fn, r);
+        return;
+    }
+    s->queue.push_front(std::move(r.message));
+    s->bytes += entry_bytes(s->queue.front());
+    // It was the oldest message: if the queue is now over its bound, it is the one to go.
+    if ((conf_->max_qsize != 0 && s->queue.size() > conf_->max_qsize) ||
+        (conf_->max_queue_bytes != 0 && s->bytes > conf_->max_queue_bytes)) {
+        s->bytes -= entry_bytes(s->queue.front());
+        s->queue.pop_front();
+        ++dropped_;
+    }
+}
+
 void PipeImpl::call_recv(const RecvFn& fn, RecvResult& r) {
     guarded("recv", [&] { fn(*this, r); });
 }

@@ -307,6 +307,9 @@ public:
     void client_closed();
     std::optional<PipePtr> try_accept();
     void wait_for_accept(std::optional<std::chrono::milliseconds> timeout, AcceptResultFn fn);
+    // A client an accept() waiter was handed but no longer wanted (a cancelled co::accept):
+    // it goes to the next waiter, else to the front of the accept queue.
+    void give_back_accepted(const PipePtr& client);
     std::unique_ptr<std::deque<std::shared_ptr<PipeImpl>>> accept_queue_;  // made on first use
     std::vector<AcceptWaiter> accept_waiters_;
     PipeImpl* server_ = nullptr;  // accepted pipes: the server, while both are open
@@ -359,6 +362,9 @@ public:
     void deliver(std::string_view data, const Address& from,
                  const JsonMessageHeader* json = nullptr);
     void enqueue(Subscription& sub, const Message& msg);
+    // A message a recv() waiter was handed but no longer wanted (a cancelled co::recv): it goes
+    // to the subscription's next waiter, else back to the front of its queue.
+    void give_back_message(SubId sub, RecvResult& r);
     [[gnu::noinline]] void dispatch_to_subs(const Message& msg);
     [[gnu::noinline]] bool seen_before(std::string_view data, const Address& from);
     Subscription* find_sub(SubId id);

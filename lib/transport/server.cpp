@@ -207,6 +207,23 @@ void PipeImpl::client_closed() {
     watch_accepts();
 }
 
+void PipeImpl::give_back_accepted(const PipePtr& client) {
+    auto c = std::static_pointer_cast<PipeImpl>(client);
+    if (ending() || c->ending() || c->ended()) return;
+    if (!accept_waiters_.empty()) {
+        AcceptWaiter w = std::move(accept_waiters_.front());
+        accept_waiters_.erase(accept_waiters_.begin());
+        w.timer.cancel();
+        AcceptResult r;
+        r.status = RecvResult::Status::message;
+        r.pipe = client;
+        guarded("accept", [&] { w.fn(*this, r); });
+        return;
+    }
+    if (!accept_queue_) accept_queue_ = std::make_unique<std::deque<std::shared_ptr<PipeImpl>>>();
+    accept_queue_->push_front(std::move(c));
+}
+
 std::optional<PipePtr> PipeImpl::try_accept() {
     if (!accept_queue_ || accept_queue_->empty()) return std::nullopt;
     auto c = std::move(accept_queue_->front());
