@@ -111,7 +111,8 @@ public:
     // the order posted. Ones still queued when the Loop is destroyed are discarded.
     void post(std::function<void()> fn);
 
-    // Calls fn once, `delay` after this call (not after the start of the current iteration).
+    // Calls fn once, at least `delay` after this call (not after the start of the current
+    // iteration), and at most about a millisecond more when the loop is idle.
     // A delay of 0 (or less) means a later iteration, never the current one: a callback that
     // keeps re-arming call_later(0) advances one step per iteration, and I/O and other timers
     // run in between. Zero-delay calls run in the order made. Either kind keeps run() going

@@ -543,7 +543,9 @@ Timer Loop::call_later(std::chrono::milliseconds delay, std::function<void()> fn
                 t->core->report_exception(std::current_exception());
             }
         },
-        static_cast<std::uint64_t>(delay.count()), 0);
+        // The loop clock is whole milliseconds, truncated: a timer due `delay` after it fires
+        // up to a millisecond before `delay` has really passed, unless it waits one more.
+        static_cast<std::uint64_t>(delay.count()) + 1, 0);
     return Timer(state);
 }
 
