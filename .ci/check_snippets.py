@@ -48,15 +48,16 @@ def snippets(path):
 
 
 def build_flags(build):
-    """The flags a program needs to use the library of a build tree: the source tree's headers
-    and the built shared library (found through an rpath, so nothing has to be installed)."""
+    """The flags a program needs to use the library of a build tree: the source tree's headers,
+    the build tree's generated ones (version.hpp) and the built shared library (found through an
+    rpath, so nothing has to be installed)."""
     libs = sorted(build.glob("lib/libpipeworks.so*")) + sorted(build.glob("lib/libpipeworks.a"))
     if not libs:
         raise SystemExit(f"{build}/lib: no libpipeworks (is {build} a configured build?)")
     root = pathlib.Path(__file__).resolve().parent.parent
     libdir = libs[0].parent.resolve()
-    return [f"-I{root / 'include'}", f"-L{libdir}", "-lpipeworks", f"-Wl,-rpath,{libdir}",
-            "-pthread"]
+    return [f"-I{root / 'include'}", f"-I{build.resolve() / 'include'}", f"-L{libdir}",
+            "-lpipeworks", f"-Wl,-rpath,{libdir}", "-pthread"]
 
 
 def main():
