@@ -310,6 +310,8 @@ public:
     // A client an accept() waiter was handed but no longer wanted (a cancelled co::accept):
     // it goes to the next waiter, else to the front of the accept queue.
     void give_back_accepted(const PipePtr& client);
+    // Hands `client` to the oldest accept() waiter; false when none waits.
+    bool hand_to_accept_waiter(const PipePtr& client);
     std::unique_ptr<std::deque<std::shared_ptr<PipeImpl>>> accept_queue_;  // made on first use
     std::vector<AcceptWaiter> accept_waiters_;
     PipeImpl* server_ = nullptr;  // accepted pipes: the server, while both are open

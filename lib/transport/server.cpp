@@ -173,15 +173,7 @@ void PipeImpl::handle_accepted(const std::shared_ptr<PipeImpl>& client) {
     guarded("accept", [&] {
         accept_cbs_.call([this] { return ending(); }, static_cast<Pipe&>(*this), as_pipe);
     });
-    if (!accept_waiters_.empty()) {
-        AcceptWaiter w = std::move(accept_waiters_.front());
-        accept_waiters_.erase(accept_waiters_.begin());
-        w.timer.cancel();
-        AcceptResult r;
-        r.status = RecvResult::Status::message;
-        r.pipe = as_pipe;
-        guarded("accept", [&] { w.fn(*this, r); });
-    } else if (accept_cbs_.empty() && message_cbs_.empty()) {
+    if (!hand_to_accept_waiter(as_pipe) && accept_cbs_.empty() && message_cbs_.empty()) {
         // Only a server driven by accept() queues: one driven by callbacks would otherwise
         // fill the queue with pipes nobody takes.
         if (!accept_queue_)
@@ -207,19 +199,22 @@ void PipeImpl::client_closed() {
     watch_accepts();
 }
 
+bool PipeImpl::hand_to_accept_waiter(const PipePtr& client) {
+    if (accept_waiters_.empty()) return false;
+    AcceptWaiter w = std::move(accept_waiters_.front());
+    accept_waiters_.erase(accept_waiters_.begin());
+    w.timer.cancel();
+    AcceptResult r;
+    r.status = RecvResult::Status::message;
+    r.pipe = client;
+    guarded("accept", [&] { w.fn(*this, r); });
+    return true;
+}
+
 void PipeImpl::give_back_accepted(const PipePtr& client) {
     auto c = std::static_pointer_cast<PipeImpl>(client);
     if (ending() || c->ending() || c->ended()) return;
-    if (!accept_waiters_.empty()) {
-        AcceptWaiter w = std::move(accept_waiters_.front());
-        accept_waiters_.erase(accept_waiters_.begin());
-        w.timer.cancel();
-        AcceptResult r;
-        r.status = RecvResult::Status::message;
-        r.pipe = client;
-        guarded("accept", [&] { w.fn(*this, r); });
-        return;
-    }
+    if (hand_to_accept_waiter(client)) return;
     if (!accept_queue_) accept_queue_ = std::make_unique<std::deque<std::shared_ptr<PipeImpl>>>();
     accept_queue_->push_front(std::move(c));
 }
