@@ -75,6 +75,24 @@ TlsEnds install_tls(TcpPair& pair, Family f, SSL_CTX* client_ctx, SSL_CTX* serve
     return ends;
 }
 
+// Runs the handshake between two filters in memory, flight by flight; neither passes up any
+// plaintext on the way.
+void handshake_in_memory(detail::TlsFilter& client, detail::TlsFilter& server) {
+    std::string to_server, to_client;
+    const auto none = [](std::string_view p) { CHECK(p.empty()); };
+    client.pending_output(to_server);
+    for (int round = 0; round < 8 && !(to_server.empty() && to_client.empty()); ++round) {
+        REQUIRE(!server.incoming(to_server, none));
+        to_server.clear();
+        server.pending_output(to_client);  // the server's flight, then its session tickets
+        REQUIRE(!client.incoming(to_client, none));
+        to_client.clear();
+        client.pending_output(to_server);
+    }
+    REQUIRE(client.handshake_done());
+    REQUIRE(server.handshake_done());
+}
+
 }  // namespace
 
 TEST_CASE("TLS: a handshake, then hello both ways") {
@@ -212,20 +230,9 @@ TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records 
     Ctx sc = pki().server_ctx();
     detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
     detail::TlsFilter server(sc.get(), detail::TlsRole::server);
-    std::string to_server, to_client, at_client;
+    handshake_in_memory(client, server);
+    std::string at_client;
     const auto keep = [&at_client](std::string_view p) { at_client.append(p); };
-    client.pending_output(to_server);
-    for (int round = 0; round < 8 && !(to_server.empty() && to_client.empty()); ++round) {
-        REQUIRE(!server.incoming(to_server, [](std::string_view) {}));
-        to_server.clear();
-        server.pending_output(to_client);  // the server's flight, then its session tickets
-        REQUIRE(!client.incoming(to_client, keep));
-        to_client.clear();
-        client.pending_output(to_server);
-    }
-    REQUIRE(client.handshake_done());
-    REQUIRE(server.handshake_done());
-    REQUIRE(at_client.empty());
 
     const std::string data = payload(100'000, 5);
     std::string wire;
@@ -257,4 +264,42 @@ TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records 
     CHECK(total == data.size());
     REQUIRE(!client.incoming(wire, keep));
     CHECK(at_client == data);
+}
+
+TEST_CASE("TLS: record buffers are given back between records, never in the middle of one") {
+    Ctx cc = pki().client_ctx();
+    Ctx sc = pki().server_ctx();
+    detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
+    detail::TlsFilter server(sc.get(), detail::TlsRole::server);
+    server.release_buffers();  // during the handshake: kept
+    CHECK(server.holds_buffers());
+    handshake_in_memory(client, server);
+
+    std::string wire, at_server, at_client;
+    const auto to_server = [&at_server](std::string_view p) { at_server.append(p); };
+    const auto to_client = [&at_client](std::string_view p) { at_client.append(p); };
+    REQUIRE(!client.outgoing("a record cut in two", wire));
+    // Half a record in: OpenSSL holds it in its read buffer, which must stay.
+    REQUIRE(!server.incoming(std::string_view(wire).substr(0, 12), to_server));
+    CHECK(at_server.empty());
+    server.release_buffers();
+    CHECK(server.holds_buffers());
+    REQUIRE(!server.incoming(std::string_view(wire).substr(12), to_server));
+    CHECK(at_server == "a record cut in two");
+    server.release_buffers();
+    client.release_buffers();
+    CHECK(!server.holds_buffers());
+    CHECK(!client.holds_buffers());
+
+    // Given back, they come again with the next record, both ways.
+    const std::string big = payload(100'000, 9);
+    wire.clear();
+    REQUIRE(!server.outgoing(big, wire));
+    CHECK(server.holds_buffers());
+    REQUIRE(!client.incoming(wire, to_client));
+    CHECK(at_client == big);
+    wire.clear();
+    REQUIRE(!client.outgoing(big, wire));
+    REQUIRE(!server.incoming(wire, to_server));
+    CHECK(at_server == "a record cut in two" + big);
 }

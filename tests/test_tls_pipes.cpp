@@ -527,3 +527,36 @@ TEST_CASE("TLS pipes: a shutdown right after a large send goes after its last by
         CHECK(at_server == "head" + big);
     }
 }
+
+TEST_CASE("TLS pipes: an idle pipe gives its record buffers back, and works on after") {
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        auto server = echo_server(loop, f, server_conf());
+        PipePtr accepted;
+        server->pipe->on_accept([&accepted](Pipe&, const PipePtr& c) { accepted = c; });
+        const std::string msg = payload(100'000, 4);
+        Outcome o = talk(loop, server->pipe->local_address(), client_conf(), msg, "echo");
+        REQUIRE(o.got->data == msg);
+        REQUIRE(accepted);
+        auto& client = detail::PipeImpl::of(*o.pipe);
+        auto& served = detail::PipeImpl::of(*accepted);
+        REQUIRE(client.filter_);
+        REQUIRE(served.filter_);
+        const auto idle = std::chrono::steady_clock::now();
+        run_until(
+            loop,
+            [&] { return !client.filter_->holds_buffers() && !served.filter_->holds_buffers(); },
+            "both ends give their record buffers back");
+        CHECK(std::chrono::steady_clock::now() - idle < 2s);
+        CHECK(std::chrono::steady_clock::now() - idle >=
+              std::chrono::milliseconds(detail::PipeImpl::kReleaseDelayMs / 2));
+
+        REQUIRE(!o.pipe->send(msg));
+        run_until(
+            loop, [&] { return o.got->data.size() >= 2 * msg.size() || o.end->count > 0; },
+            "the second echo");
+        CHECK(o.got->data == msg + msg);
+        CHECK(o.end->count == 0);
+    }
+}

@@ -39,6 +39,10 @@ public:
     // Bytes the filter holds on their way out (plaintext waiting for a handshake, records not
     // yet taken by pending_output): they count as queued.
     virtual std::size_t buffered() const noexcept { return 0; }
+    // Whether the filter may hold working buffers an idle pipe could give back.
+    virtual bool holds_buffers() const noexcept { return false; }
+    // The pipe has been idle for a while: give those buffers back if nothing is in them.
+    virtual void release_buffers() noexcept {}
 };
 
 // The identity: what every stream pipe does without a filter, as a class (tests put it in the

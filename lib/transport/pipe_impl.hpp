@@ -438,7 +438,8 @@ public:
     void on_write_done(int status);
     void after_written();
     // A burst's buffer is not kept once the queue is empty.
-    // Called when the queue is empty: arms release_deadline_ if a buffer is above its keep.
+    // Called when the queue is empty: arms release_deadline_ if a buffer is above its keep
+    // or the filter holds buffers (TLS records).
     void release_idle_buffers() noexcept;
     std::size_t buffer_keep() const noexcept { return 4 * conf_->reader_limit; }
     // Queued write bytes: pending, the unwritten part of the write in flight, datagrams.

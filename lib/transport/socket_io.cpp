@@ -250,6 +250,8 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
                     end(EndReason::error, std::move(e), Drain::now);
             }
             if (tls_) tls_after_read();
+            // The filter's buffers go back once reads and writes have stopped for a while.
+            if (queued_bytes() == 0 && !write_in_flight_) release_idle_buffers();
         } else {
             input(read_data_, peer_);
         }

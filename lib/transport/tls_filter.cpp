@@ -20,11 +20,15 @@ bool is_ip_literal(const std::string& host) {
            inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-// OpenSSL's error queue is per thread and outlives a call: what one pipe left must not be
-// blamed on the next.
+// OpenSSL's error queue is per thread and outlives a call: what one pipe (or the application)
+// left must not be blamed on the next. Looking is cheaper than clearing all sixteen slots,
+// and the queue is almost always empty.
+void clear_errors() noexcept {
+    if (ERR_peek_error() != 0) ERR_clear_error();
+}
 struct ClearErrors {
-    ClearErrors() { ERR_clear_error(); }
-    ~ClearErrors() { ERR_clear_error(); }
+    ClearErrors() { clear_errors(); }
+    ~ClearErrors() { clear_errors(); }
 };
 
 }  // namespace
@@ -148,6 +152,7 @@ Error TlsFilter::incoming(std::string_view wire, const BufferFn& buffer, const P
         ~Window() { f.in_ = {}; }
     } window{*this};
     in_ = wire;
+    maybe_holds_buffers_ = true;
     if (!handshake_done_) {
         if (Error e = drive_handshake()) return e;
         if (!handshake_done_) return {};
@@ -192,6 +197,7 @@ Error TlsFilter::outgoing(std::string_view plain, std::string& wire) {
         return {};
     }
     ClearErrors clear;
+    maybe_holds_buffers_ = true;
     out_ = &wire;
     Error e = write_plain(plain);
     out_ = nullptr;
@@ -204,6 +210,15 @@ void TlsFilter::pending_output(std::string& wire) {
 
 std::size_t TlsFilter::buffered() const noexcept {
     return early_.size() + held_.size();
+}
+
+void TlsFilter::release_buffers() noexcept {
+    // Only between records: a partial record in the read buffer stays where it is (freeing
+    // it there was CVE-2024-4741 before OpenSSL 3.0.14). A handshake keeps its buffers; its
+    // timeout bounds it.
+    if (ssl_ == nullptr || failed_ || !handshake_done_ || SSL_has_pending(ssl_) == 1) return;
+    ClearErrors clear;
+    if (SSL_free_buffers(ssl_) == 1) maybe_holds_buffers_ = false;
 }
 
 TlsInfo TlsFilter::info() const {

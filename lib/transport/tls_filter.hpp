@@ -39,6 +39,8 @@ public:
     Error outgoing(std::string_view plain, std::string& wire) override;
     void pending_output(std::string& wire) override;
     std::size_t buffered() const noexcept override;
+    bool holds_buffers() const noexcept override { return maybe_holds_buffers_; }
+    void release_buffers() noexcept override;
 
     // Runs once, inside incoming(), when the handshake completes: before any plaintext of
     // the same read is passed on.
@@ -80,6 +82,9 @@ private:
     std::uint64_t plain_out_ = 0;  // plaintext bytes written, for the small records
     bool handshake_done_ = false;
     bool peer_closed_ = false;
+    // OpenSSL's record buffers (about 17 KiB each way) may be allocated: set by every use,
+    // cleared when they are given back.
+    bool maybe_holds_buffers_ = true;
     bool failed_ = false;
     Error error_;  // the failure every later call repeats
 };

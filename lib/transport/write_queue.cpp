@@ -259,6 +259,8 @@ void PipeImpl::flush() {
         if (life_ == Life::draining || above_high_ || shut_requested_ ||
             pending_.capacity() > 4 * conf_->reader_limit)
             after_written();
+        else if (filter_) [[unlikely]]
+            release_idle_buffers();
         return;
     }
     if (!borrowed_.empty()) unborrow();  // the rest waits for the socket in a copy
@@ -362,7 +364,8 @@ void PipeImpl::release_idle_buffers() noexcept {
     // speed) keeps it while it flows, because a fresh large buffer costs a page fault per
     // 4 KiB when it is filled.
     const std::size_t keep = buffer_keep();
-    if (pending_.capacity() <= keep && inflight_.capacity() <= keep && filtered_.capacity() <= keep)
+    if (pending_.capacity() <= keep && inflight_.capacity() <= keep &&
+        filtered_.capacity() <= keep && !(filter_ && filter_->holds_buffers()))
         return;
     if (!release_deadline_.armed() && !ending())
         core_->arm(release_deadline_, uv_now(core_->loop) + kReleaseDelayMs);
@@ -371,11 +374,18 @@ void PipeImpl::release_idle_buffers() noexcept {
 void PipeImpl::release_expired(Deadline& d) {
     PipeImpl* p = static_cast<PipeDeadline&>(d).pipe;
     if (p->closing() || p->queued_bytes() != 0 || p->write_in_flight_) return;  // re-armed then
+    // Quiet for the whole delay: a pipe still reading or writing keeps its buffers.
+    const std::uint64_t now = uv_now(p->core_->loop);
+    if (now < p->last_activity_ms_ + kReleaseDelayMs) {
+        p->core_->arm(p->release_deadline_, p->last_activity_ms_ + kReleaseDelayMs);
+        return;
+    }
     const std::size_t keep = p->buffer_keep();
     // (Assigning an empty string would keep the capacity: swap it out.)
     if (p->pending_.capacity() > keep) std::string().swap(p->pending_);
     if (p->inflight_.capacity() > keep) std::string().swap(p->inflight_);
     if (p->filtered_.capacity() > keep) std::string().swap(p->filtered_);
+    if (p->filter_) p->filter_->release_buffers();
 }
 
 Error PipeImpl::request_shutdown() {
