@@ -8,11 +8,18 @@
 #   relay:      plain -> TLS -> plain through a pair of BUILD/tools/pipeworks-relay processes
 #               (tls:// endpoints), a pair of stunnel4 and a pair of socat, loaded by iperf3;
 #   idle:       server memory per idle TLS connection (bench/tls_idle.py: BENCH_TLS_IDLE_CONNS
-#               handshaken connections that echoed one byte each), echo_server and the baseline.
+#               handshaken connections that echoed one byte each), echo_server and the baseline;
+#   instructions: the user-space instructions each echo server executes per message, counted
+#               by valgrind --tool=callgrind (not timed, so free of the machine's noise): two
+#               runs of the echo workloads, BENCH_INSTR_SHORT and BENCH_INSTR_LONG seconds long,
+#               and (Ir_long - Ir_short) / (messages_long - messages_short), which leaves out
+#               start-up and handshakes. The kernel's share (the same system calls for both
+#               servers) is not in it.
 # Prints every command line, each result, and Markdown tables of the medians with ratios.
 # BUILD_DIR defaults to build-bench (relative to the current directory or to the repository);
 # it needs -Dbenchmarks=true. Needs openssl, python3, and for the relay section iperf3, socat
-# and stunnel4 (Debian: apt-get install iperf3 socat stunnel4). Results go to stdout only.
+# and stunnel4 (Debian: apt-get install iperf3 socat stunnel4), and for the instructions section
+# valgrind. Results go to stdout only.
 #
 # Every connection uses TLS 1.3 with TLS_AES_128_GCM_SHA256 and an ECDSA P-256 certificate
 # made for 127.0.0.1 by this script: OPENSSL_CONF points every process at a configuration that
@@ -26,9 +33,11 @@
 #   BENCH_PIN        shared | split | none [shared]: as in bench/run.sh, for the echo and
 #                    handshake sections (the relay section is never pinned)
 #   BENCH_HS_CONNS   concurrent connections of the handshake workloads [4]
-#   BENCH_ONLY       comma-separated sections to run, of echo, handshakes, relay, idle [all]
+#   BENCH_ONLY       comma-separated sections to run, of echo, handshakes, relay, idle,
+#                    instructions [all]
 #   BENCH_TLS_IDLE_CONNS connections of the idle section [2000]
 #   BENCH_PIPEWORKS_ARGS extra arguments for echo_server, e.g. "--idle-timeout 0" [unset]
+#   BENCH_INSTR_SHORT, BENCH_INSTR_LONG  the instructions section's two run lengths [2, 8]
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,8 +55,10 @@ if [[ ! $ROUNDS =~ ^[1-9][0-9]*$ || ! $HS_CONNS =~ ^[1-9][0-9]*$ ]]; then
     echo "tls.sh: BENCH_ROUNDS and BENCH_HS_CONNS must be positive integers" >&2
     exit 2
 fi
-if [[ -n $ONLY && ! $ONLY =~ ^(echo|handshakes|relay|idle)(,(echo|handshakes|relay|idle))*$ ]]; then
-    echo "tls.sh: BENCH_ONLY must be a comma-separated list of echo, handshakes, relay, idle" >&2
+sections='(echo|handshakes|relay|idle|instructions)'
+if [[ -n $ONLY && ! $ONLY =~ ^$sections(,$sections)*$ ]]; then
+    echo "tls.sh: BENCH_ONLY must be a comma-separated list of echo, handshakes, relay, idle," \
+        "instructions" >&2
     exit 2
 fi
 section_on() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
@@ -520,6 +531,86 @@ if section_on idle; then
         echo "pipeworks: ${IDLE_KIB[pipeworks]} KiB (goal <= 40:" \
             "$(awk -v v="${IDLE_KIB[pipeworks]}" 'BEGIN { print (v <= 40) ? "met" : "MISSED" }'))"
     fi
+    echo
+fi
+
+# ---------------------------------------------------------------- instructions per message
+
+# callgrind_run NAME SECONDS LOADGEN_ARGS: server NAME under callgrind, loaded for SECONDS (no
+# warmup); prints "MESSAGES INSTRUCTIONS" (nothing on failure, which adds to failures).
+callgrind_run() {
+    local name=$1 seconds=$2 bin out
+    local -a largs
+    read -r -a largs <<<"$3"
+    case $name in
+        baseline) bin=$baseline_bin ;;
+        pipeworks) bin=$pipeworks_bin ;;
+    esac
+    local saved_pin=("${server_pin[@]}")
+    server_pin=(valgrind --tool=callgrind "--callgrind-out-file=$tmp/callgrind.out")
+    rm -f "$tmp/callgrind.out"
+    if ! start_server "$bin" --tls-cert "$tls_cert" --tls-key "$tls_key" >&2; then
+        server_pin=("${saved_pin[@]}")
+        return
+    fi
+    server_pin=("${saved_pin[@]}")
+    local cmd=("${client_pin[@]}" "$loadgen" --target "$SERVER_ADDR" "${largs[@]}"
+        --duration "$seconds" --warmup 0 --tls --tls-ca "$tls_cert")
+    show_cmd "${cmd[@]}" >&2
+    if ! out=$("${cmd[@]}" 2>"$tmp/loadgen.err"); then
+        echo "ERROR: loadgen failed: $(head -c 500 "$tmp/loadgen.err")" >&2
+        stop_server >&2
+        return
+    fi
+    stop_server >&2
+    local ir
+    ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$tmp/callgrind.out" 2>/dev/null)
+    if [[ -z $ir ]]; then
+        echo "ERROR: callgrind wrote no totals for $name" >&2
+        return
+    fi
+    echo "$(field total_msgs "$out") $ir"
+}
+
+if section_on instructions; then
+    if ! command -v valgrind >/dev/null; then
+        echo "tls.sh: the instructions section needs valgrind" >&2
+        exit 2
+    fi
+    SHORT=${BENCH_INSTR_SHORT:-2}
+    LONG=${BENCH_INSTR_LONG:-8}
+    echo "## TLS echo, user-space instructions per message (callgrind)"
+    echo
+    declare -A IR=()
+    iw_names=("64-byte pipelined (10 connections x 16 in flight)"
+        "16 KiB messages (4 connections x 4 in flight)")
+    iw_load=("--conns 10 --inflight 16 --size 64" "--conns 4 --inflight 4 --size 16384")
+    for w in 0 1; do
+        for name in baseline pipeworks; do
+            echo "--- ${iw_names[$w]} / $name"
+            a=$(callgrind_run "$name" "$SHORT" "${iw_load[$w]}")
+            b=$(callgrind_run "$name" "$LONG" "${iw_load[$w]}")
+            m1="" i1="" m2="" i2=""
+            read -r m1 i1 <<<"$a" || true
+            read -r m2 i2 <<<"$b" || true
+            if [[ -n $m1 && -n $m2 ]] && ((m2 > m1)); then
+                IR[$w,$name]=$(awk -v a="$i1" -v b="$i2" -v m="$m1" -v n="$m2" \
+                    'BEGIN { printf "%.0f", (b - a) / (n - m) }')
+                echo "$SHORT s: $m1 messages, $i1 instructions; $LONG s: $m2 messages," \
+                    "$i2 instructions; ${IR[$w,$name]} per message"
+            else
+                echo "ERROR: $name: no usable callgrind runs ('$a', '$b')"
+                failures=$((failures + 1))
+            fi
+        done
+    done
+    echo
+    echo "| workload | baseline instructions/msg | pipeworks instructions/msg | pipeworks / baseline |"
+    echo "|---|---:|---:|---:|"
+    for w in 0 1; do
+        echo "| ${iw_names[$w]} | ${IR[$w,baseline]:-n/a} | ${IR[$w,pipeworks]:-n/a} |" \
+            "$(ratio "${IR[$w,baseline]:-}" "${IR[$w,pipeworks]:-}") |"
+    done
     echo
 fi
 
