@@ -81,6 +81,24 @@ private:
     std::thread thread_;
 };
 
+// The user's half of a blocking object: the engine and the loop half (Side, loop-thread only,
+// with a close()). Going away closes the loop half on the loop, not waiting, then lets go of
+// the engine; the loop drops the side once that has run.
+template <class Side>
+struct SyncHalf {
+    std::shared_ptr<SyncEngine> engine;
+    std::shared_ptr<Side> side;
+    SyncHalf(std::shared_ptr<SyncEngine> e, std::shared_ptr<Side> s)
+        : engine(std::move(e)), side(std::move(s)) {}
+    ~SyncHalf() {
+        engine->post([side = std::move(side)] {
+            if (side) side->close();
+        });
+    }
+    SyncHalf(const SyncHalf&) = delete;
+    SyncHalf& operator=(const SyncHalf&) = delete;
+};
+
 // How long past its own timeout a call waits for the loop to report: the loop's timer fires
 // first unless the machine is stalled, so this only bounds a wait that would otherwise hang.
 inline constexpr std::chrono::milliseconds kLoopGrace{5000};

@@ -15,20 +15,14 @@ namespace detail {
 struct SyncPacketSide {
     PacketConnectionPtr conn;
     EndWatch<Error> end;
+    void close() {  // in order: what was queued goes first
+        if (conn) conn->close();
+    }
 };
 
 // The user's half.
-struct SyncPacketState {
-    std::shared_ptr<SyncEngine> engine;
-    std::shared_ptr<SyncPacketSide> side;
-    SyncPacketState(std::shared_ptr<SyncEngine> e, std::shared_ptr<SyncPacketSide> s)
-        : engine(std::move(e)), side(std::move(s)) {}
-    // Closes the connection in order on the loop (not waiting), then lets go of the engine.
-    ~SyncPacketState() {
-        engine->post([side = std::move(side)] { side->conn->close(); });
-    }
-    SyncPacketState(const SyncPacketState&) = delete;
-    SyncPacketState& operator=(const SyncPacketState&) = delete;
+struct SyncPacketState : SyncHalf<SyncPacketSide> {
+    using SyncHalf::SyncHalf;
 };
 
 namespace {

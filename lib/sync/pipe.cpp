@@ -14,20 +14,14 @@ namespace detail {
 struct SyncServerSide {
     PipePtr server;
     EndWatch<EndInfo> end;
+    void close() {
+        if (server) server->close();
+    }
 };
 
 // The user's half of a blocking server.
-struct SyncServerState {
-    std::shared_ptr<SyncEngine> engine;
-    std::shared_ptr<SyncServerSide> side;
-    SyncServerState(std::shared_ptr<SyncEngine> e, std::shared_ptr<SyncServerSide> s)
-        : engine(std::move(e)), side(std::move(s)) {}
-    // Closes the server on the loop (not waiting), then lets go of the engine.
-    ~SyncServerState() {
-        engine->post([side = std::move(side)] { side->server->close(); });
-    }
-    SyncServerState(const SyncServerState&) = delete;
-    SyncServerState& operator=(const SyncServerState&) = delete;
+struct SyncServerState : SyncHalf<SyncServerSide> {
+    using SyncHalf::SyncHalf;
 };
 
 // What the sync classes' private members need from this file.

@@ -97,13 +97,6 @@ void SyncPipeSide::unblock_sends() {
     }
 }
 
-SyncPipeState::~SyncPipeState() {
-    engine->post([side = std::move(side)] {
-        if (side && side->pipe) side->pipe->close();
-    });
-    // The loop drops the side (and its pipe reference) when that function has run.
-}
-
 Error end_error(const EndInfo& end, const char* what) {
     if (end.error) return end.error;
     return Error(errc::pipe_ended,

@@ -42,6 +42,9 @@ struct SyncPipeSide : std::enable_shared_from_this<SyncPipeSide> {
     void send(std::string bytes, std::chrono::milliseconds timeout,
               std::function<void(Error)> done);
     void recv(std::chrono::milliseconds timeout, std::function<void(RecvResult)> done);
+    void close() {
+        if (pipe) pipe->close();
+    }
 
 private:
     void took(const Received& m);
@@ -55,15 +58,8 @@ struct SyncOpened {
 };
 
 // The user's half of a blocking pipe.
-struct SyncPipeState {
-    std::shared_ptr<SyncEngine> engine;
-    std::shared_ptr<SyncPipeSide> side;
-    SyncPipeState(std::shared_ptr<SyncEngine> e, std::shared_ptr<SyncPipeSide> s)
-        : engine(std::move(e)), side(std::move(s)) {}
-    // Closes the pipe on the loop (not waiting), then lets go of the engine.
-    ~SyncPipeState();
-    SyncPipeState(const SyncPipeState&) = delete;
-    SyncPipeState& operator=(const SyncPipeState&) = delete;
+struct SyncPipeState : SyncHalf<SyncPipeSide> {
+    using SyncHalf::SyncHalf;
 };
 
 // Loop side of connect: waits for `pipe` to come up (done gets its SyncOpened) or end (done
