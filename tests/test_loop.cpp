@@ -442,6 +442,38 @@ TEST_CASE("deadlines: expired may re-arm its own deadline, even for now") {
         CHECK(now.iterations[i] > now.iterations[i - 1]);
 }
 
+TEST_CASE(
+    "run_until ends when a deadline makes pred true, though nothing else would wake the poll") {
+    // The deadline is due when the iteration starts (pred's first call takes longer than its
+    // delay), so it expires before the poll, and nothing else is pending: the poll would wait
+    // for the whole timeout unless pred is looked at before it.
+    Loop loop;
+    auto& core = loop.core();
+    Probe p(core);
+    core.arm(p, core.fresh_now_ms() + 10);
+    int calls = 0;
+    const auto t0 = Clock::now();
+    const bool done = loop.run_until(
+        [&] {
+            if (calls++ == 0) std::this_thread::sleep_for(50ms);
+            return p.fires == 1;
+        },
+        3s);
+    CHECK(done);
+    CHECK(Clock::now() - t0 < 1s);
+
+    // An exception from pred comes out of run_until, wherever pred was called from.
+    core.arm(p, core.fresh_now_ms() + 10);
+    int n = 0;
+    CHECK_THROWS_WITH(loop.run_until(
+                          [&n]() -> bool {
+                              if (n++ == 1) throw std::runtime_error("pred failed");
+                              return false;
+                          },
+                          1s),
+                      "pred failed");
+}
+
 TEST_CASE("deadlines: expired may disarm and destroy other deadlines, due or not") {
     Loop loop;
     auto& core = loop.core();

@@ -100,9 +100,11 @@ public:
     bool run_once();
     // Runs one iteration without waiting. Returns true if more work remains.
     bool run_nowait();
-    // Runs until pred() is true (checked after each iteration) or the timeout, counted from
-    // this call, passes. Returns pred()'s final value. Not reentrant: do not call run*() from
-    // inside pred() or a callback of this loop (the loop has one deadline timer).
+    // Runs until pred() is true or the timeout, counted from this call, passes. pred() is
+    // checked after each iteration and before each wait for I/O (so a timer that makes it
+    // true ends the run at once): it may be called several times per iteration. Returns
+    // pred()'s final value; an exception from pred() is rethrown. Not reentrant: do not call
+    // run*() from inside pred() or a callback of this loop (the loop has one deadline timer).
     bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
     // Makes run() return after the current iteration. Loop thread only (use post() elsewhere).
     void stop();

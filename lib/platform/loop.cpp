@@ -320,6 +320,9 @@ void init_core(detail::LoopCore& c) {
     uv_timer_init(c.loop, &c.run_timer);
     c.run_timer.data = &c;
     uv_unref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
+    uv_prepare_init(c.loop, &c.run_prepare);
+    c.run_prepare.data = &c;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&c.run_prepare));
     // Referenced: active only while something is deferred, and then run() must go on.
     uv_idle_init(c.loop, &c.defer_idle);
     c.defer_idle.data = &c;
@@ -371,6 +374,7 @@ Loop::~Loop() {
     for (uv_handle_t* h :
          {reinterpret_cast<uv_handle_t*>(&c.async), reinterpret_cast<uv_handle_t*>(&c.check),
           reinterpret_cast<uv_handle_t*>(&c.prepare), reinterpret_cast<uv_handle_t*>(&c.run_timer),
+          reinterpret_cast<uv_handle_t*>(&c.run_prepare),
           reinterpret_cast<uv_handle_t*>(&c.defer_idle),
           reinterpret_cast<uv_handle_t*>(&c.defer_check),
           reinterpret_cast<uv_handle_t*>(&c.deadline_timer)}) {
@@ -477,12 +481,29 @@ bool Loop::run_until(const std::function<bool()>& pred, std::chrono::millisecond
             uv_stop(t->loop);
         },
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())), 0);
+    // A timer callback at the start of an iteration may make pred true; the poll after it
+    // would then wait for the next event (or the timeout) before the check below saw it.
+    struct Watch {
+        const std::function<bool()>& pred;
+        detail::LoopCore& c;
+    } watch{pred, c};
+    c.run_prepare.data = &watch;
+    uv_prepare_start(&c.run_prepare, [](uv_prepare_t* h) {
+        auto& w = *static_cast<Watch*>(h->data);
+        try {
+            if (w.pred()) uv_stop(h->loop);  // the poll does not wait; uv_run returns
+        } catch (...) {
+            w.c.report_exception(std::current_exception());
+        }
+    });
     struct Disarm {
         detail::LoopCore& c;
         ~Disarm() {
             uv_timer_stop(&c.run_timer);
             uv_unref(reinterpret_cast<uv_handle_t*>(&c.run_timer));
             c.run_timer.data = &c;
+            uv_prepare_stop(&c.run_prepare);
+            c.run_prepare.data = &c;
         }
     } disarm{c};
     bool done = pred();

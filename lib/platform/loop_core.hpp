@@ -81,6 +81,8 @@ struct LoopCore {
     std::vector<Flushable*> flushing;
 
     uv_timer_t run_timer{};
+    // Looks at run_until()'s pred before each poll (a timer may just have made it true).
+    uv_prepare_t run_prepare{};
 
     // Functions deferred to a later iteration. The check handle seals an iteration's
     // deferrals into `ready`; the idle handle runs `ready` early in the next iteration. While
