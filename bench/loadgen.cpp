@@ -19,7 +19,8 @@
 // bytes; verified_bytes counts every byte checked, prefixes included. The default, none, sends
 // the messages back to back without a prefix.
 //
-// --tls (TCP only): every connection runs TLS (OpenSSL on memory BIOs, in the same loop) and
+// --tls (TCP only): every connection runs TLS (OpenSSL on a BIO of its own that reads the
+// socket's bytes where libuv put them and gathers what OpenSSL writes, in the same loop) and
 // completes its handshake before the load starts; the checks above apply to the decrypted
 // stream. --tls-ca FILE: the server's chain must verify against FILE and its certificate carry
 // the target's IP address; --tls-insecure: any certificate is accepted. Connections end with
@@ -69,6 +70,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -156,11 +158,23 @@ unsigned char message_byte(size_t j, uint64_t seq, unsigned salt) {
     return static_cast<unsigned char>(j * 131 + salt);
 }
 
+// The pattern as one table: byte j of message pattern `salt` is pattern[j + pattern_offset(salt)]
+// (131 is odd, so adding the salt is shifting the position), which makes filling a memcpy and
+// checking a memcmp: the generator stays cheap next to the server it measures.
+std::vector<unsigned char> pattern;  // pattern[i] = i * 131 mod 256, for i < --size + 256
+
+void make_pattern(size_t size) {
+    pattern.resize(size + 256);
+    for (size_t i = 0; i < pattern.size(); i++) pattern[i] = static_cast<unsigned char>(i * 131);
+}
+
+size_t pattern_offset(unsigned salt) {
+    return (salt * 43u) & 255u;  // 43 * 131 = 1 (mod 256)
+}
+
 void fill_message(unsigned char* dst, size_t size, uint64_t seq, uint32_t conn) {
     const unsigned salt = message_salt(seq, conn);
-    for (size_t j = 0; j < size; j++) {
-        dst[j] = static_cast<unsigned char>(j * 131 + salt);
-    }
+    std::memcpy(dst, pattern.data() + pattern_offset(salt), size);
     for (size_t j = 0; j < 8 && j < size; j++) dst[j] = message_byte(j, seq, salt);
 }
 
@@ -173,12 +187,8 @@ size_t check_message(const unsigned char* data, size_t from, size_t len, uint64_
     for (; k < len && from + k < 8; k++) {
         if (data[k] != message_byte(from + k, seq, salt)) return from + k;
     }
-    unsigned diff = 0;  // branch-free so that the loop vectorizes; locate the byte only on failure
-    for (size_t i = k; i < len; i++) {
-        diff |= static_cast<unsigned char>(data[i] ^
-                                           static_cast<unsigned char>((from + i) * 131 + salt));
-    }
-    if (diff == 0) return SIZE_MAX;
+    if (std::memcmp(data + k, pattern.data() + pattern_offset(salt) + from + k, len - k) == 0)
+        return SIZE_MAX;
     for (; k < len; k++) {
         if (data[k] != message_byte(from + k, seq, salt)) return from + k;
     }
@@ -216,10 +226,14 @@ struct TcpConn {
     uint64_t recv_seq = 0;          // messages fully echoed
     size_t recv_pos = 0;            // bytes of message recv_seq echoed so far (prefix included)
     std::vector<uint64_t> sent_at;  // send time of message seq at [seq % inflight]
-    // --tls: rbio holds ciphertext from the server for OpenSSL, wbio what OpenSSL wrote for it.
+    // --tls: OpenSSL reads the server's ciphertext from `in` (the current read, or `kept`: what
+    // a read left unread) and writes its own into `out`, which tls_flush() sends. A BIO of
+    // our own, not a pair of memory BIOs: those copy every byte once more and a reset clears
+    // the whole buffer, costs the servers measured through this generator do not have to pay.
     SSL* ssl = nullptr;
-    BIO* rbio = nullptr;
-    BIO* wbio = nullptr;
+    std::string_view in;
+    std::string kept;
+    std::string out;
     bool tls_up = false;  // the handshake has completed
     // --handshakes resumed: the session the next connection resumes, and whether this one has
     // brought a ticket (TLS 1.3 sends it after the handshake).
@@ -333,10 +347,9 @@ void finish() {
         // Best effort: the socket closes right after, and a server that reports truncation
         // should not report it for a load generator that is done.
         (void)SSL_shutdown(c->ssl);
-        char* data = nullptr;
-        const long len = BIO_get_mem_data(c->wbio, &data);
-        uv_buf_t buf = uv_buf_init(data, static_cast<unsigned>(len));
-        if (len > 0) (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1);
+        uv_buf_t buf = uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size()));
+        if (!c->out.empty()) (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &buf, 1);
+        c->out.clear();
     }
     uv_walk(app.loop, close_walk_cb, nullptr);
 }
@@ -406,13 +419,62 @@ std::string tls_error(const TcpConn& c, int err) {
     return "SSL_get_error " + std::to_string(err);
 }
 
-// Writes out the ciphertext OpenSSL has put in the write BIO.
+// Writes out the ciphertext OpenSSL has produced.
 void tls_flush(TcpConn& c) {
-    char* data = nullptr;
-    const long len = BIO_get_mem_data(c.wbio, &data);
-    if (len <= 0) return;
-    write_out(c, reinterpret_cast<unsigned char*>(data), static_cast<size_t>(len));
-    (void)BIO_reset(c.wbio);  // a writable memory BIO is emptied by a reset
+    if (c.out.empty()) return;
+    write_out(c, reinterpret_cast<unsigned char*>(c.out.data()), c.out.size());
+    c.out.clear();  // keeps its capacity
+}
+
+// The connection's BIO: reads never block (nothing left asks OpenSSL to retry), writes never
+// fail.
+struct ConnBio {
+    static int write(BIO* b, const char* data, size_t len, size_t* written) {
+        static_cast<TcpConn*>(BIO_get_data(b))->out.append(data, len);
+        *written = len;
+        return 1;
+    }
+    static int read(BIO* b, char* buf, size_t len, size_t* got) {
+        auto* c = static_cast<TcpConn*>(BIO_get_data(b));
+        BIO_clear_retry_flags(b);
+        if (c->in.empty()) {
+            BIO_set_retry_read(b);
+            *got = 0;
+            return 0;
+        }
+        const size_t n = std::min(len, c->in.size());
+        std::memcpy(buf, c->in.data(), n);
+        c->in.remove_prefix(n);
+        *got = n;
+        return 1;
+    }
+    static long ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+    static int create(BIO* b) {
+        BIO_set_init(b, 1);
+        return 1;
+    }
+    static BIO_METHOD* method() {
+        static BIO_METHOD* m = [] {
+            BIO_METHOD* bm =
+                BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "loadgen-conn");
+            if (bm != nullptr) {
+                BIO_meth_set_write_ex(bm, write);
+                BIO_meth_set_read_ex(bm, read);
+                BIO_meth_set_ctrl(bm, ctrl);
+                BIO_meth_set_create(bm, create);
+            }
+            return bm;
+        }();
+        return m;
+    }
+};
+
+// After OpenSSL has read what it wanted of a read: what it left (it takes all but after a
+// failure) is kept for the next read, since libuv reuses the read buffer.
+void tls_keep_rest(TcpConn& c) {
+    std::string rest(c.in);
+    c.kept.swap(rest);
+    c.in = {};
 }
 
 void tcp_send(TcpConn& c, uint64_t count) {
@@ -506,9 +568,11 @@ enum class Feed { failed, handshaking, up_now, up };
 // Gives ciphertext from the server to OpenSSL and drives the handshake; up_now when this call
 // completed it (the client's Finished is then sent), failed after a failure (reported).
 Feed tls_feed(TcpConn& c, const char* data, size_t len) {
-    if (BIO_write(c.rbio, data, static_cast<int>(len)) != static_cast<int>(len)) {
-        fail("connection %u: out of memory", c.id);
-        return Feed::failed;
+    if (c.kept.empty()) {
+        c.in = std::string_view(data, len);
+    } else {
+        c.kept.append(data, len);
+        c.in = c.kept;
     }
     if (c.tls_up) return Feed::up;
     const int r = SSL_do_handshake(c.ssl);
@@ -558,6 +622,7 @@ void on_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     }
     if (c.ssl != nullptr) {
         tls_on_read(c, buf->base, static_cast<size_t>(nread));
+        tls_keep_rest(c);
         return;
     }
     const uint64_t now = uv_hrtime();
@@ -742,17 +807,17 @@ void start_load() {
 // The client side of connection c's TLS session; sends the ClientHello.
 void tls_start(TcpConn& c) {
     c.ssl = SSL_new(app.tls_ctx);
-    c.rbio = BIO_new(BIO_s_mem());
-    c.wbio = BIO_new(BIO_s_mem());
-    if (c.ssl == nullptr || c.rbio == nullptr || c.wbio == nullptr) {
-        BIO_free(c.rbio);
-        BIO_free(c.wbio);
-        c.rbio = c.wbio = nullptr;
+    c.in = {};
+    c.kept.clear();
+    c.out.clear();
+    const BIO_METHOD* method = ConnBio::method();
+    BIO* bio = c.ssl != nullptr && method != nullptr ? BIO_new(method) : nullptr;
+    if (bio == nullptr) {
         fail("connection %u: cannot set up TLS", c.id);
         return;
     }
-    BIO_set_mem_eof_return(c.rbio, -1);  // empty means "wait for more", not EOF
-    SSL_set_bio(c.ssl, c.rbio, c.wbio);
+    BIO_set_data(bio, &c);
+    SSL_set_bio(c.ssl, bio, bio);  // one BIO both ways: the SSL takes its one reference
     SSL_set_connect_state(c.ssl);
     if (!app.opt.tls_insecure &&
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c.ssl), app.tls_host.c_str()) != 1) {
@@ -851,6 +916,8 @@ void hs_close(TcpConn& c) {
     if (r != 0) fail("shutdown %u: %s", c.id, uv_strerror(r));
 }
 
+void hs_on_tls(TcpConn& c, const char* data, size_t len);
+
 void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     auto& c = *static_cast<TcpConn*>(stream->data);
     if (app.phase == Phase::done) return;
@@ -863,7 +930,13 @@ void hs_on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
              nread == UV_EOF ? "closed by the server" : uv_strerror(static_cast<int>(nread)));
         return;
     }
-    const Feed f = tls_feed(c, buf->base, static_cast<size_t>(nread));
+    hs_on_tls(c, buf->base, static_cast<size_t>(nread));
+    tls_keep_rest(c);
+}
+
+// --handshakes: ciphertext from the server.
+void hs_on_tls(TcpConn& c, const char* data, size_t len) {
+    const Feed f = tls_feed(c, data, len);
     if (f == Feed::failed || f == Feed::handshaking) return;
     if (f == Feed::up_now) {
         record_completion(c.started_at, uv_hrtime(), 0);
@@ -1085,6 +1158,7 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     app.loop = uv_default_loop();
     app.expect_buf.resize(o.size);
+    make_pattern(o.size);
     uv_timer_init(app.loop, &app.connect_timer);
     uv_timer_init(app.loop, &app.warmup_timer);
     uv_timer_init(app.loop, &app.end_timer);

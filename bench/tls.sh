@@ -247,6 +247,40 @@ median_table() {
     echo
 }
 
+# round_ratios VALUES KEYS NAMES: for each workload, pipeworks / baseline of every round (the
+# two runs of a round are back to back, so a ratio compares like with like when the machine's
+# speed drifts), their median, and in how many rounds pipeworks was ahead. Only when both
+# servers completed every round (the lists would not pair up otherwise).
+round_ratios() {
+    local -n rvalues=$1
+    local -a keys names
+    read -r -a keys <<<"$2"
+    IFS='|' read -r -a names <<<"$3"
+    local w
+    echo "Per round, pipeworks / baseline msgs/s:"
+    echo
+    for w in "${!keys[@]}"; do
+        local -a base_v pw_v
+        read -r -a base_v <<<"${rvalues[${keys[$w]},baseline]:-}"
+        read -r -a pw_v <<<"${rvalues[${keys[$w]},pipeworks]:-}"
+        if ((${#base_v[@]} == 0 || ${#base_v[@]} != ${#pw_v[@]})); then
+            echo "- ${names[$w]}: n/a (runs failed)"
+            continue
+        fi
+        local -a r=()
+        local i ahead=0
+        for i in "${!base_v[@]}"; do
+            r+=("$(awk -v a="${base_v[$i]}" -v b="${pw_v[$i]}" 'BEGIN { printf "%.2f", b / a }')")
+            awk -v a="${base_v[$i]}" -v b="${pw_v[$i]}" 'BEGIN { exit !(b > a) }' &&
+                ahead=$((ahead + 1))
+        done
+        local med
+        med=$(awk -v m="$(median "${r[@]}")" 'BEGIN { printf "%.2f", m }')
+        echo "- ${names[$w]}: ${r[*]}; median $med, pipeworks ahead in $ahead of ${#r[@]}"
+    done
+    echo
+}
+
 # ---------------------------------------------------------------- echo
 
 if section_on echo; then
@@ -275,6 +309,7 @@ if section_on echo; then
     echo "uv_tls_echo_server, pipeworks: echo_server --tls-cert/--tls-key."
     echo
     median_table MPS msgs/s fmt_int 1.0 "$ew_keys" "$ew_names" "baseline pipeworks"
+    round_ratios MPS "$ew_keys" "$ew_names"
     echo "TLS echo, server CPU time per message (lower is better); ratios above 1: pipeworks"
     echo "spends more."
     echo
