@@ -8,6 +8,7 @@
 
 #include <pipeworks/pipeworks.hpp>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -302,4 +303,33 @@ TEST_CASE("TLS: record buffers are given back between records, never in the midd
     REQUIRE(!client.outgoing(big, wire));
     REQUIRE(!server.incoming(wire, to_server));
     CHECK(at_server == "a record cut in two" + big);
+}
+
+TEST_CASE("TLS: an error left in OpenSSL's queue is not this pipe's, and a failure leaves none") {
+    Ctx cc = pki().client_ctx();
+    Ctx sc = pki().server_ctx();
+    detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
+    detail::TlsFilter server(sc.get(), detail::TlsRole::server);
+    handshake_in_memory(client, server);
+    std::string wire, at_server;
+    const auto to_server = [&at_server](std::string_view p) { at_server.append(p); };
+
+    // Someone else's failure on this thread, never read: SSL_get_error would take it for the
+    // next call's.
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    REQUIRE(!client.outgoing("after a stranger's error", wire));
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    REQUIRE(!server.incoming(wire, to_server));
+    CHECK(at_server == "after a stranger's error");
+
+    // A record that does not decrypt ends the filter with OpenSSL's reason, read and cleared.
+    wire.clear();
+    REQUIRE(!client.outgoing("tampered with", wire));
+    wire[wire.size() - 1] = static_cast<char>(wire[wire.size() - 1] ^ 1);
+    const Error e = server.incoming(wire, to_server);
+    CHECK(e == errc::tls_failed);
+    CHECK(e.message.find("TLS read failed: ") == 0);
+    CHECK(e.message.size() > std::string("TLS read failed: ").size());
+    CHECK(ERR_peek_error() == 0);
+    CHECK(at_server == "after a stranger's error");
 }

@@ -21,11 +21,13 @@ bool is_ip_literal(const std::string& host) {
 }
 
 // OpenSSL's error queue is per thread and outlives a call: what one pipe (or the application)
-// left must not be blamed on the next. Looking is cheaper than clearing all sixteen slots,
-// and the queue is almost always empty.
+// left must not be blamed on the next, and SSL_get_error reads any entry as a failure of the
+// call just made. Looking is cheaper than clearing all sixteen slots, and the queue is almost
+// always empty.
 void clear_errors() noexcept {
     if (ERR_peek_error() != 0) ERR_clear_error();
 }
+// Around the rare calls: nothing they leave stays behind.
 struct ClearErrors {
     ClearErrors() { clear_errors(); }
     ~ClearErrors() { clear_errors(); }
@@ -145,7 +147,9 @@ TlsFilter::~TlsFilter() {
 
 Error TlsFilter::incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) {
     if (failed_) return error_;
-    ClearErrors clear;
+    // Only before: a failure empties the queue itself (failure()), and a call that succeeds
+    // leaves nothing in it. This runs for every read, so each look counts.
+    clear_errors();
     // OpenSSL keeps a partial record in its own buffer, so nothing of `wire` outlives the call.
     struct Window {
         TlsFilter& f;
@@ -196,7 +200,7 @@ Error TlsFilter::outgoing(std::string_view plain, std::string& wire) {
         early_.append(plain);
         return {};
     }
-    ClearErrors clear;
+    clear_errors();  // only before, as in incoming()
     maybe_holds_buffers_ = true;
     out_ = &wire;
     Error e = write_plain(plain);
@@ -321,6 +325,7 @@ Error TlsFilter::failure(const char* op, int ssl_error) {
         }
     }
     error_ = Error(errc::tls_failed, std::move(what));
+    ERR_clear_error();  // read now: the next call on this thread starts with an empty queue
     return error_;
 }
 
