@@ -149,6 +149,15 @@ at_least() { # at_least RATIO GOAL: yes when RATIO >= GOAL, no when below, n/a w
     fi
 }
 
+# meets A B GOAL: at_least for B / A unrounded, so that 0.995 (shown as 1.00) does not meet 1.0.
+meets() {
+    local r=n/a
+    if [[ $1 =~ ^[0-9.e+]+$ && $2 =~ ^[0-9.e+]+$ ]]; then
+        r=$(awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.6f\n", b / a; else print "n/a" }')
+    fi
+    at_least "$r" "$3"
+}
+
 # round_order N ROUND: the server indices 0 .. N-1 rotated by ROUND - 1 (AB, BA, AB, ... for
 # two servers; ABC, BCA, CAB, ... for three), so that slow drift in the machine affects all
 # servers alike.

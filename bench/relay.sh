@@ -152,7 +152,7 @@ echo
 gbps_table direct "${paths[@]}"
 echo
 r=$(ratio "${MED[socat]}" "${MED[pipeworks-relay]}")
-echo "pipeworks-relay / socat: $r (goal >= 2: $(at_least "$r" 2))"
+echo "pipeworks-relay / socat: $r (goal >= 2: $(meets "${MED[socat]}" "${MED[pipeworks-relay]}" 2))"
 if [[ -n ${MED[splice]:-} ]]; then
     echo "pipeworks-relay / splice bound: $(ratio "${MED[splice]}" "${MED[pipeworks-relay]}");" \
         "splice bound / socat: $(ratio "${MED[socat]}" "${MED[splice]}")"

@@ -357,10 +357,10 @@ if section_on framed; then
         rg=$(ratio "$g" "$p")
         re=$(ratio "$e" "$p")
         goal="pw/gathered >= ${fw_goal_gathered[$w]}"
-        met=$(at_least "$rg" "${fw_goal_gathered[$w]}")
+        met=$(meets "$g" "$p" "${fw_goal_gathered[$w]}")
         if [[ -n ${fw_goal_each[$w]} ]]; then
             goal+=", pw/each >= ${fw_goal_each[$w]}"
-            met_each=$(at_least "$re" "${fw_goal_each[$w]}")
+            met_each=$(meets "$e" "$p" "${fw_goal_each[$w]}")
             if [[ $met_each == no || $met == yes ]]; then met=$met_each; fi
         fi
         printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${fw_names[$w]}" "$(fmt_int "$e")" \
@@ -430,7 +430,7 @@ if section_on await; then
             cc=$(median ${CPU[a$w,coroutine]:-})
             rc=$(ratio "$b" "$c")
             printf '| %s | %s | %s | %s | >= 0.9 | %s | %s | %s |\n' "${wl_names[$w]}" \
-                "$(fmt_int "$b")" "$(fmt_int "$c")" "$rc" "$(at_least "$rc" 0.9)" \
+                "$(fmt_int "$b")" "$(fmt_int "$c")" "$rc" "$(meets "$b" "$c" 0.9)" \
                 "$(fmt_dec "$bc")" "$(fmt_dec "$cc")"
         done
         echo
@@ -487,7 +487,7 @@ if section_on framed && [[ ${BENCH_PACKET:-1} != 0 ]]; then
             goal=- met=-
             if [[ -n ${pk_goal[$w]} ]]; then
                 goal="packet/framed >= ${pk_goal[$w]}"
-                met=$(at_least "$rp" "${pk_goal[$w]}")
+                met=$(meets "$f" "$p" "${pk_goal[$w]}")
             fi
             printf '| %s | %s | %s | %s | %s | %s |\n' "${pk_names[$w]}" "$(fmt_int "$f")" \
                 "$(fmt_int "$p")" "$rp" "$goal" "$met"

@@ -240,7 +240,7 @@ median_table() {
         for s in "${others[@]}"; do row+=" $(ratio "${med[$s]}" "${med[pipeworks]}") |"; done
         if [[ -n $goal ]]; then
             row+=" pipeworks / ${others[0]} >= $goal |"
-            row+=" $(at_least "$(ratio "${med[${others[0]}]}" "${med[pipeworks]}")" "$goal") |"
+            row+=" $(meets "${med[${others[0]}]}" "${med[pipeworks]}" "$goal") |"
         fi
         echo "$row"
     done
@@ -526,7 +526,7 @@ if section_on relay; then
             echo "pipeworks-relay / stunnel: n/a (skipped: $relay_note)"
         else
             r=$(ratio "${MED[stunnel]}" "${MED[pipeworks-relay]}")
-            echo "pipeworks-relay / stunnel: $r (goal >= 1.2: $(at_least "$r" 1.2))"
+            echo "pipeworks-relay / stunnel: $r (goal >= 1.2: $(meets "${MED[stunnel]}" "${MED[pipeworks-relay]}" 1.2))"
         fi
         echo
     fi
