@@ -1106,3 +1106,36 @@ TEST_CASE("Garbage input: no crash, bounded memory, a clear error or frames") {
         if (f.kind == FramerKind::json_header) CHECK(errors > 50);  // the plausible third
     }
 }
+
+TEST_CASE("length fields of 4 and 8 bytes carry every byte of the value, in either order") {
+    // A negative adjustment puts a large value in the field for a small body: the field holds
+    // body - adjustment.
+    struct Case {
+        unsigned width;
+        std::int64_t adjustment;
+        std::size_t body;
+        std::string big;  // the field, most significant byte first
+    };
+    const std::vector<Case> cases = {
+        {4, -0x01020000, 0x0304, bytes({1, 2, 3, 4})},
+        {8, -0x0102030405060000, 0x0708, bytes({1, 2, 3, 4, 5, 6, 7, 8})},
+    };
+    for (const Case& c : cases) {
+        for (LengthEncoding enc : {LengthEncoding::big_endian, LengthEncoding::little_endian}) {
+            CAPTURE(c.width);
+            CAPTURE(std::string(to_string(enc)));
+            Framer f = Framer::length_prefixed(c.width, enc);
+            f.length.adjustment = c.adjustment;
+            REQUIRE(!f.validate(Transport::tcp));
+            const std::string body(c.body, 'v');
+            std::string out;
+            REQUIRE(!encode(f, body, out));
+            const std::string field(c.big.rbegin(), c.big.rend());
+            CHECK(out.substr(0, c.width) == (enc == LengthEncoding::big_endian ? c.big : field));
+            const Decoded d = decode_pieces(f, {std::string_view(out).substr(0, c.width - 1),
+                                                std::string_view(out).substr(c.width - 1)});
+            REQUIRE(d.frames.size() == 1);
+            CHECK(d.frames[0].message == body);
+        }
+    }
+}

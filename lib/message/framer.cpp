@@ -178,31 +178,43 @@ void append_decimal(std::string& out, std::uint64_t v) {
 
 // Appends a length field holding `value`; `value` fits (checked by the caller).
 void append_length(std::string& out, const Framer::LengthField& lf, std::uint64_t value) {
+    // Made whole first and appended once: a push_back per byte costs a capacity check each,
+    // and this runs for every framed message sent.
+    char field[kMaxVarintBytes];
+    std::size_t n = 0;
+    const unsigned width = std::min(lf.width, 8u);  // validate() allows 1, 2, 4 or 8
+    constexpr bool little = std::endian::native == std::endian::little;
     switch (lf.encoding) {
-        case LengthEncoding::big_endian:
-            for (unsigned i = lf.width; i-- > 0;)
-                out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+        case LengthEncoding::big_endian: {
+            // value fits the field (encode_length checked): its last `width` big-endian bytes.
+            const std::uint64_t be = little ? __builtin_bswap64(value) : value;
+            std::memcpy(field, reinterpret_cast<const char*>(&be) + (8 - width), width);
+            n = width;
             break;
-        case LengthEncoding::little_endian:
-            for (unsigned i = 0; i < lf.width; ++i)
-                out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+        }
+        case LengthEncoding::little_endian: {
+            const std::uint64_t le = little ? value : __builtin_bswap64(value);
+            std::memcpy(field, &le, width);
+            n = width;
             break;
+        }
         case LengthEncoding::varint_leb128:
             while (value >= 0x80) {
-                out.push_back(static_cast<char>((value & 0x7f) | 0x80));
+                field[n++] = static_cast<char>((value & 0x7f) | 0x80);
                 value >>= 7;
             }
-            out.push_back(static_cast<char>(value));
+            field[n++] = static_cast<char>(value);
             break;
         case LengthEncoding::varint_be128: {
             unsigned groups = 1;
             while (groups < kMaxVarintBytes && (value >> (7 * groups)) != 0) ++groups;
             for (unsigned g = groups; g-- > 1;)
-                out.push_back(static_cast<char>(((value >> (7 * g)) & 0x7f) | 0x80));
-            out.push_back(static_cast<char>(value & 0x7f));
+                field[n++] = static_cast<char>(((value >> (7 * g)) & 0x7f) | 0x80);
+            field[n++] = static_cast<char>(value & 0x7f);
             break;
         }
     }
+    out.append(field, n);
 }
 
 // True when the first delimiter in payload + d is the appended one: the payload holds no
