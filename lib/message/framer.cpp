@@ -264,7 +264,7 @@ Error encode_length(const Framer& f, std::string_view payload, std::string& out)
         return Error(errc::message_too_large, "encode: length " + std::to_string(value) +
                                                   " does not fit a " + std::to_string(lf.width) +
                                                   "-byte length field");
-    out.append(payload.data(), lf.offset);
+    if (lf.offset != 0) out.append(payload.data(), lf.offset);  // most framers have none
     append_length(out, lf, value);
     out.append(body.data(), body.size());
     return {};
