@@ -94,6 +94,14 @@ void handshake_in_memory(detail::TlsFilter& client, detail::TlsFilter& server) {
     REQUIRE(server.handshake_done());
 }
 
+// Two filters with no pipe under them, for the tests that look at records themselves.
+struct FilterPair {
+    Ctx cc = pki().client_ctx();
+    Ctx sc = pki().server_ctx();
+    detail::TlsFilter client{cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1"};
+    detail::TlsFilter server{sc.get(), detail::TlsRole::server};
+};
+
 }  // namespace
 
 TEST_CASE("TLS: a handshake, then hello both ways") {
@@ -227,10 +235,9 @@ TEST_CASE("TLS: a framed pipe exchanges 100 messages") {
 
 TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records after") {
     // In memory, between two filters: the record sizes are what the filter itself makes.
-    Ctx cc = pki().client_ctx();
-    Ctx sc = pki().server_ctx();
-    detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
-    detail::TlsFilter server(sc.get(), detail::TlsRole::server);
+    FilterPair pair;
+    detail::TlsFilter& client = pair.client;
+    detail::TlsFilter& server = pair.server;
     handshake_in_memory(client, server);
     std::string at_client;
     const auto keep = [&at_client](std::string_view p) { at_client.append(p); };
@@ -268,10 +275,9 @@ TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records 
 }
 
 TEST_CASE("TLS: record buffers are given back between records, never in the middle of one") {
-    Ctx cc = pki().client_ctx();
-    Ctx sc = pki().server_ctx();
-    detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
-    detail::TlsFilter server(sc.get(), detail::TlsRole::server);
+    FilterPair pair;
+    detail::TlsFilter& client = pair.client;
+    detail::TlsFilter& server = pair.server;
     server.release_buffers();  // during the handshake: kept
     CHECK(server.holds_buffers());
     handshake_in_memory(client, server);
@@ -306,10 +312,9 @@ TEST_CASE("TLS: record buffers are given back between records, never in the midd
 }
 
 TEST_CASE("TLS: an error left in OpenSSL's queue is not this pipe's, and a failure leaves none") {
-    Ctx cc = pki().client_ctx();
-    Ctx sc = pki().server_ctx();
-    detail::TlsFilter client(cc.get(), detail::TlsRole::client, "127.0.0.1", "127.0.0.1");
-    detail::TlsFilter server(sc.get(), detail::TlsRole::server);
+    FilterPair pair;
+    detail::TlsFilter& client = pair.client;
+    detail::TlsFilter& server = pair.server;
     handshake_in_memory(client, server);
     std::string wire, at_server;
     const auto to_server = [&at_server](std::string_view p) { at_server.append(p); };
