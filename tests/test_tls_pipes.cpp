@@ -560,3 +560,21 @@ TEST_CASE("TLS pipes: an idle pipe gives its record buffers back, and works on a
         CHECK(o.end->count == 0);
     }
 }
+
+TEST_CASE("TLS pipes: an echo of plaintext that spans several read blocks comes back intact") {
+    // The server decrypts each 16 KiB record into many small blocks that reuse one buffer; an
+    // echo made from one block must not be overwritten by the next.
+    for (Family f : kFamilies) {
+        CAPTURE(family_name(f));
+        Loop loop;
+        NetConf small = server_conf();
+        small.reader_limit = 1024;
+        auto server = echo_server(loop, f, small);
+        const std::string msg = payload(2'000'000, 9);
+        Outcome o = talk(loop, server->pipe->local_address(), client_conf(), msg, "echo");
+        REQUIRE(o.end->count == 0);
+        CHECK(o.got->data.size() == msg.size());
+        CHECK(o.got->data == msg);
+        CHECK(server->errors.empty());
+    }
+}

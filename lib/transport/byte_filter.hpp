@@ -7,7 +7,8 @@
 
 #include <pipeworks/error.hpp>
 
-#include <functional>
+#include "../platform/function_ref.hpp"
+
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,21 +17,22 @@ namespace pipeworks::detail {
 
 class ByteFilter {
 public:
-    using PlainFn = std::function<void(std::string_view)>;
+    // Both callbacks are called only during the incoming() call they are passed to.
+    using PlainFn = FunctionRef<void(std::string_view)>;
     // A buffer for what the filter makes of a read; one call's buffer stays valid until the
     // next call (the pipe gives the loop's plaintext block, which a relay may keep).
-    using BufferFn = std::function<std::span<char>()>;
+    using BufferFn = FunctionRef<std::span<char>()>;
 
     virtual ~ByteFilter() = default;
     // Bytes read from the socket. Calls `plain` with what the input stage receives (any
     // number of times, also none), each time bytes in a buffer from `buffer`. An Error ends
     // the pipe.
-    virtual Error incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) = 0;
+    virtual Error incoming(std::string_view wire, BufferFn buffer, PlainFn plain) = 0;
     // The same with a buffer of the filter's own, on the stack.
-    Error incoming(std::string_view wire, const PlainFn& plain) {
+    Error incoming(std::string_view wire, PlainFn plain) {
         char local[16 * 1024];
-        return incoming(
-            wire, [&] { return std::span<char>(local, sizeof local); }, plain);
+        auto buffer = [&] { return std::span<char>(local, sizeof local); };
+        return incoming(wire, buffer, plain);
     }
     // Bytes the write queue sends: appends what goes to the socket to `wire`.
     virtual Error outgoing(std::string_view plain, std::string& wire) = 0;
@@ -50,7 +52,7 @@ public:
 class IdentityFilter final : public ByteFilter {
 public:
     using ByteFilter::incoming;
-    Error incoming(std::string_view wire, const BufferFn&, const PlainFn& plain) override {
+    Error incoming(std::string_view wire, BufferFn, PlainFn plain) override {
         if (!wire.empty()) plain(wire);
         return {};
     }

@@ -234,15 +234,19 @@ void PipeImpl::on_read(ssize_t nread, const uv_buf_t* buf) {
         read_data_ = std::string_view(buf->base, static_cast<std::size_t>(nread));
         in_read_ = true;
         if (filter_) [[unlikely]] {
-            Error e = filter_->incoming(
-                read_data_,
-                [this] {
-                    const std::size_t size = conf_->reader_limit;
-                    return std::span<char>(core_->plain_buffer(size), size);
-                },
-                [this](std::string_view plain) {
-                    if (!ending()) input(plain, peer_);
-                });
+            auto buffer = [this] {
+                // The block is reused: what an echo borrowed from it is copied first.
+                if (!borrowed_.empty()) unborrow();
+                const std::size_t size = conf_->reader_limit;
+                return std::span<char>(core_->plain_buffer(size), size);
+            };
+            auto plain = [this](std::string_view bytes) {
+                if (ending()) return;
+                // An echo of the plaintext is borrowed from its block, as of a plain read.
+                read_data_ = bytes;
+                input(bytes, peer_);
+            };
+            Error e = filter_->incoming(read_data_, buffer, plain);
             if (e && !ending()) {
                 if (tls_)
                     tls_fail(std::move(e));

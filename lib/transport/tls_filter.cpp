@@ -145,7 +145,7 @@ TlsFilter::~TlsFilter() {
     SSL_free(ssl_);  // frees the BIO with it
 }
 
-Error TlsFilter::incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) {
+Error TlsFilter::incoming(std::string_view wire, BufferFn buffer, PlainFn plain) {
     if (failed_) return error_;
     // Only before: a failure empties the queue itself (failure()), and a call that succeeds
     // leaves nothing in it. This runs for every read, so each look counts.

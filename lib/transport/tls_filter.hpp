@@ -35,7 +35,7 @@ public:
     TlsFilter& operator=(const TlsFilter&) = delete;
 
     using ByteFilter::incoming;
-    Error incoming(std::string_view wire, const BufferFn& buffer, const PlainFn& plain) override;
+    Error incoming(std::string_view wire, BufferFn buffer, PlainFn plain) override;
     Error outgoing(std::string_view plain, std::string& wire) override;
     void pending_output(std::string& wire) override;
     std::size_t buffered() const noexcept override;

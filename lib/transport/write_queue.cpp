@@ -279,9 +279,13 @@ Error PipeImpl::send_filtered(std::string_view bytes) {
 }
 
 void PipeImpl::filter_pending() {
-    if (!borrowed_.empty()) unborrow();
-    if (!pending_.empty()) {
-        if (Error e = filter_->outgoing(pending_, filtered_)) {
+    // An echo borrowed from the read is encrypted where it is, without a copy first.
+    const std::string_view plain = borrowed_.empty() ? std::string_view(pending_) : borrowed_;
+    if (!plain.empty()) {
+        Error e = filter_->outgoing(plain, filtered_);
+        borrowed_ = {};
+        pending_.clear();
+        if (e) {
             fail(EndReason::error, std::move(e));
             return;
         }
