@@ -37,6 +37,8 @@
 #                    instructions [all]
 #   BENCH_TLS_IDLE_CONNS connections of the idle section [2000]
 #   BENCH_PIPEWORKS_ARGS extra arguments for echo_server, e.g. "--idle-timeout 0" [unset]
+#   BENCH_BASELINE_ARGS  extra arguments for uv_tls_echo_server, e.g. "--idle-timeout 60" (the
+#                    idle deadline echo_server has by default, as a timer per connection) [unset]
 #   BENCH_INSTR_SHORT, BENCH_INSTR_LONG  the instructions section's two run lengths [2, 8]
 set -euo pipefail
 
@@ -157,7 +159,11 @@ declare -A MPS CPU # "workload,server" -> space-separated values, one per succes
 tls_server() {
     SERVER_TERM_STATUS=0
     case $1 in
-        baseline) start_server "$baseline_bin" --tls-cert "$tls_cert" --tls-key "$tls_key" ;;
+        baseline)
+            local -a extra=()
+            read -r -a extra <<<"${BENCH_BASELINE_ARGS:-}"
+            start_server "$baseline_bin" --tls-cert "$tls_cert" --tls-key "$tls_key" "${extra[@]}"
+            ;;
         pipeworks)
             local -a extra=()
             read -r -a extra <<<"${BENCH_PIPEWORKS_ARGS:-}"

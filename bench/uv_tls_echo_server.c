@@ -15,9 +15,13 @@
  *   - a close_notify from the client is answered with one, then the write side is shut down
  *     after the queued writes; a TCP EOF without close_notify (truncation) closes at once.
  * Sessions can be resumed (TLS 1.3 tickets, TLS 1.2 tickets and the server-side cache).
+ *   --idle-timeout SECONDS: connections silent that long are closed, with one timer per
+ *         connection restarted by each read, as a server with idle timeouts is written by
+ *         hand; to compare with echo_server's default idle deadline on equal terms.
  *
  * Usage: uv_tls_echo_server --tls-cert FILE --tls-key FILE [--bind HOST:PORT]
- *        (default 127.0.0.1:0, IPv6 as [::1]:0)
+ *                           [--idle-timeout SECONDS]
+ *        (default 127.0.0.1:0, IPv6 as [::1]:0; no idle timeout)
  * The first line on stdout is "listening on HOST:PORT" with the real port.
  * SIGINT / SIGTERM close everything and exit 0.
  */
@@ -42,7 +46,13 @@ typedef struct {
     BIO* rbio; /* ciphertext from the peer, read by OpenSSL */
     BIO* wbio; /* ciphertext for the peer, written by OpenSSL */
     int paused;
+    /* --idle-timeout: one timer per connection restarted by every read (uv_timer_again); the
+       connection is freed once both handles have closed. */
+    uv_timer_t idle;
+    int open_handles;
 } conn_t;
+
+static uint64_t idle_timeout_ms; /* 0: no idle timeout */
 
 typedef struct {
     uv_write_t req;
@@ -57,14 +67,21 @@ static char read_buf[READ_BUF_SIZE];
 static char plain_buf[PLAIN_BUF_SIZE];
 
 static void on_conn_closed(uv_handle_t* handle) {
-    conn_t* c = (conn_t*)handle;
+    conn_t* c = (conn_t*)handle->data;
+    if (--c->open_handles > 0) return;
     SSL_free(c->ssl); /* frees both BIOs */
     free(c);
 }
 
 static void close_conn(conn_t* c) {
-    if (!uv_is_closing((uv_handle_t*)&c->handle))
+    if (!uv_is_closing((uv_handle_t*)&c->handle)) {
         uv_close((uv_handle_t*)&c->handle, on_conn_closed);
+        if (idle_timeout_ms > 0) uv_close((uv_handle_t*)&c->idle, on_conn_closed);
+    }
+}
+
+static void on_idle(uv_timer_t* t) {
+    close_conn((conn_t*)t->data);
 }
 
 static void alloc_cb(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) {
@@ -178,6 +195,7 @@ static void on_ciphertext(conn_t* c, const char* data, size_t len) {
 static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     conn_t* c = (conn_t*)stream;
     if (nread > 0) {
+        if (idle_timeout_ms > 0) uv_timer_again(&c->idle);
         on_ciphertext(c, buf->base, (size_t)nread);
     } else if (nread < 0) {
         close_conn(c); /* EOF without close_notify, or an error */
@@ -205,7 +223,15 @@ static void on_connection(uv_stream_t* server, int status) {
     BIO_set_mem_eof_return(c->rbio, -1);
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
     SSL_set_accept_state(c->ssl);
+    c->open_handles = 1;
     uv_tcp_init(loop, &c->handle);
+    c->handle.data = c;
+    if (idle_timeout_ms > 0) {
+        uv_timer_init(loop, &c->idle);
+        c->idle.data = c;
+        c->open_handles = 2;
+        uv_timer_start(&c->idle, on_idle, idle_timeout_ms, idle_timeout_ms);
+    }
     if (uv_accept(server, (uv_stream_t*)&c->handle) != 0) {
         close_conn(c);
         return;
@@ -217,7 +243,8 @@ static void on_connection(uv_stream_t* server, int status) {
 static void close_walk_cb(uv_handle_t* handle, void* arg) {
     (void)arg;
     if (uv_is_closing(handle)) return;
-    if (handle->type == UV_TCP && handle != (uv_handle_t*)&tcp_server) {
+    if ((handle->type == UV_TCP && handle != (uv_handle_t*)&tcp_server) ||
+        (handle->type == UV_TIMER && handle->data != NULL)) {
         uv_close(handle, on_conn_closed);
     } else {
         uv_close(handle, NULL);
@@ -248,7 +275,8 @@ static SSL_CTX* make_ctx(const char* cert, const char* key) {
 
 static int usage(void) {
     fprintf(stderr,
-            "usage: uv_tls_echo_server --tls-cert FILE --tls-key FILE [--bind HOST:PORT]\n");
+            "usage: uv_tls_echo_server --tls-cert FILE --tls-key FILE [--bind HOST:PORT]\n"
+            "                          [--idle-timeout SECONDS]\n");
     return 2;
 }
 
@@ -263,6 +291,11 @@ int main(int argc, char** argv) {
             cert = argv[++i];
         } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
             key = argv[++i];
+        } else if (strcmp(argv[i], "--idle-timeout") == 0 && i + 1 < argc) {
+            char* end;
+            long s = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || s < 0 || s > 86400) return usage();
+            idle_timeout_ms = (uint64_t)s * 1000;
         } else {
             return usage();
         }
