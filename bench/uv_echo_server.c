@@ -166,10 +166,8 @@ static void on_connection(uv_stream_t* server, int status) {
     uv_tcp_init(loop, &c->handle);
     c->handle.data = c;
     if (idle_timeout_ms > 0) {
-        uv_timer_init(loop, &c->idle);
-        c->idle.data = c;
+        start_idle_timer(loop, &c->idle, c, idle_timeout_ms, on_idle);
         c->open_handles = 2;
-        uv_timer_start(&c->idle, on_idle, idle_timeout_ms, idle_timeout_ms);
     }
     if (uv_accept(server, (uv_stream_t*)&c->handle) != 0) {
         close_conn(c);
@@ -244,10 +242,7 @@ int main(int argc, char** argv) {
         } else if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc) {
             bind_spec = argv[++i];
         } else if (strcmp(argv[i], "--idle-timeout") == 0 && i + 1 < argc) {
-            char* end;
-            long s = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || s < 0 || s > 86400) return usage();
-            idle_timeout_ms = (uint64_t)s * 1000;
+            if (parse_idle_timeout(argv[++i], &idle_timeout_ms) != 0) return usage();
         } else {
             return usage();
         }

@@ -1,6 +1,7 @@
-/* What the bench/ baseline servers share: --bind HOST:PORT parsed into a socket address, the
- * first output line "listening on HOST:PORT" with the port actually bound, and a TCP server's
- * life on the default loop until SIGINT or SIGTERM. */
+/* What the bench/ baseline servers share: --bind HOST:PORT parsed into a socket address,
+ * --idle-timeout SECONDS and its per-connection timer, the first output line "listening on
+ * HOST:PORT" with the port actually bound, and a TCP server's life on the default loop until
+ * SIGINT or SIGTERM. */
 #ifndef PIPEWORKS_BENCH_UV_SERVER_COMMON_H
 #define PIPEWORKS_BENCH_UV_SERVER_COMMON_H
 
@@ -10,6 +11,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* --idle-timeout's SECONDS (0 to 86400) into milliseconds; -1 when it is not such a number. */
+static inline int parse_idle_timeout(const char* arg, uint64_t* ms) {
+    char* end;
+    long s = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || s < 0 || s > 86400) return -1;
+    *ms = (uint64_t)s * 1000;
+    return 0;
+}
+
+/* The hand-written idle timeout: a repeating timer per connection (data: the connection),
+   which every read restarts with uv_timer_again. */
+static inline void start_idle_timer(uv_loop_t* loop, uv_timer_t* t, void* conn, uint64_t ms,
+                                    uv_timer_cb on_idle) {
+    uv_timer_init(loop, t);
+    t->data = conn;
+    uv_timer_start(t, on_idle, ms, ms);
+}
 
 /* "HOST:PORT" or "[V6HOST]:PORT" into a socket address. */
 static inline int parse_bind(const char* spec, struct sockaddr_storage* out) {
