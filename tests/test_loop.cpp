@@ -10,6 +10,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <random>
@@ -560,6 +561,43 @@ TEST_CASE("deadlines: disarmed before its time never fires; the timer keeps no r
     CHECK_FALSE(q.armed());
     core.disarm(p);
 }
+
+#ifdef __linux__
+TEST_CASE(
+    "deadlines: the poll sleeps with no timeout while they wait; their descriptor goes "
+    "with the loop") {
+    // The deadlines' timer is a timerfd: a libuv timer would give every epoll_wait a timeout,
+    // which costs the kernel a timer of its own each time the loop sleeps.
+    auto fds = [] {
+        std::size_t n = 0;
+        for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+            ++n;
+        return n;
+    };
+    { Loop warm_up; }  // libuv opens a pipe of its own for signals, once per process
+    const std::size_t before = fds();
+    {
+        Loop loop;
+        auto& core = loop.core();
+        auto server = must(Pipe::listen(loop, lo(Family::ipv4)), "listen");  // keeps run() going
+        loop.run_nowait();  // what listen() deferred
+        Probe later(core);
+        core.arm(later, core.fresh_now_ms() + 60000);
+        CHECK(uv_backend_timeout(loop.native()) == -1);
+        Probe soon(core);
+        core.arm(soon, core.fresh_now_ms() + 30);
+        CHECK(uv_backend_timeout(loop.native()) == -1);
+        const auto t0 = Clock::now();
+        loop.run_until([&] { return soon.fires > 0; }, 2s);
+        CHECK(soon.fires == 1);
+        CHECK(Clock::now() - t0 >= 25ms);
+        CHECK(later.fires == 0);
+        CHECK(later.armed());
+        core.disarm(later);
+    }
+    CHECK(fds() == before);
+}
+#endif
 
 // ---------------------------------------------------------------- exceptions
 

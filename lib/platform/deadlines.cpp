@@ -5,6 +5,13 @@
 #include <exception>
 #include <limits>
 
+#ifdef __linux__
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <ctime>
+#endif
+
 namespace pipeworks::detail {
 
 void DeadlineQueue::sift_up(std::size_t i) noexcept {
@@ -118,13 +125,62 @@ namespace {
 constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max();
 }
 
+void LoopCore::init_deadline_timer() noexcept {
+    uv_timer_init(loop, &deadline_timer);
+    deadline_timer.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&deadline_timer));
+#ifdef __linux__
+    const int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (fd < 0) return;  // out of descriptors: the libuv timer does the same, a little slower
+    if (uv_poll_init(loop, &deadline_poll, fd) != 0) {
+        ::close(fd);
+        return;
+    }
+    deadline_poll.data = this;
+    uv_poll_start(&deadline_poll, UV_READABLE, [](uv_poll_t* h, int, int) {
+        auto* c = static_cast<LoopCore*>(h->data);
+        std::uint64_t expirations;
+        // Nothing to read: set again or stopped since it became readable.
+        if (::read(c->deadline_fd, &expirations, sizeof expirations) != sizeof expirations) return;
+        // The loop's time was taken before its callbacks ran; what is due is measured now.
+        uv_update_time(c->loop);
+        c->expire_deadlines();
+    });
+    uv_unref(reinterpret_cast<uv_handle_t*>(&deadline_poll));
+    deadline_fd = fd;
+#endif
+}
+
 void LoopCore::start_deadline_timer(std::uint64_t at_ms, std::uint64_t min_delay) noexcept {
     const std::uint64_t now = uv_now(loop);
-    const std::uint64_t delay = at_ms > now ? at_ms - now : 0;
+    std::uint64_t delay = at_ms > now ? at_ms - now : 0;
+    if (delay < min_delay) delay = min_delay;
+    deadline_timer_at = at_ms;
+#ifdef __linux__
+    if (deadline_fd >= 0) {
+        itimerspec t{};
+        t.it_value.tv_sec = static_cast<time_t>(delay / 1000);
+        t.it_value.tv_nsec = static_cast<long>(delay % 1000) * 1'000'000;
+        if (delay == 0) t.it_value.tv_nsec = 1;  // all zero would stop it
+        ::timerfd_settime(deadline_fd, 0, &t, nullptr);
+        return;
+    }
+#endif
     uv_timer_start(
         &deadline_timer, [](uv_timer_t* t) { static_cast<LoopCore*>(t->data)->expire_deadlines(); },
-        delay > min_delay ? delay : min_delay, 0);
-    deadline_timer_at = at_ms;
+        delay, 0);
+}
+
+void LoopCore::stop_deadline_timer() noexcept {
+    deadline_timer_at = kNever;
+#ifdef __linux__
+    if (deadline_fd >= 0) {
+        const itimerspec t{};
+        ::timerfd_settime(deadline_fd, 0, &t, nullptr);
+        return;
+    }
+#endif
+    uv_timer_stop(&deadline_timer);
 }
 
 void LoopCore::expire_deadlines() noexcept {
@@ -153,10 +209,7 @@ void LoopCore::arm(Deadline& d, std::uint64_t at_ms) {
 
 void LoopCore::disarm(Deadline& d) noexcept {
     deadlines.disarm(d);
-    if (deadlines.empty() && deadline_timer_at != kNever) {
-        uv_timer_stop(&deadline_timer);
-        deadline_timer_at = kNever;
-    }
+    if (deadlines.empty() && deadline_timer_at != kNever) stop_deadline_timer();
 }
 
 std::uint64_t LoopCore::fresh_now_ms() noexcept {

@@ -3,6 +3,7 @@
 #include "platform/loop_core.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -329,9 +330,7 @@ void init_core(detail::LoopCore& c) {
     uv_check_init(c.loop, &c.defer_check);
     c.defer_check.data = &c;
     uv_unref(reinterpret_cast<uv_handle_t*>(&c.defer_check));
-    uv_timer_init(c.loop, &c.deadline_timer);
-    c.deadline_timer.data = &c;
-    uv_unref(reinterpret_cast<uv_handle_t*>(&c.deadline_timer));
+    c.init_deadline_timer();
 }
 
 }  // namespace
@@ -377,13 +376,16 @@ Loop::~Loop() {
           reinterpret_cast<uv_handle_t*>(&c.run_prepare),
           reinterpret_cast<uv_handle_t*>(&c.defer_idle),
           reinterpret_cast<uv_handle_t*>(&c.defer_check),
-          reinterpret_cast<uv_handle_t*>(&c.deadline_timer)}) {
+          reinterpret_cast<uv_handle_t*>(&c.deadline_timer),
+          reinterpret_cast<uv_handle_t*>(&c.deadline_poll)}) {
+        if (h == reinterpret_cast<uv_handle_t*>(&c.deadline_poll) && c.deadline_fd < 0) continue;
         detail::close_handle(c, h, [](uv_handle_t* handle) {
             detail::closed_handle(*static_cast<detail::LoopCore*>(handle->data));
         });
     }
     // Close callbacks run in the closing phase of the next iteration; NOWAIT never blocks.
     while (c.closing_handles > 0) uv_run(c.loop, UV_RUN_NOWAIT);
+    if (c.deadline_fd >= 0) ::close(c.deadline_fd);  // the poll on it has closed
     c.free_blocks();  // every pipe released the blocks it kept when its handle closed
     if (c.owned) {
         if (uv_loop_close(c.loop) == UV_EBUSY) {

@@ -97,6 +97,12 @@ struct LoopCore {
     // the pipes owning the deadlines keep the loop alive, not the timer.
     DeadlineQueue deadlines;
     uv_timer_t deadline_timer{};
+    // On Linux the timer is a timerfd watched by deadline_poll: it stays set in the kernel
+    // between polls, where with a libuv timer every epoll_wait that sleeps sets and cancels a
+    // kernel timer of its own (about 3 % of a busy server's kernel time, docs/design.md).
+    // -1: deadline_timer is used instead (no timerfd).
+    int deadline_fd = -1;
+    uv_poll_t deadline_poll{};
     std::uint64_t deadline_timer_at = std::numeric_limits<std::uint64_t>::max();  // max: stopped
     bool expiring_deadlines = false;
 
@@ -186,7 +192,9 @@ struct LoopCore {
     }
 
     // For deadlines.cpp.
+    void init_deadline_timer() noexcept;
     void start_deadline_timer(std::uint64_t at_ms, std::uint64_t min_delay) noexcept;
+    void stop_deadline_timer() noexcept;
     void expire_deadlines() noexcept;
 };
 
