@@ -104,6 +104,36 @@ struct FilterPair {
 
 }  // namespace
 
+namespace {
+std::string seen_by_function;
+void record_plaintext(std::string_view bytes) {
+    seen_by_function.append(bytes);
+}
+}  // namespace
+
+TEST_CASE("filter callbacks: a function, a lambda and a const function object all work") {
+    detail::IdentityFilter f;
+    seen_by_function.clear();
+    CHECK(!f.incoming("one", record_plaintext));
+    CHECK(!f.incoming("two", &record_plaintext));
+    CHECK(seen_by_function == "onetwo");
+    std::string seen;
+    auto append = [&seen](std::string_view b) { seen.append(b); };
+    CHECK(!f.incoming("three", append));
+    struct Counter {
+        std::size_t* n;
+        void operator()(std::string_view b) const { *n += b.size(); }
+    };
+    std::size_t n = 0;
+    const Counter count{&n};
+    CHECK(!f.incoming("four", count));
+    CHECK(seen == "three");
+    CHECK(n == 4);
+    auto doubled = [](int x) { return 2 * x; };
+    const detail::FunctionRef<int(int)> twice = doubled;  // refers to doubled, which outlives it
+    CHECK(twice(21) == 42);
+}
+
 TEST_CASE("TLS: a handshake, then hello both ways") {
     for (Family f : kFamilies) {
         CAPTURE(family_name(f));

@@ -19,22 +19,35 @@ class FunctionRef;
 template <class R, class... Args>
 class FunctionRef<R(Args...)> {
 public:
-    // Refers to f, which must outlive every call through this reference.
+    // Refers to f (a function, or an object that must outlive every call through this).
     template <class F>
     requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> &&
              std::is_invocable_r_v<R, F&, Args...>) FunctionRef(F&& f)
-    noexcept  // NOLINT(google-explicit-constructor): stands in for a lambda
-        : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
-          call_([](void* object, Args... args) -> R {
-              return std::invoke(*static_cast<std::remove_reference_t<F>*>(object),
-                                 std::forward<Args>(args)...);
-          }) {}
+    noexcept {  // NOLINT(google-explicit-constructor): stands in for a lambda
+        using T = std::remove_reference_t<F>;
+        if constexpr (std::is_function_v<T>) {
+            // A function has no object address; function pointers convert among themselves.
+            target_.function = reinterpret_cast<void (*)()>(&f);
+            call_ = [](Target t, Args... args) -> R {
+                return std::invoke(reinterpret_cast<T*>(t.function), std::forward<Args>(args)...);
+            };
+        } else {
+            target_.object = const_cast<void*>(static_cast<const void*>(std::addressof(f)));
+            call_ = [](Target t, Args... args) -> R {
+                return std::invoke(*static_cast<T*>(t.object), std::forward<Args>(args)...);
+            };
+        }
+    }
 
-    R operator()(Args... args) const { return call_(object_, std::forward<Args>(args)...); }
+    R operator()(Args... args) const { return call_(target_, std::forward<Args>(args)...); }
 
 private:
-    void* object_;
-    R (*call_)(void*, Args...);
+    union Target {
+        void* object;
+        void (*function)();
+    };
+    Target target_{};
+    R (*call_)(Target, Args...);
 };
 
 }  // namespace pipeworks::detail
