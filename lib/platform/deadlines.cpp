@@ -171,18 +171,6 @@ void LoopCore::start_deadline_timer(std::uint64_t at_ms, std::uint64_t min_delay
         delay, 0);
 }
 
-void LoopCore::stop_deadline_timer() noexcept {
-    deadline_timer_at = kNever;
-#ifdef __linux__
-    if (deadline_fd >= 0) {
-        const itimerspec t{};
-        ::timerfd_settime(deadline_fd, 0, &t, nullptr);
-        return;
-    }
-#endif
-    uv_timer_stop(&deadline_timer);
-}
-
 void LoopCore::expire_deadlines() noexcept {
     deadline_timer_at = kNever;  // one-shot: it is not running now
     expiring_deadlines = true;
@@ -208,8 +196,10 @@ void LoopCore::arm(Deadline& d, std::uint64_t at_ms) {
 }
 
 void LoopCore::disarm(Deadline& d) noexcept {
+    // The timer is left set even when nothing is armed any more: it fires once, finds nothing,
+    // and stops. Stopping it here would cost a system call (timerfd_settime) each time a pipe
+    // with the loop's only deadline arms and disarms it, which can be every message.
     deadlines.disarm(d);
-    if (deadlines.empty() && deadline_timer_at != kNever) stop_deadline_timer();
 }
 
 std::uint64_t LoopCore::fresh_now_ms() noexcept {

@@ -20,10 +20,10 @@ template <class R, class... Args>
 class FunctionRef<R(Args...)> {
 public:
     // Refers to f (a function, or an object that must outlive every call through this).
-    template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> &&
-             std::is_invocable_r_v<R, F&, Args...>) FunctionRef(F&& f)
-    noexcept {  // NOLINT(google-explicit-constructor): stands in for a lambda
+    template <class F, std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> &&
+                                            std::is_invocable_r_v<R, F&, Args...>,
+                                        int> = 0>
+    FunctionRef(F&& f) noexcept {  // NOLINT(google-explicit-constructor): stands in for a lambda
         using T = std::remove_reference_t<F>;
         if constexpr (std::is_function_v<T>) {
             // A function has no object address; function pointers convert among themselves.

@@ -194,7 +194,6 @@ struct LoopCore {
     // For deadlines.cpp.
     void init_deadline_timer() noexcept;
     void start_deadline_timer(std::uint64_t at_ms, std::uint64_t min_delay) noexcept;
-    void stop_deadline_timer() noexcept;
     void expire_deadlines() noexcept;
 };
 

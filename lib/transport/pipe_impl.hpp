@@ -487,6 +487,10 @@ public:
         return p >= r && p + b.size() <= r + read_data_.size();
     }
     void unborrow();
+    // What the flush writes (or encrypts): borrowed_ and pending_ are never both in use.
+    std::string_view queued_plain() const noexcept {
+        return borrowed_.empty() ? std::string_view(pending_) : borrowed_;
+    }
     std::string inflight_;
     // A filter's output waits here for the flush, which swaps it with pending_, so that the
     // records of every flush reuse one buffer instead of a fresh one (whose pages the kernel

@@ -244,8 +244,7 @@ void PipeImpl::flush() {
         flush_segs();
         return;
     }
-    // borrowed_ and pending_ are never both in use.
-    std::string_view out = borrowed_.empty() ? std::string_view(pending_) : borrowed_;
+    const std::string_view out = queued_plain();
     if (out.empty()) return;
     uv_buf_t b;
     b.base = const_cast<char*>(out.data());
@@ -280,7 +279,7 @@ Error PipeImpl::send_filtered(std::string_view bytes) {
 
 void PipeImpl::filter_pending() {
     // An echo borrowed from the read is encrypted where it is, without a copy first.
-    const std::string_view plain = borrowed_.empty() ? std::string_view(pending_) : borrowed_;
+    const std::string_view plain = queued_plain();
     if (!plain.empty()) {
         Error e = filter_->outgoing(plain, filtered_);
         borrowed_ = {};
