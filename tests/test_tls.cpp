@@ -102,6 +102,12 @@ struct FilterPair {
     detail::TlsFilter server{sc.get(), detail::TlsRole::server};
 };
 
+// The length field of the record header at `off` in `wire` (5 header bytes precede the body).
+std::size_t record_length(std::string_view wire, std::size_t off) {
+    return (static_cast<std::size_t>(static_cast<unsigned char>(wire[off + 3])) << 8) |
+           static_cast<unsigned char>(wire[off + 4]);
+}
+
 }  // namespace
 
 namespace {
@@ -280,8 +286,7 @@ TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records 
     std::vector<std::size_t> plain_sizes;
     std::size_t off = 0;
     while (off + 5 <= wire.size()) {
-        const std::size_t len = (static_cast<unsigned char>(wire[off + 3]) << 8) |
-                                static_cast<unsigned char>(wire[off + 4]);
+        const std::size_t len = record_length(wire, off);
         CHECK(static_cast<unsigned char>(wire[off]) == 23);  // application data
         plain_sizes.push_back(len - kOverhead);
         off += 5 + len;
@@ -339,6 +344,63 @@ TEST_CASE("TLS: record buffers are given back between records, never in the midd
     REQUIRE(!client.outgoing(big, wire));
     REQUIRE(!server.incoming(wire, to_server));
     CHECK(at_server == "a record cut in two" + big);
+}
+
+TEST_CASE("TLS: a read that ends anywhere among its records yields the same plaintext") {
+    // incoming() stops asking OpenSSL once every byte is taken and nothing is buffered; each
+    // cut below ends a read in a different place: inside a header, inside a record, between
+    // records, with plaintext left over for a small buffer, and with close_notify behind data.
+    const std::string data = payload(40'000, 3);          // small records, then a full one
+    constexpr std::size_t kWhole = std::size_t{1} << 30;  // the whole stream in one read
+    for (const std::size_t step : {std::size_t{1}, std::size_t{3}, std::size_t{1400},
+                                   std::size_t{1422}, std::size_t{4096}, kWhole}) {
+        for (const std::size_t block : {std::size_t{100}, std::size_t{64 * 1024}}) {
+            CAPTURE(step);
+            CAPTURE(block);
+            FilterPair p;
+            handshake_in_memory(p.client, p.server);
+            std::string w;
+            REQUIRE(!p.client.outgoing(data, w));
+            REQUIRE(!p.client.outgoing("tail", w));
+            p.client.close_notify();
+            p.client.pending_output(w);
+            std::string got, storage(block, '\0');
+            std::size_t calls = 0;
+            const auto buffer = [&storage] { return std::span<char>(storage); };
+            const auto plain = [&](std::string_view b) {
+                CHECK(b.size() <= block);
+                got.append(b);
+                ++calls;
+            };
+            for (std::size_t off = 0; off < w.size(); off += step) {
+                REQUIRE(!p.server.incoming(std::string_view(w).substr(off, step), buffer, plain));
+            }
+            CHECK(got == data + "tail");
+            CHECK(p.server.peer_closed());
+            CHECK(!p.server.failed());
+            CHECK(calls > 0);
+        }
+    }
+
+    // Fed record by record into a buffer smaller than a record: each read passes on all of
+    // its records, none of it is left waiting in OpenSSL for the next read.
+    FilterPair p;
+    handshake_in_memory(p.client, p.server);
+    std::string w, got, storage(100, '\0');
+    REQUIRE(!p.client.outgoing(data, w));
+    const auto buffer = [&storage] { return std::span<char>(storage); };
+    const auto plain = [&got](std::string_view b) { got.append(b); };
+    std::size_t off = 0, expected = 0;
+    while (off + 5 <= w.size()) {
+        const std::size_t len = record_length(w, off);
+        REQUIRE(!p.server.incoming(std::string_view(w).substr(off, 5 + len), buffer, plain));
+        off += 5 + len;
+        expected += len - (1 + 16);  // a TLS 1.3 record's type byte and tag
+        CAPTURE(off);
+        REQUIRE(got.size() == expected);
+    }
+    CHECK(off == w.size());
+    CHECK(got == data);
 }
 
 TEST_CASE("TLS: an error left in OpenSSL's queue is not this pipe's, and a failure leaves none") {

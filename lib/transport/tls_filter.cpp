@@ -180,6 +180,13 @@ Error TlsFilter::incoming(std::string_view wire, BufferFn buffer, PlainFn plain)
         const int rc = SSL_read_ex(ssl_, out.data() + used, out.size() - used, &n);
         if (rc == 1) {
             used += n;
+            // With every byte of the read taken and nothing kept in OpenSSL's buffers, one
+            // more call could only ask for more: it and its SSL_get_error are skipped, once
+            // per read.
+            if (in_.empty() && SSL_has_pending(ssl_) == 0) {
+                pass_on();
+                return {};
+            }
             continue;
         }
         const int err = SSL_get_error(ssl_, rc);
