@@ -102,6 +102,9 @@ struct FilterPair {
     detail::TlsFilter server{sc.get(), detail::TlsRole::server};
 };
 
+// Every TLS 1.3 record: a 5-byte header, then the plaintext, its type byte and a 16-byte tag.
+constexpr std::size_t kRecordOverhead = 1 + 16;
+
 // The length field of the record header at `off` in `wire` (5 header bytes precede the body).
 std::size_t record_length(std::string_view wire, std::size_t off) {
     return (static_cast<std::size_t>(static_cast<unsigned char>(wire[off + 3])) << 8) |
@@ -281,14 +284,12 @@ TEST_CASE("TLS: the first 16 KiB go in one-segment records, full 16 KiB records 
     const std::string data = payload(100'000, 5);
     std::string wire;
     REQUIRE(!server.outgoing(data, wire));
-    // Every TLS 1.3 record: a 5-byte header, then the plaintext, its type byte and a 16-byte tag.
-    constexpr std::size_t kOverhead = 1 + 16;
     std::vector<std::size_t> plain_sizes;
     std::size_t off = 0;
     while (off + 5 <= wire.size()) {
         const std::size_t len = record_length(wire, off);
         CHECK(static_cast<unsigned char>(wire[off]) == 23);  // application data
-        plain_sizes.push_back(len - kOverhead);
+        plain_sizes.push_back(len - kRecordOverhead);
         off += 5 + len;
     }
     CHECK(off == wire.size());
@@ -395,7 +396,7 @@ TEST_CASE("TLS: a read that ends anywhere among its records yields the same plai
         const std::size_t len = record_length(w, off);
         REQUIRE(!p.server.incoming(std::string_view(w).substr(off, 5 + len), buffer, plain));
         off += 5 + len;
-        expected += len - (1 + 16);  // a TLS 1.3 record's type byte and tag
+        expected += len - kRecordOverhead;
         CAPTURE(off);
         REQUIRE(got.size() == expected);
     }
